@@ -92,16 +92,25 @@ def one(n: int, batch_size: int, repeats: int) -> dict:
             with PeakRSS() as mem_cap:
                 t0 = time.perf_counter()
                 caps = record_reductions(
-                    model, data, {"mean": MEAN_LAYERS, "flatten": FLAT_LAYERS},
-                    store=store, batch_size=batch_size, device="cpu", progress=False,
+                    model,
+                    data,
+                    {"mean": MEAN_LAYERS, "flatten": FLAT_LAYERS},
+                    store=store,
+                    batch_size=batch_size,
+                    device="cpu",
+                    progress=False,
                 )
                 cap_t.append(time.perf_counter() - t0)
             written = sum(e.nbytes for e in store.entries())
             raw = sum(int(a.nbytes) for c in caps.values() for a in c.values())
     out.update(
-        bare_s=min(bare_t), capture_s=min(cap_t), ratio=min(cap_t) / min(bare_t),
-        bytes_written=written, bytes_uncompressed=raw,
-        peak_extra_mb_bare=mem_bare.extra_mb, peak_extra_mb_capture=mem_cap.extra_mb,
+        bare_s=min(bare_t),
+        capture_s=min(cap_t),
+        ratio=min(cap_t) / min(bare_t),
+        bytes_written=written,
+        bytes_uncompressed=raw,
+        peak_extra_mb_bare=mem_bare.extra_mb,
+        peak_extra_mb_capture=mem_cap.extra_mb,
     )
     return out
 
@@ -116,19 +125,34 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.n[0], args.batch_size, args.repeats)))
         return
-    print(f"{'n':>7} {'bare s':>8} {'capture s':>10} {'ratio':>6} {'written MB':>11} "
-          f"{'raw MB':>8} {'peak+ bare MB':>14} {'peak+ capture MB':>17}")
+    print(
+        f"{'n':>7} {'bare s':>8} {'capture s':>10} {'ratio':>6} {'written MB':>11} "
+        f"{'raw MB':>8} {'peak+ bare MB':>14} {'peak+ capture MB':>17}"
+    )
     for n in args.n:
         res = subprocess.run(
-            [sys.executable, __file__, "--one", "--n", str(n), "--batch-size",
-             str(args.batch_size), "--repeats", str(args.repeats)],
-            capture_output=True, text=True, check=True,
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                "--n",
+                str(n),
+                "--batch-size",
+                str(args.batch_size),
+                "--repeats",
+                str(args.repeats),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         r = json.loads(res.stdout.strip().splitlines()[-1])
-        print(f"{r['n']:>7} {r['bare_s']:>8.2f} {r['capture_s']:>10.2f} {r['ratio']:>6.2f} "
-              f"{r['bytes_written'] / 2**20:>11.1f} {r['bytes_uncompressed'] / 2**20:>8.1f} "
-              f"{r['peak_extra_mb_bare']:>14.1f} {r['peak_extra_mb_capture']:>17.1f}",
-              flush=True)
+        print(
+            f"{r['n']:>7} {r['bare_s']:>8.2f} {r['capture_s']:>10.2f} {r['ratio']:>6.2f} "
+            f"{r['bytes_written'] / 2**20:>11.1f} {r['bytes_uncompressed'] / 2**20:>8.1f} "
+            f"{r['peak_extra_mb_bare']:>14.1f} {r['peak_extra_mb_capture']:>17.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

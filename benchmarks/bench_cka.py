@@ -114,8 +114,9 @@ PEER_NAMES = {
 }
 
 
-def run_peers(python: str | None, tasks: list[str], folder: str, repeats: int,
-              timeout: int) -> dict:
+def run_peers(
+    python: str | None, tasks: list[str], folder: str, repeats: int, timeout: int
+) -> dict:
     """Run each peer task in its own subprocess of the peer environment, with its own timeout."""
     if not python:
         return {"skipped": "no --peer-python given"}
@@ -129,7 +130,9 @@ def run_peers(python: str | None, tasks: list[str], folder: str, repeats: int,
         try:
             proc = subprocess.run(
                 [python, str(script), task, folder, str(repeats)],
-                capture_output=True, text=True, timeout=timeout,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
         except subprocess.TimeoutExpired:
             out[name] = {"timed_out_after_s": timeout}
@@ -153,16 +156,24 @@ def _speedups(peers: dict, ours: float) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
     p.add_argument("--peer-python", default="/tmp/benchenv/bin/python")
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--peer-timeout", type=int, default=420)
     p.add_argument("--out", default="benchmarks/results/bench_cka.json")
-    p.add_argument("--sections", default="cka,svcca,allpairs",
-                   help="comma-separated subset of cka,svcca,allpairs")
-    p.add_argument("--skip-ours-cka", action="store_true",
-                   help="in the cka section, run only the peers (reuse earlier repsim figures)")
+    p.add_argument(
+        "--sections",
+        default="cka,svcca,allpairs",
+        help="comma-separated subset of cka,svcca,allpairs",
+    )
+    p.add_argument(
+        "--skip-ours-cka",
+        action="store_true",
+        help="in the cka section, run only the peers (reuse earlier repsim figures)",
+    )
     args = p.parse_args()
     sections = set(args.sections.split(","))
 
@@ -171,7 +182,11 @@ def main() -> None:
     n_ap, d_ap = (1000, 128) if args.quick else (5_000, 256)
     r = args.repeats
     results: dict = {
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "numpy": np.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "numpy": np.__version__,
+        },
         "sizes": {"cka": [n, d], "svcca": [n_svcca, d_svcca], "allpairs": [10, n_ap, d_ap]},
     }
 
@@ -190,10 +205,14 @@ def main() -> None:
         results["linear_cka"] = {
             "roofline_three_matmuls_s": roof,
             "matmul_s": {"XtX": t_xx, "YtY": t_yy, "XtY": t_xy},
-            "repsim_cka_s": t_cka, "ratio_to_roofline": t_cka / roof, "value": v_cka,
-            "repsim_cka_debiased_s": t_deb, "debiased_ratio_to_roofline": t_deb / roof,
+            "repsim_cka_s": t_cka,
+            "ratio_to_roofline": t_cka / roof,
+            "value": v_cka,
+            "repsim_cka_debiased_s": t_deb,
+            "debiased_ratio_to_roofline": t_deb / roof,
             "value_debiased": v_deb,
-            "repsim_cka_float32_input_s": t_f32, "value_float32_input": v_f32,
+            "repsim_cka_float32_input_s": t_f32,
+            "value_float32_input": v_f32,
         }
         print(f"linear CKA n={n} d={d}: roofline (3 float64 matmuls) {roof:.2f} s")
         print(f"  repsim cka          {t_cka:.2f} s  ratio {t_cka / roof:.2f}  value {v_cka:.6f}")
@@ -204,8 +223,9 @@ def main() -> None:
         np.save(Path(folder) / "X.npy", X)
         np.save(Path(folder) / "Y.npy", Y)
         X = Y = None
-        peers = run_peers(args.peer_python, ["torch-cka", "repsim015-cka"], folder, 1,
-                          args.peer_timeout)
+        peers = run_peers(
+            args.peer_python, ["torch-cka", "repsim015-cka"], folder, 1, args.peer_timeout
+        )
         if "linear_cka" in results:
             _speedups(peers, results["linear_cka"]["repsim_cka_s"])
         results.setdefault("linear_cka", {})["peers"] = peers
@@ -213,12 +233,23 @@ def main() -> None:
     if "svcca" in sections:
         Xs, Ys = make_pair(n_svcca, d_svcca, 1)
         t_sv, v_sv = best_time(lambda: svcca(Xs, Ys), r)
-        t_svd, _ = best_time(lambda: (np.linalg.svd(Xs, full_matrices=False),
-                                      np.linalg.svd(Ys, full_matrices=False)), 1)
-        results["svcca"] = {"repsim_s": t_sv, "value": v_sv, "two_svds_s": t_svd,
-                            "ratio_to_two_svds": t_sv / t_svd}
-        print(f"SVCCA n={n_svcca} d={d_svcca}: {t_sv:.2f} s (two SVDs alone {t_svd:.2f} s), "
-              f"value {v_sv:.6f}")
+        t_svd, _ = best_time(
+            lambda: (
+                np.linalg.svd(Xs, full_matrices=False),
+                np.linalg.svd(Ys, full_matrices=False),
+            ),
+            1,
+        )
+        results["svcca"] = {
+            "repsim_s": t_sv,
+            "value": v_sv,
+            "two_svds_s": t_svd,
+            "ratio_to_two_svds": t_sv / t_svd,
+        }
+        print(
+            f"SVCCA n={n_svcca} d={d_svcca}: {t_sv:.2f} s (two SVDs alone {t_svd:.2f} s), "
+            f"value {v_sv:.6f}"
+        )
         for f in Path(folder).glob("*.npy"):
             f.unlink()
         np.save(Path(folder) / "X.npy", Xs)
@@ -241,10 +272,16 @@ def main() -> None:
             lambda: np.array([[cka(layers[a], layers[b]) for b in names] for a in names]), 1
         )
         agree = float(np.abs(table.matrix("cka").values - M).max())
-        results["allpairs"] = {"repsim_compare_all_s": t_all, "naive_100_calls_s": t_naive,
-                               "speedup_vs_naive": t_naive / t_all, "max_abs_diff": agree}
-        print(f"all pairs 10x10 n={n_ap} d={d_ap}: compare {t_all:.2f} s, 100 cka calls "
-              f"{t_naive:.2f} s ({t_naive / t_all:.1f}x), max |diff| {agree:.1e}")
+        results["allpairs"] = {
+            "repsim_compare_all_s": t_all,
+            "naive_100_calls_s": t_naive,
+            "speedup_vs_naive": t_naive / t_all,
+            "max_abs_diff": agree,
+        }
+        print(
+            f"all pairs 10x10 n={n_ap} d={d_ap}: compare {t_all:.2f} s, 100 cka calls "
+            f"{t_naive:.2f} s ({t_naive / t_all:.1f}x), max |diff| {agree:.1e}"
+        )
         for f in Path(folder).glob("*.npy"):
             f.unlink()
         for i, name in enumerate(names):

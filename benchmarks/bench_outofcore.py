@@ -46,7 +46,11 @@ def _zarr_array(path: Path, n: int, d: int):
 
     rows = max(1, (2 << 20) // (4 * d))
     return zarr.create_array(
-        str(path), shape=(n, d), chunks=(rows, d), dtype="float32", fill_value=float("nan"),
+        str(path),
+        shape=(n, d),
+        chunks=(rows, d),
+        dtype="float32",
+        fill_value=float("nan"),
         compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
         overwrite=True,
     )
@@ -132,11 +136,19 @@ def one(workdir: Path, n: int, batch_size: int, use_dask: bool) -> dict:
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     out = {
-        "n": n, "d": int(X.shape[1]), "d_y": int(Y.shape[1]), "batch_size": batch_size,
-        "x_gb": n * X.shape[1] * 4 / 1e9, "read_s": read_s, "cka_s": cka_s,
-        "cka_over_read": cka_s / read_s, "s_per_1000_rows": 1000 * cka_s / n,
-        "cka_cpu_s": cpu_s, "cpu_s_per_1000_rows": 1000 * cpu_s / n,
-        "cka": value, "cka_debiased": value_debiased,
+        "n": n,
+        "d": int(X.shape[1]),
+        "d_y": int(Y.shape[1]),
+        "batch_size": batch_size,
+        "x_gb": n * X.shape[1] * 4 / 1e9,
+        "read_s": read_s,
+        "cka_s": cka_s,
+        "cka_over_read": cka_s / read_s,
+        "s_per_1000_rows": 1000 * cka_s / n,
+        "cka_cpu_s": cpu_s,
+        "cpu_s_per_1000_rows": 1000 * cpu_s / n,
+        "cka": value,
+        "cka_debiased": value_debiased,
         "rss_after_imports_mb": rss_imports,
     }
     if use_dask:
@@ -168,8 +180,14 @@ def gpu_figures(n: int, d: int, batch_size: int) -> dict | None:
         acc.update(x, x[:, : d // 4] + torch.randn(batch_size, d // 4, device="cuda", generator=g))
     value = acc.result()
     torch.cuda.synchronize()
-    return {"n": n, "d": d, "gpu": torch.cuda.get_device_name(), "cka_s": time.perf_counter() - t0,
-            "cka": value, "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20}
+    return {
+        "n": n,
+        "d": d,
+        "gpu": torch.cuda.get_device_name(),
+        "cka_s": time.perf_counter() - t0,
+        "cka": value,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20,
+    }
 
 
 def main() -> None:
@@ -197,49 +215,78 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     n_max = max(args.n)
     results: dict = {
-        "benchmark": "outofcore_cka", "platform": platform.platform(),
-        "cpus": os.cpu_count(), "cap_gb": args.cap_gb, "d": args.d, "d_y": args.d_y,
-        "batch_size": args.batch_size, "runs": [],
+        "benchmark": "outofcore_cka",
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cap_gb": args.cap_gb,
+        "d": args.d,
+        "d_y": args.d_y,
+        "batch_size": args.batch_size,
+        "runs": [],
     }
     try:
         meta = workdir / "meta.json"
         want = {"n": n_max, "d": args.d, "d_y": args.d_y, "seed": args.seed}
         if not (meta.exists() and json.loads(meta.read_text()) == want):
-            print(f"writing X [{n_max} x {args.d}] ({n_max * args.d * 4 / 1e9:.2f} GB float32) "
-                  f"and Y [{n_max} x {args.d_y}] to {workdir} ...", flush=True)
+            print(
+                f"writing X [{n_max} x {args.d}] ({n_max * args.d * 4 / 1e9:.2f} GB float32) "
+                f"and Y [{n_max} x {args.d_y}] to {workdir} ...",
+                flush=True,
+            )
             results["generate"] = generate(workdir, n_max, args.d, args.d_y, args.seed)
             meta.write_text(json.dumps(want))
             print(f"  written in {results['generate']['write_s']:.1f} s", flush=True)
-        print(f"{'n':>8} {'X GB':>6} {'read s':>7} {'CKA s':>7} {'CKA/read':>8} "
-              f"{'s/1k rows':>9} {'CPU s/1k':>8} {'peak RSS MB':>11} {'under cap':>9}",
-              flush=True)
+        print(
+            f"{'n':>8} {'X GB':>6} {'read s':>7} {'CKA s':>7} {'CKA/read':>8} "
+            f"{'s/1k rows':>9} {'CPU s/1k':>8} {'peak RSS MB':>11} {'under cap':>9}",
+            flush=True,
+        )
         for n in sorted(args.n):
-            cmd = [sys.executable, __file__, "--one", "--workdir", str(workdir), "--n", str(n),
-                   "--batch-size", str(args.batch_size), *(["--dask"] if args.dask else [])]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--one",
+                "--workdir",
+                str(workdir),
+                "--n",
+                str(n),
+                "--batch-size",
+                str(args.batch_size),
+                *(["--dask"] if args.dask else []),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
             if proc.returncode != 0:
                 print(proc.stderr[-3000:], file=sys.stderr)
                 raise SystemExit(f"run for n={n} failed")
-            r = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("JSON:"))[5:])
+            r = json.loads(
+                next(ln for ln in proc.stdout.splitlines() if ln.startswith("JSON:"))[5:]
+            )
             r["under_cap"] = r["peak_rss_mb"] < args.cap_gb * 1024
             results["runs"].append(r)
-            print(f"{n:>8} {r['x_gb']:>6.2f} {r['read_s']:>7.1f} {r['cka_s']:>7.1f} "
-                  f"{r['cka_over_read']:>8.2f} {r['s_per_1000_rows']:>9.3f} "
-                  f"{r['cpu_s_per_1000_rows']:>8.3f} "
-                  f"{r['peak_rss_mb']:>11.0f} {str(r['under_cap']):>9}"
-                  + (f"  dask {r['dask_threads_s']:.1f} s" if args.dask else ""), flush=True)
+            print(
+                f"{n:>8} {r['x_gb']:>6.2f} {r['read_s']:>7.1f} {r['cka_s']:>7.1f} "
+                f"{r['cka_over_read']:>8.2f} {r['s_per_1000_rows']:>9.3f} "
+                f"{r['cpu_s_per_1000_rows']:>8.3f} "
+                f"{r['peak_rss_mb']:>11.0f} {str(r['under_cap']):>9}"
+                + (f"  dask {r['dask_threads_s']:.1f} s" if args.dask else ""),
+                flush=True,
+            )
         runs = results["runs"]
         if len(runs) > 1:
             a, b = runs[0], runs[-1]
             results["scaling"] = {
-                "n_ratio": b["n"] / a["n"], "time_ratio": b["cka_s"] / a["cka_s"],
+                "n_ratio": b["n"] / a["n"],
+                "time_ratio": b["cka_s"] / a["cka_s"],
                 "cpu_time_ratio": b["cka_cpu_s"] / a["cka_cpu_s"],
                 "peak_rss_ratio": b["peak_rss_mb"] / a["peak_rss_mb"],
             }
             s = results["scaling"]
-            print(f"n x{s['n_ratio']:.1f}: time x{s['time_ratio']:.2f}, "
-                  f"CPU time x{s['cpu_time_ratio']:.2f}, "
-                  f"peak RSS x{s['peak_rss_ratio']:.2f}", flush=True)
+            print(
+                f"n x{s['n_ratio']:.1f}: time x{s['time_ratio']:.2f}, "
+                f"CPU time x{s['cpu_time_ratio']:.2f}, "
+                f"peak RSS x{s['peak_rss_ratio']:.2f}",
+                flush=True,
+            )
         results["gpu"] = gpu_figures(min(args.n), args.d, args.batch_size)
         if results["gpu"]:
             print(f"GPU ({results['gpu']['gpu']}): {results['gpu']['cka_s']:.2f} s", flush=True)

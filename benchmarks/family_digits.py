@@ -32,11 +32,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cache = args.cache or tempfile.mkdtemp(prefix="repsim-family-")
     config = {
-        "name": "digits-imbalanced-cnn", "dataset": "digits-imbalanced", "model": "cnn",
-        "seeds": [0, 1, 2, 3, 4], "cache_dir": cache,
+        "name": "digits-imbalanced-cnn",
+        "dataset": "digits-imbalanced",
+        "model": "cnn",
+        "seeds": [0, 1, 2, 3, 4],
+        "cache_dir": cache,
         "train": {"epochs": 10, "batch_size": 64, "lr": 3e-3, "optimizer": "adam"},
-        "compression": [{"method": "magnitude", "sparsities": [0.5, 0.8, 0.9, 0.95],
-                         "kd": [False, True], "finetune_epochs": 5}],
+        "compression": [
+            {
+                "method": "magnitude",
+                "sparsities": [0.5, 0.8, 0.9, 0.95],
+                "kd": [False, True],
+                "finetune_epochs": 5,
+            }
+        ],
     }
     t0 = time.perf_counter()
     fam = build(config)
@@ -51,14 +60,23 @@ def main() -> None:
         minority = ev.groups == 1
         key = f"{m.method} s={m.setting.sparsity} kd={m.setting.kd}"
         rows[key]["acc"].append(ev.accuracy)
-        rows[key]["minority"].append(float(np.mean(ev.predictions[minority]
-                                                   == ev.labels[minority])))
-        rows[key]["majority"].append(float(np.mean(ev.predictions[~minority]
-                                                   == ev.labels[~minority])))
+        rows[key]["minority"].append(
+            float(np.mean(ev.predictions[minority] == ev.labels[minority]))
+        )
+        rows[key]["majority"].append(
+            float(np.mean(ev.predictions[~minority] == ev.labels[~minority]))
+        )
     summary = {k: {n: round(statistics.mean(v), 4) for n, v in d.items()} for k, d in rows.items()}
-    out = {"threads": args.threads, "members": len(fam), "built": fam.n_built,
-           "first_build_s": round(first, 1), "second_build_s": round(second, 2),
-           "second_built": again.n_built, "summary": summary, "cache": cache}
+    out = {
+        "threads": args.threads,
+        "members": len(fam),
+        "built": fam.n_built,
+        "first_build_s": round(first, 1),
+        "second_build_s": round(second, 2),
+        "second_built": again.n_built,
+        "summary": summary,
+        "cache": cache,
+    }
     print(json.dumps(out, indent=2))
 
 

@@ -43,8 +43,13 @@ SUITES = ("capture", "cka", "outofcore", "dask")
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                              capture_output=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -75,8 +80,7 @@ def suite_cka(quick: bool, timeout: int) -> dict:
     if not script.exists():
         return {"skipped": "benchmarks/bench_cka.py not present"}
     out = Path(tempfile.mkdtemp(prefix="repsim-bench-")) / "cka.json"
-    _run([sys.executable, str(script), *(["--quick"] if quick else []), "--out", str(out)],
-         timeout)
+    _run([sys.executable, str(script), *(["--quick"] if quick else []), "--out", str(out)], timeout)
     return json.loads(out.read_text())
 
 
@@ -117,16 +121,22 @@ def suite_dask(quick: bool, timeout: int) -> dict:
         return min(times), value
 
     res["single_process_s"], ref = best_of_2(
-        lambda: stream_cka(zx, zy, batch_size=4096, progress=False))
+        lambda: stream_cka(zx, zy, batch_size=4096, progress=False)
+    )
     res["dask_threads_s"], v = best_of_2(lambda: distributed_cka(zx, zy))
     res["dask_threads_abs_diff"] = abs(v - ref)
     try:
         from distributed import Client, LocalCluster
 
-        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as lc, Client(lc) as client:
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as lc,
+            Client(lc) as client,
+        ):
             res["localcluster_2_workers_s"], v = best_of_2(
-                lambda: distributed_cka(zx, zy, scheduler=client))
+                lambda: distributed_cka(zx, zy, scheduler=client)
+            )
             res["localcluster_abs_diff"] = abs(v - ref)
     except ImportError:
         res["localcluster"] = "dask.distributed not installed"
@@ -173,9 +183,13 @@ def main() -> None:
     import torch
 
     report: dict = {
-        "commit": _git_commit(), "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "quick": args.quick, "platform": platform.platform(), "python": platform.python_version(),
-        "cpus": os.cpu_count(), "torch": torch.__version__,
+        "commit": _git_commit(),
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "quick": args.quick,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "suites": {},
     }

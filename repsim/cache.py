@@ -209,8 +209,8 @@ class PendingEntry:
     ) -> zarr.Array:
         """Create ``name`` with shape ``[n_samples]`` (``n_features=None``) or ``[n, f]``."""
         dtype = np.dtype(dtype)
-        shape: tuple[int, ...] = (self.n_samples,) if n_features is None else (
-            self.n_samples, n_features
+        shape: tuple[int, ...] = (
+            (self.n_samples,) if n_features is None else (self.n_samples, n_features)
         )
         row_bytes = dtype.itemsize * (1 if n_features is None else max(n_features, 1))
         rows = int(max(1, min(self.n_samples, self.store.chunk_bytes // row_bytes)))
@@ -456,7 +456,8 @@ class ActivationStore:
         return sorted(
             d.name
             for d in self.path.iterdir()
-            if d.is_dir() and not d.name.startswith(".")
+            if d.is_dir()
+            and not d.name.startswith(".")
             and (_KEY_RE.match(d.name) or (d / "zarr.json").exists())
         )
 
@@ -534,8 +535,9 @@ class ActivationStore:
         return out
 
     # ------------------------------------------------------------------ verify / remove
-    def verify(self, keys: Iterable[str] | None = None, *, deep: bool = True,
-               mark: bool = True) -> list[Problem]:
+    def verify(
+        self, keys: Iterable[str] | None = None, *, deep: bool = True, mark: bool = True
+    ) -> list[Problem]:
         """Check entries and report every defect.
 
         Checks, per entry: the group's repsim schema attrs; every meta array present; every
@@ -554,8 +556,14 @@ class ActivationStore:
         for key in self.keys() if keys is None else [self.resolve(k) for k in keys]:
             attrs = self._group_attrs(key)
             if attrs is None:
-                problems.append(Problem(key, None, "not a repsim entry (missing or foreign "
-                                        "group metadata); the next capture rebuilds it"))
+                problems.append(
+                    Problem(
+                        key,
+                        None,
+                        "not a repsim entry (missing or foreign "
+                        "group metadata); the next capture rebuilds it",
+                    )
+                )
                 continue
             n = int(attrs.get("n_samples", -1))
             names = self._arrays(key)
@@ -578,9 +586,14 @@ class ActivationStore:
             base = self.path / sub
             if base.is_dir():
                 for d in base.iterdir():
-                    problems.append(Problem(f"{sub}/{d.name}", None,
-                                            "leftover of an unfinished capture; removed by the "
-                                            "next capture once its process has ended"))
+                    problems.append(
+                        Problem(
+                            f"{sub}/{d.name}",
+                            None,
+                            "leftover of an unfinished capture; removed by the "
+                            "next capture once its process has ended",
+                        )
+                    )
         return problems
 
     def _data_problem(self, key: str, name: str) -> str | None:
@@ -595,8 +608,10 @@ class ActivationStore:
                     bad = (block == -1).reshape(len(block), -1).any(axis=1)
                 if bad.any():
                     first = start + int(np.argmax(bad))
-                    return (f"{int(bad.sum())} unwritten (fill-value) rows from row {first}; "
-                            "a chunk is lost")
+                    return (
+                        f"{int(bad.sum())} unwritten (fill-value) rows from row {first}; "
+                        "a chunk is lost"
+                    )
             if name == "sample_id":
                 ids = np.asarray(arr[:])
                 if len(np.unique(ids)) != len(ids):

@@ -150,8 +150,9 @@ def _source(data: Any, batch_size: int) -> _Source:
                 stop = min(start + batch_size, len(data))
                 yield x[start:stop], y[start:stop], g[start:stop]
 
-        return _Source(len(data), np.asarray(data.sample_id, dtype=np.int64), gd_batches,
-                       data.fingerprint())
+        return _Source(
+            len(data), np.asarray(data.sample_id, dtype=np.int64), gd_batches, data.fingerprint()
+        )
     if isinstance(data, DataLoader):
         loader = data
         sampler = getattr(loader.batch_sampler, "sampler", loader.sampler)
@@ -292,8 +293,9 @@ class _Hooks:
         if t is None:
             raise ShapeError(f"Layer {layer!r} produced no tensor (got {type(value).__name__}).")
         if t.ndim == 0:
-            raise ShapeError(f"Layer {layer!r} produced a scalar; capture needs batch-first "
-                             "tensors.")
+            raise ShapeError(
+                f"Layer {layer!r} produced a scalar; capture needs batch-first tensors."
+            )
         # copy inside the hook: later in-place ops must not change what was captured
         for reduction in self.reductions[layer]:
             self.out[layer, reduction] = reduce_activation(t.detach(), reduction).to(
@@ -427,9 +429,7 @@ def _logits_of(output: Any) -> torch.Tensor:
     if t.ndim == 1:
         t = t.reshape(-1, 1)
     if t.ndim != 2:
-        raise ShapeError(
-            f"The model returned shape {tuple(t.shape)}; capture needs [N, C] logits."
-        )
+        raise ShapeError(f"The model returned shape {tuple(t.shape)}; capture needs [N, C] logits.")
     return t.detach().to(device="cpu", dtype=torch.float32, copy=True)
 
 
@@ -493,8 +493,15 @@ def record(
         For bad layers, options, data or cache paths.
     """
     return record_reductions(
-        model, data, {reduction: layers}, store=store, batch_size=batch_size, device=device,
-        seed=seed, name=name, progress=progress,
+        model,
+        data,
+        {reduction: layers},
+        store=store,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        name=name,
+        progress=progress,
     )[reduction]
 
 
@@ -520,9 +527,7 @@ def record_reductions(
         raise ConfigError("layers_by_reduction is empty; give at least one reduction.")
     for reduction in layers_by_reduction:
         if reduction not in REDUCTIONS:
-            raise ConfigError(
-                f"Unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}."
-            )
+            raise ConfigError(f"Unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
     model = unwrap_model(model)
@@ -545,13 +550,13 @@ def record_reductions(
         todo = [pair for a, pair in wanted.items() if a in missing]
         need_meta = bool(missing & set(META_ARRAYS))
         if todo or need_meta:
-            _run(model, src, todo, store, m_fp, d_fp, label, seed, device, progress,
-                 meta=need_meta)
+            _run(model, src, todo, store, m_fp, d_fp, label, seed, device, progress, meta=need_meta)
         out: dict[str, Any] = {a: store.open(m_fp, d_fp, a) for a in wanted}
         out.update({k: np.asarray(store.open(m_fp, d_fp, k)[...]) for k in META_ARRAYS})
     else:
-        out, d_fp_mem = _run(model, src, pairs, None, m_fp, d_fp, label, seed, device,
-                             progress, meta=True)
+        out, d_fp_mem = _run(
+            model, src, pairs, None, m_fp, d_fp, label, seed, device, progress, meta=True
+        )
         d_fp = d_fp or d_fp_mem
     return {
         red: Capture(
@@ -597,13 +602,21 @@ def _run(
     layer_attrs: dict[str, dict[str, Any]] = {}
     if store is not None:
         pending = store.begin(
-            m_fp, d_fp, src.n,
-            {"name": label, "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-             "seed": seed},
+            m_fp,
+            d_fp,
+            src.n,
+            {
+                "name": label,
+                "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+                "seed": seed,
+            },
         )
         for layer, reduction in pairs:
             layer_attrs[array_name(layer, reduction)] = {
-                "layer": layer, "reduction": reduction, "seed": seed, "model": label,
+                "layer": layer,
+                "reduction": reduction,
+                "seed": seed,
+                "model": label,
             }
         layer_attrs["logits"] = {"seed": seed}
     try:
@@ -613,8 +626,13 @@ def _run(
             model.to(dev)
         hooks = _Hooks(model, pairs)
         feats: dict[str, tuple[int, ...]] = {}
-        bar = tqdm(total=src.n, desc=f"capture {label}", unit="sample",
-                   disable=None if progress is None else not progress, leave=False)
+        bar = tqdm(
+            total=src.n,
+            desc=f"capture {label}",
+            unit="sample",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
         row = 0
         with torch.random.fork_rng(devices=[]), torch.inference_mode(), bar:
             torch.manual_seed(seed)
@@ -656,11 +674,15 @@ def _run(
                 if meta:
                     lg = logits.numpy()
                     if logits.shape[0] != k:
-                        raise ShapeError(f"The model returned {logits.shape[0]} rows for a "
-                                         f"batch of {k} samples (batch {b}).")
+                        raise ShapeError(
+                            f"The model returned {logits.shape[0]} rows for a "
+                            f"batch of {k} samples (batch {b})."
+                        )
                     if feats.setdefault(":logits", tuple(lg.shape[1:])) != lg.shape[1:]:
-                        raise ShapeError(f"The model's output changed from {feats[':logits']} "
-                                         f"to {lg.shape[1:]} classes in batch {b}.")
+                        raise ShapeError(
+                            f"The model's output changed from {feats[':logits']} "
+                            f"to {lg.shape[1:]} classes in batch {b}."
+                        )
                     if not np.isfinite(lg).all():
                         raise NonFiniteError(
                             f"The model's logits hold NaN or inf in batch {b} (samples "
@@ -670,8 +692,11 @@ def _run(
                     batch["logits"] = lg
                     batch["predictions"] = preds.astype(np.int64)
                     batch["labels"] = y.reshape(-1).numpy().astype(np.int64)
-                    batch["groups"] = (np.zeros(k, np.int64) if g is None
-                                       else g.reshape(-1).numpy().astype(np.int64))
+                    batch["groups"] = (
+                        np.zeros(k, np.int64)
+                        if g is None
+                        else g.reshape(-1).numpy().astype(np.int64)
+                    )
                     batch["sample_id"] = src.sample_id[row : row + k]
                 sink.write(batch)
                 row += k
@@ -696,4 +721,3 @@ def _run(
             model.to(home)
         for m, mode in modes.items():
             m.training = mode
-

@@ -46,8 +46,10 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
     print(f"{ds.name}: {ds.description}")
     print(f"source: {ds.source}")
     for split, data in ds.splits().items():
-        print(f"\n[{split}] n = {len(data)}, input shape = {data.input_shape}, "
-              f"classes = {data.n_classes}")
+        print(
+            f"\n[{split}] n = {len(data)}, input shape = {data.input_shape}, "
+            f"classes = {data.n_classes}"
+        )
         sizes = data.class_sizes()
         print("  class balance: " + ", ".join(f"{k}: {v}" for k, v in sizes.items()))
         for attribute in data.attributes:
@@ -55,8 +57,10 @@ def _cmd_data_show(args: argparse.Namespace) -> int:
                 continue
             counts = data.group_sizes(attribute)
             marker = " (active groups)" if attribute == data.group_attribute else ""
-            print(f"  groups by {attribute}{marker}: "
-                  + ", ".join(f"{k}: {v}" for k, v in counts.items()))
+            print(
+                f"  groups by {attribute}{marker}: "
+                + ", ".join(f"{k}: {v}" for k, v in counts.items())
+            )
     return 0
 
 
@@ -74,8 +78,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from repsim.train import evaluate
 
     config = load_config(args.config)
-    seeds = [args.seed] if args.seed is not None else (
-        config["study"]["seeds"] or [config["study"]["seed"]]
+    seeds = (
+        [args.seed]
+        if args.seed is not None
+        else (config["study"]["seeds"] or [config["study"]["seed"]])
     )
     data = dataset_from_config(config)
     for seed in seeds:
@@ -123,8 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("show", help="sizes, groups and class balance of a dataset")
     p.add_argument("name", help="dataset name (see 'repsim data list')")
     p.add_argument("--root", default=None, help="directory holding the dataset's files")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option, e.g. --option rho=0.95 (repeatable)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. --option rho=0.95 (repeatable)",
+    )
     p.set_defaults(func=_cmd_data_show)
 
     models = sub.add_parser("models", help="list the reference architectures")

@@ -26,8 +26,10 @@ def cmd_ls(args: argparse.Namespace) -> int:
         return 0
     print(f"{'key':<34} {'model':<16} {'n':>7} {'layers':>6} {'size':>10}  status")
     for e in entries:
-        print(f"{e.key:<34} {e.name[:16]:<16} {e.n_samples:>7} {len(e.layers):>6} "
-              f"{_mb(e.nbytes):>10}  {'ok' if e.ok else 'CORRUPT (see verify)'}")
+        print(
+            f"{e.key:<34} {e.name[:16]:<16} {e.n_samples:>7} {len(e.layers):>6} "
+            f"{_mb(e.nbytes):>10}  {'ok' if e.ok else 'CORRUPT (see verify)'}"
+        )
         if args.layers:
             for layer, reduction, f in e.layers:
                 print(f"    {layer} [{reduction}] {f} features")
@@ -42,14 +44,20 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
     attrs = info["attrs"] or {}
     print(f"entry    {info['key']}\npath     {info['path']}")
-    for k in ("name", "model_class", "model_fingerprint", "data_fingerprint", "n_samples",
-              "seed", "versions"):
+    for k in (
+        "name",
+        "model_class",
+        "model_fingerprint",
+        "data_fingerprint",
+        "n_samples",
+        "seed",
+        "versions",
+    ):
         if k in attrs:
             print(f"{k:<8} {attrs[k]}")
     for name, a in info["arrays"].items():
         status = "ok" if a["problem"] is None else a["problem"]
-        print(f"  {name:<40} shape={a['shape']} chunks={a['chunks']} {_mb(a['nbytes'])} "
-              f"{status}")
+        print(f"  {name:<40} shape={a['shape']} chunks={a['chunks']} {_mb(a['nbytes'])} {status}")
     return 0
 
 
@@ -61,8 +69,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(p)
     n = len(args.keys) if args.keys else len(store.keys())
     if problems:
-        print(f"{len(problems)} problem(s) in {n} entr{'y' if n == 1 else 'ies'}; "
-              "the next capture of an affected entry rebuilds it.", file=sys.stderr)
+        print(
+            f"{len(problems)} problem(s) in {n} entr{'y' if n == 1 else 'ies'}; "
+            "the next capture of an affected entry rebuilds it.",
+            file=sys.stderr,
+        )
         return 1
     print(f"{n} entr{'y' if n == 1 else 'ies'} verified, no problems.")
     return 0
@@ -107,8 +118,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     common(p)
     p.add_argument("keys", nargs="*", help="entries to check (default: all)")
     p.add_argument("--quick", action="store_true", help="metadata only, do not read data")
-    p.add_argument("--no-mark", action="store_true",
-                   help="do not flag corrupt arrays for rebuilding")
+    p.add_argument(
+        "--no-mark", action="store_true", help="do not flag corrupt arrays for rebuilding"
+    )
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("rm", help="remove entries")

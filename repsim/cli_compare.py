@@ -95,37 +95,65 @@ def compare_report(
     if missing:
         raise LayerNotFoundError(
             f"layers {missing} of {a} are not in {b}; compare layers both models have "
-            f"(pass --layers).")
+            f"(pass --layers)."
+        )
     store = ActivationStore(cache_dir) if cache_dir else None
     opts = {"reduction": reduction, "store": store, "progress": progress}
     cap_a = record(model_a, test, names, name=Path(a).stem, **opts)
     cap_b = record(model_b, test, names, name=Path(b).stem, **opts)
     by = np.asarray(test.group_names, dtype=object)[test.groups] if by_group else None
     if scheduler is None:
-        records = compare(cap_a, cap_b, layers=names, measures=list(measures), by=by,
-                          n_boot=n_boot, seed=seed, progress=progress).to_records()
+        records = compare(
+            cap_a,
+            cap_b,
+            layers=names,
+            measures=list(measures),
+            by=by,
+            n_boot=n_boot,
+            seed=seed,
+            progress=progress,
+        ).to_records()
     else:
         # whole-sample values reduced on Dask; per-group rows (and their CIs) in this process
         from repsim.distributed import compare_distributed
 
-        records = compare_distributed(cap_a, cap_b, layers=names, measures=list(measures),
-                                      **scheduler).to_records()
+        records = compare_distributed(
+            cap_a, cap_b, layers=names, measures=list(measures), **scheduler
+        ).to_records()
         if by is not None:
-            local = compare(cap_a, cap_b, layers=names, measures=list(measures), by=by,
-                            n_boot=n_boot, seed=seed, progress=progress).to_records()
+            local = compare(
+                cap_a,
+                cap_b,
+                layers=names,
+                measures=list(measures),
+                by=by,
+                n_boot=n_boot,
+                seed=seed,
+                progress=progress,
+            ).to_records()
             records += [r for r in local if r.get("group") is not None]
-    rows = [{"layer": r["layer_a"], **{k: v for k, v in r.items()
-                                       if k not in ("layer_a", "layer_b")}}
-            for r in records]
+    rows = [
+        {"layer": r["layer_a"], **{k: v for k, v in r.items() if k not in ("layer_a", "layer_b")}}
+        for r in records
+    ]
     out = Path(out)
     write_csv(rows, out / "similarity.csv")
     full = compare(cap_a, cap_b, layers=names, measures=["cka"], pairs="all", progress=False)
     m = full.matrix("cka")
-    figs = [(plots.similarity_heatmap(m.values, m.rows, m.cols, out / "heatmap.png",
-                                      title=f"{Path(a).stem} vs {Path(b).stem}",
-                                      row_label=f"{Path(a).stem} layer",
-                                      col_label=f"{Path(b).stem} layer"),
-             "Layer x layer linear CKA.")]
+    figs = [
+        (
+            plots.similarity_heatmap(
+                m.values,
+                m.rows,
+                m.cols,
+                out / "heatmap.png",
+                title=f"{Path(a).stem} vs {Path(b).stem}",
+                row_label=f"{Path(a).stem} layer",
+                col_label=f"{Path(b).stem} layer",
+            ),
+            "Layer x layer linear CKA.",
+        )
+    ]
     whole = [r for r in rows if r.get("group") is None]
     summary = []
     for measure in measures:
@@ -133,16 +161,32 @@ def compare_report(
         finite = [v for v in vals if np.isfinite(v[1])]
         if finite:
             lo = min(finite, key=lambda v: v[1])
-            summary.append(f"{measure}: from {vals[0][1]:.3f} at {vals[0][0]} to "
-                           f"{vals[-1][1]:.3f} at {vals[-1][0]}; lowest {lo[1]:.3f} at {lo[0]}.")
-    summary.append(f"Accuracy on {data} test: {np.mean(cap_a.predictions == test.y):.4f} "
-                   f"({Path(a).stem}) vs {np.mean(cap_b.predictions == test.y):.4f} "
-                   f"({Path(b).stem}).")
-    summary.append("A single pair has no noise floor: compare two dense seeds the same way "
-                   "(or run a study) to see how much similarity seed noise alone removes.")
-    write_index(out, title=f"repsim compare: {Path(a).stem} vs {Path(b).stem}", summary=summary,
-                sections=[Section("Layer similarity", [], figs,
-                                  [("Same-layer similarity (group empty: all samples)", rows)])])
+            summary.append(
+                f"{measure}: from {vals[0][1]:.3f} at {vals[0][0]} to "
+                f"{vals[-1][1]:.3f} at {vals[-1][0]}; lowest {lo[1]:.3f} at {lo[0]}."
+            )
+    summary.append(
+        f"Accuracy on {data} test: {np.mean(cap_a.predictions == test.y):.4f} "
+        f"({Path(a).stem}) vs {np.mean(cap_b.predictions == test.y):.4f} "
+        f"({Path(b).stem})."
+    )
+    summary.append(
+        "A single pair has no noise floor: compare two dense seeds the same way "
+        "(or run a study) to see how much similarity seed noise alone removes."
+    )
+    write_index(
+        out,
+        title=f"repsim compare: {Path(a).stem} vs {Path(b).stem}",
+        summary=summary,
+        sections=[
+            Section(
+                "Layer similarity",
+                [],
+                figs,
+                [("Same-layer similarity (group empty: all samples)", rows)],
+            )
+        ],
+    )
     return out
 
 
@@ -152,10 +196,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     options = dict(_parse_option(o) for o in args.option)
     out = compare_report(
-        args.a, args.b, data=args.data, data_options=options, groups=args.groups,
-        layers=args.layers, measures=args.measures, reduction=args.reduction,
+        args.a,
+        args.b,
+        data=args.data,
+        data_options=options,
+        groups=args.groups,
+        layers=args.layers,
+        measures=args.measures,
+        reduction=args.reduction,
         out=args.out or f"reports/compare-{Path(args.a).stem}-{Path(args.b).stem}",
-        cache_dir=args.cache, by_group=not args.no_groups, n_boot=args.n_boot, seed=args.seed,
+        cache_dir=args.cache,
+        by_group=not args.no_groups,
+        n_boot=args.n_boot,
+        seed=args.seed,
         scheduler=None if args.scheduler is None else scheduler_kwargs(args),
     )
     print(f"report written to {out}")
@@ -170,8 +223,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("a", help="first checkpoint (save_model path)")
     p.add_argument("b", help="second checkpoint (save_model path)")
     p.add_argument("--data", default="digits", help="built-in dataset (default digits)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="dataset option (repeatable)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option (repeatable)",
+    )
     p.add_argument("--groups", default=None, help="group attribute of the dataset")
     p.add_argument("--layers", nargs="+", default=None, help="layer names or globs")
     p.add_argument("--measures", nargs="+", default=["cka"], help="similarity measures")

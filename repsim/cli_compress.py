@@ -36,9 +36,12 @@ def _fit_args(p: argparse.ArgumentParser, epochs: int) -> None:
 
 def add_parser(subparsers: Any) -> None:
     """Add ``prune``, ``quantize``, ``distill`` and ``family build|plan`` to ``subparsers``."""
-    p = subparsers.add_parser("prune", help="prune a saved model (optionally fine-tune it)",
-                              description="Prune a model saved by repsim (save_model) and save "
-                              "the pruned model, its mask and a sparsity record.")
+    p = subparsers.add_parser(
+        "prune",
+        help="prune a saved model (optionally fine-tune it)",
+        description="Prune a model saved by repsim (save_model) and save "
+        "the pruned model, its mask and a sparsity record.",
+    )
     p.add_argument("model", help="saved model path (.safetensors + .json)")
     p.add_argument("--sparsity", type=float, required=True, help="total sparsity in [0, 1)")
     p.add_argument("--method", default="magnitude", choices=list(METHODS))
@@ -46,8 +49,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--n", type=float, default=1, help="norm order of ln_structured (default 1)")
     p.add_argument("--dim", type=int, default=0, help="dimension ln_structured removes slices of")
     p.add_argument("--exclude", nargs="*", default=[], help="layer names or globs kept dense")
-    p.add_argument("--prune-classifier", action="store_true",
-                   help="also prune the last Linear layer (excluded by default)")
+    p.add_argument(
+        "--prune-classifier",
+        action="store_true",
+        help="also prune the last Linear layer (excluded by default)",
+    )
     p.add_argument("--dataset", default=None, help="fine-tune on this dataset's train split")
     p.add_argument("--schedule", default="oneshot", choices=["oneshot", "agp"])
     p.add_argument("--kd", action="store_true", help="fine-tune by distillation from the dense")
@@ -55,9 +61,12 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, help="output model path")
     p.set_defaults(handler=run_prune)
 
-    q = subparsers.add_parser("quantize", help="post-training weight quantisation",
-                              description="Fake-quantise a saved model's Linear/Conv weights "
-                              "(symmetric, per channel) and save it.")
+    q = subparsers.add_parser(
+        "quantize",
+        help="post-training weight quantisation",
+        description="Fake-quantise a saved model's Linear/Conv weights "
+        "(symmetric, per channel) and save it.",
+    )
     q.add_argument("model")
     q.add_argument("--bits", type=int, default=8, help="2..8 (default 8)")
     q.add_argument("--per-tensor", action="store_true", help="one scale per tensor")
@@ -65,9 +74,12 @@ def add_parser(subparsers: Any) -> None:
     q.add_argument("--out", required=True)
     q.set_defaults(handler=run_quantize)
 
-    d = subparsers.add_parser("distill", help="knowledge distillation (Hinton KD)",
-                              description="Train STUDENT to match TEACHER on a dataset's train "
-                              "split; a pruned student keeps its masks.")
+    d = subparsers.add_parser(
+        "distill",
+        help="knowledge distillation (Hinton KD)",
+        description="Train STUDENT to match TEACHER on a dataset's train "
+        "split; a pruned student keeps its masks.",
+    )
     d.add_argument("teacher")
     d.add_argument("student")
     d.add_argument("--dataset", required=True)
@@ -103,39 +115,76 @@ def run_prune(args: argparse.Namespace) -> int:
         raise ConfigError("Fine-tuning (--epochs > 0) needs --dataset.")
     if (args.kd or args.schedule == "agp") and args.epochs < 1:
         raise ConfigError("--kd and --schedule agp need --epochs >= 1 and --dataset.")
-    fit_opts = dict(lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer,
-                    device=args.device, progress=None)
-    prune_opts = dict(method=args.method, scope=args.scope, exclude=args.exclude or None,
-                      n=args.n, dim=args.dim, seed=args.seed)
+    fit_opts = dict(
+        lr=args.lr,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        device=args.device,
+        progress=None,
+    )
+    prune_opts = dict(
+        method=args.method,
+        scope=args.scope,
+        exclude=args.exclude or None,
+        n=args.n,
+        dim=args.dim,
+        seed=args.seed,
+    )
     res = None
     if args.schedule == "agp":
         if args.prune_classifier:
             raise ConfigError("--prune-classifier is only supported with --schedule oneshot.")
         loss = DistillationLoss(dense) if args.kd else None
-        model, record, res = gradual_prune(clone_model(dense), ds.train, args.sparsity,
-                                           epochs=args.epochs, loss=loss, test=ds.test,
-                                           **prune_opts, **fit_opts)
+        model, record, res = gradual_prune(
+            clone_model(dense),
+            ds.train,
+            args.sparsity,
+            epochs=args.epochs,
+            loss=loss,
+            test=ds.test,
+            **prune_opts,
+            **fit_opts,
+        )
     else:
-        model, record = prune(dense, args.sparsity, exclude_classifier=not args.prune_classifier,
-                              **prune_opts)
+        model, record = prune(
+            dense, args.sparsity, exclude_classifier=not args.prune_classifier, **prune_opts
+        )
         if args.epochs > 0 and args.kd:
-            model, res = distill(dense, model, ds.train, epochs=args.epochs, seed=args.seed,
-                                 test=ds.test, inplace=True, **fit_opts)
+            model, res = distill(
+                dense,
+                model,
+                ds.train,
+                epochs=args.epochs,
+                seed=args.seed,
+                test=ds.test,
+                inplace=True,
+                **fit_opts,
+            )
         elif args.epochs > 0:
-            res = fit(model, ds.train, epochs=args.epochs, seed=args.seed, test=ds.test,
-                      **fit_opts)
+            res = fit(model, ds.train, epochs=args.epochs, seed=args.seed, test=ds.test, **fit_opts)
     out = save_model(model, args.out, prune=record.to_dict())
     mask_path = Mask.from_model(model).save(Path(args.out).with_suffix("").as_posix() + "-mask")
-    _print({"model": str(out), "mask": str(mask_path), "fingerprint": model_fingerprint(model),
-            "sparsity": record.sparsity, "layers": record.layers,
-            "test_accuracy": None if res is None or res.test is None else res.test.accuracy})
+    _print(
+        {
+            "model": str(out),
+            "mask": str(mask_path),
+            "fingerprint": model_fingerprint(model),
+            "sparsity": record.sparsity,
+            "layers": record.layers,
+            "test_accuracy": None if res is None or res.test is None else res.test.accuracy,
+        }
+    )
     return 0
 
 
 def run_quantize(args: argparse.Namespace) -> int:
     """``repsim quantize``: fake-quantise weights, save, print the record."""
-    model, record = quantize(load_model(args.model), args.bits, per_channel=not args.per_tensor,
-                             exclude=args.exclude or None)
+    model, record = quantize(
+        load_model(args.model),
+        args.bits,
+        per_channel=not args.per_tensor,
+        exclude=args.exclude or None,
+    )
     out = save_model(model, args.out, quantize=record.to_dict())
     _print({"model": str(out), "fingerprint": model_fingerprint(model), **record.to_dict()})
     return 0
@@ -145,15 +194,34 @@ def run_distill(args: argparse.Namespace) -> int:
     """``repsim distill``: train the student against the teacher, save it."""
     ds = load_dataset(args.dataset)
     student, res = distill(
-        load_model(args.teacher), load_model(args.student), ds.train, T=args.T,
-        alpha=args.alpha, gamma=args.gamma, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, optimizer=args.optimizer, seed=args.seed,
-        device=args.device, test=ds.test, progress=None,
+        load_model(args.teacher),
+        load_model(args.student),
+        ds.train,
+        T=args.T,
+        alpha=args.alpha,
+        gamma=args.gamma,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        seed=args.seed,
+        device=args.device,
+        test=ds.test,
+        progress=None,
     )
-    out = save_model(student, args.out, distill={"T": args.T, "alpha": args.alpha,
-                                                 "gamma": args.gamma, "epochs": args.epochs})
-    _print({"model": str(out), "fingerprint": model_fingerprint(student),
-            "test_accuracy": res.test.accuracy, "history": res.history})
+    out = save_model(
+        student,
+        args.out,
+        distill={"T": args.T, "alpha": args.alpha, "gamma": args.gamma, "epochs": args.epochs},
+    )
+    _print(
+        {
+            "model": str(out),
+            "fingerprint": model_fingerprint(student),
+            "test_accuracy": res.test.accuracy,
+            "history": res.history,
+        }
+    )
     return 0
 
 
@@ -171,9 +239,16 @@ def run_family_build(args: argparse.Namespace) -> int:
     from repsim.family import build
 
     fam = build(_family_cfg(args), device=args.device, progress=None)
-    _print({"family": fam.name, "root": str(fam.root), "members": len(fam),
-            "built": fam.n_built, "seconds": round(fam.seconds, 2),
-            "settings": [s.key for s in fam.settings]})
+    _print(
+        {
+            "family": fam.name,
+            "root": str(fam.root),
+            "members": len(fam),
+            "built": fam.n_built,
+            "seconds": round(fam.seconds, 2),
+            "settings": [s.key for s in fam.settings],
+        }
+    )
     return 0
 
 
@@ -182,6 +257,15 @@ def run_family_plan(args: argparse.Namespace) -> int:
     from repsim.family import plan
 
     fam = plan(_family_cfg(args))
-    _print([{"setting": m.setting.key, "seed": m.seed, "exists": bool(m.fingerprint),
-             "path": str(m.path)} for m in fam])
+    _print(
+        [
+            {
+                "setting": m.setting.key,
+                "seed": m.seed,
+                "exists": bool(m.fingerprint),
+                "path": str(m.path),
+            }
+            for m in fam
+        ]
+    )
     return 0

@@ -51,10 +51,28 @@ SUBNETWORK_SECTION = Section(
     },
     required=True,
 )
-SEARCH_KEYS = ("granularity", "objective", "gamma", "reweight", "target_sparsity",
-               "sparsity_weight", "steps", "batch_size", "lr", "head_lr", "tau", "tau_decay",
-               "tau_min", "plateau_patience", "plateau_delta", "eval_every", "max_acc_drop",
-               "selection", "gate_init", "checkpoint_every")
+SEARCH_KEYS = (
+    "granularity",
+    "objective",
+    "gamma",
+    "reweight",
+    "target_sparsity",
+    "sparsity_weight",
+    "steps",
+    "batch_size",
+    "lr",
+    "head_lr",
+    "tau",
+    "tau_decay",
+    "tau_min",
+    "plateau_patience",
+    "plateau_delta",
+    "eval_every",
+    "max_acc_drop",
+    "selection",
+    "gate_init",
+    "checkpoint_every",
+)
 
 
 def _schema() -> dict[str, Section]:
@@ -90,8 +108,13 @@ def _seeds(config: dict[str, Any]) -> list[int]:
     return list(s["seeds"]) if s["seeds"] is not None else [s["seed"]]
 
 
-def run_search(config_path: str | Path, *, resume: bool = False, seed: int | None = None,
-               progress: bool | None = None) -> Path:
+def run_search(
+    config_path: str | Path,
+    *,
+    resume: bool = False,
+    seed: int | None = None,
+    progress: bool | None = None,
+) -> Path:
     """Search a subnetwork for every seed of the config; return the run directory."""
     from repsim.study import train_dense
     from repsim.subnetwork import search
@@ -100,18 +123,29 @@ def run_search(config_path: str | Path, *, resume: bool = False, seed: int | Non
     sec = config["subnetwork"]
     out = Path(config["study"]["out_dir"]) / config["study"]["name"]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(
-        {k: v for k, v in config.items()}, indent=1, default=str))
+    (out / "study.json").write_text(
+        json.dumps({k: v for k, v in config.items()}, indent=1, default=str)
+    )
     train, val, _test, _ = _splits(config)
     for s in [seed] if seed is not None else _seeds(config):
         model, _ = train_dense(config, s, progress=progress)
         run_dir = out / f"seed{s}"
         resume_this = resume and (run_dir / "checkpoint.pt").exists()
-        res = search(model, train, bias_labels=sec["bias"], val=val, run_dir=run_dir,
-                     resume=resume_this, seed=s, progress=progress,
-                     **{k: sec[k] for k in SEARCH_KEYS})
-        print(f"seed {s}: chosen step {res.record['chosen_step']}, sparsity "
-              f"{res.record['sparsity']['overall']:.4f} -> {run_dir}")
+        res = search(
+            model,
+            train,
+            bias_labels=sec["bias"],
+            val=val,
+            run_dir=run_dir,
+            resume=resume_this,
+            seed=s,
+            progress=progress,
+            **{k: sec[k] for k in SEARCH_KEYS},
+        )
+        print(
+            f"seed {s}: chosen step {res.record['chosen_step']}, sparsity "
+            f"{res.record['sparsity']['overall']:.4f} -> {run_dir}"
+        )
     return out
 
 
@@ -120,11 +154,19 @@ def _t_interval(values: list[float]) -> dict[str, float]:
 
     v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
     if len(v) < 2:
-        return {"mean": float(v.mean()) if len(v) else math.nan, "lo": math.nan,
-                "hi": math.nan, "n": len(v)}
+        return {
+            "mean": float(v.mean()) if len(v) else math.nan,
+            "lo": math.nan,
+            "hi": math.nan,
+            "n": len(v),
+        }
     half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return {"mean": float(v.mean()), "lo": float(v.mean() - half),
-            "hi": float(v.mean() + half), "n": len(v)}
+    return {
+        "mean": float(v.mean()),
+        "lo": float(v.mean() - half),
+        "hi": float(v.mean() + half),
+        "n": len(v),
+    }
 
 
 def run_report(run_dir: str | Path) -> dict[str, Any]:
@@ -135,8 +177,10 @@ def run_report(run_dir: str | Path) -> dict[str, Any]:
 
     run = Path(run_dir)
     if not (run / "study.json").is_file():
-        raise DataError(f"{run} is not a subnetwork run directory (no study.json); pass the "
-                        "directory 'repsim subnetwork search' wrote, <out_dir>/<study name>.")
+        raise DataError(
+            f"{run} is not a subnetwork run directory (no study.json); pass the "
+            "directory 'repsim subnetwork search' wrote, <out_dir>/<study name>."
+        )
     config = json.loads((run / "study.json").read_text())
     sec = config["subnetwork"]
     train, _val, test, biased = _splits(config)
@@ -144,13 +188,21 @@ def run_report(run_dir: str | Path) -> dict[str, Any]:
     for s in _seeds(config):
         mask_file = run / f"seed{s}" / "mask.safetensors"  # written by Mask.save
         if not mask_file.is_file():
-            raise DataError(f"{mask_file} is missing: seed {s} has not finished; run "
-                            "'repsim subnetwork search CONFIG --resume'.")
+            raise DataError(
+                f"{mask_file} is missing: seed {s} has not finished; run "
+                "'repsim subnetwork search CONFIG --resume'."
+            )
         model, _ = train_dense(config, s)
         mask = Mask.load(run / f"seed{s}" / "mask")
-        rep = compare_subnetwork(model, mask, train=train, test=test, bias_labels=sec["bias"],
-                                 biased_test=biased,
-                                 conflict_attribute=sec.get("conflict_attribute"))
+        rep = compare_subnetwork(
+            model,
+            mask,
+            train=train,
+            test=test,
+            bias_labels=sec["bias"],
+            biased_test=biased,
+            conflict_attribute=sec.get("conflict_attribute"),
+        )
         record = json.loads((run / f"seed{s}" / "record.json").read_text())
         per_seed.append({"seed": s, **rep, "chosen_step": record["chosen_step"]})
         rows += [{"seed": s, **r} for r in rep["rows"]]
@@ -164,11 +216,20 @@ def run_report(run_dir: str | Path) -> dict[str, Any]:
     for m in ("subnetwork", "magnitude"):
         paired[m] = {}
         for k in metrics:
-            diffs = [a[k] - v[k] for a, v in zip(
-                [r for r in rows if r["model"] == m], [r for r in rows if r["model"] == "vanilla"])]
+            diffs = [
+                a[k] - v[k]
+                for a, v in zip(
+                    [r for r in rows if r["model"] == m],
+                    [r for r in rows if r["model"] == "vanilla"],
+                )
+            ]
             paired[m][k] = _t_interval(diffs)
-    report = {"study": config["study"]["name"], "summary": summary,
-              "minus_vanilla": paired, "per_seed": per_seed}
+    report = {
+        "study": config["study"]["name"],
+        "summary": summary,
+        "minus_vanilla": paired,
+        "per_seed": per_seed,
+    }
     (run / "report.json").write_text(json.dumps(report, indent=1, default=float))
     with open(run / "report.csv", "w") as fh:
         fh.write(",".join(["seed", "model", *metrics]) + "\n")
@@ -185,8 +246,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     report = run_report(args.run_dir)
     for model, metrics in report["summary"].items():
-        cells = ", ".join(f"{k} {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]"
-                          for k, v in metrics.items())
+        cells = ", ".join(
+            f"{k} {v['mean']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]" for k, v in metrics.items()
+        )
         print(f"{model:10s} {cells}")
     return 0
 

@@ -166,8 +166,14 @@ def _in_memory(a: Any) -> bool:
     return isinstance(a, np.ndarray) or hasattr(a, "detach")
 
 
-def _range_partial(make: Callable[[], Any], sources: Sequence[Any], offsets: Sequence[int],
-                   start: int, stop: int, batch: int) -> Any:
+def _range_partial(
+    make: Callable[[], Any],
+    sources: Sequence[Any],
+    offsets: Sequence[int],
+    start: int,
+    stop: int,
+    batch: int,
+) -> Any:
     """A fresh accumulator fed rows ``[start, stop)`` in batches of ``batch`` rows.
 
     ``sources[j]`` holds global row ``r`` at local row ``r - offsets[j]`` (a store array is
@@ -267,8 +273,7 @@ def reduce_rows(
     client, own = _client_for(scheduler, timeout)
     try:
         if n_tasks is None:
-            threads = (sum(client.nthreads().values()) if client is not None
-                       else os.cpu_count() or 1)
+            threads = sum(client.nthreads().values()) if client is not None else os.cpu_count() or 1
             n_tasks = 2 * max(1, threads)
         n_chunks = -(-n // rows)
         n_tasks = min(int(n_tasks), n_chunks)
@@ -278,7 +283,8 @@ def reduce_rows(
         tag = uuid.uuid4().hex  # unique keys: a shared cluster never serves another call's data
         dask_blocks = {
             j: a.rechunk({0: tuple(b - s for s, b in ranges)}).to_delayed().ravel()
-            for j, a in enumerate(arrays) if _is_dask(a)
+            for j, a in enumerate(arrays)
+            if _is_dask(a)
         }
         level = []
         for t, (start, stop) in enumerate(ranges):
@@ -293,18 +299,27 @@ def reduce_rows(
                 else:
                     sources.append(a)
                     offsets.append(0)
-            level.append(delayed(_range_partial)(make, sources, offsets, start, stop, rows,
-                                                 dask_key_name=f"repsim-partial-{tag}-{t}"))
+            level.append(
+                delayed(_range_partial)(
+                    make,
+                    sources,
+                    offsets,
+                    start,
+                    stop,
+                    rows,
+                    dask_key_name=f"repsim-partial-{tag}-{t}",
+                )
+            )
         depth = 0
         while len(level) > 1:
             level = [
-                delayed(_merge)(*level[i : i + split_every],
-                                dask_key_name=f"repsim-merge-{tag}-{depth}-{i}")
+                delayed(_merge)(
+                    *level[i : i + split_every], dask_key_name=f"repsim-merge-{tag}-{depth}-{i}"
+                )
                 for i in range(0, len(level), split_every)
             ]
             depth += 1
-        return _compute(level[0], scheduler if client is None else None, client,
-                        retries=retries)
+        return _compute(level[0], scheduler if client is None else None, client, retries=retries)
     finally:
         if own:
             client.close()
@@ -329,8 +344,15 @@ def distributed_cka(
     """
     from repsim.similarity import LinearCKAAccumulator
 
-    acc = reduce_rows([X, Y], LinearCKAAccumulator, chunk_rows=chunk_rows, n_tasks=n_tasks,
-                      scheduler=scheduler, timeout=timeout, retries=retries)
+    acc = reduce_rows(
+        [X, Y],
+        LinearCKAAccumulator,
+        chunk_rows=chunk_rows,
+        n_tasks=n_tasks,
+        scheduler=scheduler,
+        timeout=timeout,
+        retries=retries,
+    )
     return acc.result(debiased=debiased)
 
 
@@ -356,10 +378,19 @@ def distributed_cca(
     from repsim.outofcore import QR_MEASURES, CCAAccumulator, cca_from_accumulator
 
     if measure not in QR_MEASURES:
-        raise ConfigError(f"measure must be one of {', '.join(QR_MEASURES)}, got {measure!r}."
-                          f"{did_you_mean(measure, QR_MEASURES)}")
-    acc = reduce_rows([X, Y], CCAAccumulator, chunk_rows=chunk_rows, n_tasks=n_tasks,
-                      scheduler=scheduler, timeout=timeout, retries=retries)
+        raise ConfigError(
+            f"measure must be one of {', '.join(QR_MEASURES)}, got {measure!r}."
+            f"{did_you_mean(measure, QR_MEASURES)}"
+        )
+    acc = reduce_rows(
+        [X, Y],
+        CCAAccumulator,
+        chunk_rows=chunk_rows,
+        n_tasks=n_tasks,
+        scheduler=scheduler,
+        timeout=timeout,
+        retries=retries,
+    )
     return cca_from_accumulator(acc, measure, **options)
 
 
@@ -383,9 +414,15 @@ def distributed_group_metrics(
     """
     from repsim.outofcore import ConfusionCounter, group_metrics_from_counts
 
-    counter = reduce_rows([y_true, y_pred, groups], ConfusionCounter, chunk_rows=chunk_rows,
-                          n_tasks=n_tasks, scheduler=scheduler, timeout=timeout,
-                          retries=retries)
+    counter = reduce_rows(
+        [y_true, y_pred, groups],
+        ConfusionCounter,
+        chunk_rows=chunk_rows,
+        n_tasks=n_tasks,
+        scheduler=scheduler,
+        timeout=timeout,
+        retries=retries,
+    )
     return group_metrics_from_counts(counter, **options)
 
 
@@ -462,11 +499,17 @@ def compare_distributed(
 
                     qr = qr or reduce_rows([X, Y], CCAAccumulator, **kw)
                     value = cca_from_accumulator(qr, m, **dict(options.get(m, {})))
-                rows.append({
-                    "model_a": label_a, "layer_a": la, "model_b": label_b, "layer_b": lb,
-                    "measure": m, "value": float(value) if not math.isnan(value) else math.nan,
-                    "n": int(X.shape[0]),
-                })
+                rows.append(
+                    {
+                        "model_a": label_a,
+                        "layer_a": la,
+                        "model_b": label_b,
+                        "layer_b": lb,
+                        "measure": m,
+                        "value": float(value) if not math.isnan(value) else math.nan,
+                        "n": int(X.shape[0]),
+                    }
+                )
     finally:
         if own:
             client.close()

@@ -290,8 +290,10 @@ def bootstrap_ci(
     stats = _statistic(statistic, xa[idx], ya[idx])
     ok = np.isfinite(stats)
     if ok.sum() < n_boot / 2:
-        _warn(f"only {int(ok.sum())} of {n_boot} bootstrap resamples gave a defined {statistic}; "
-              "returning NaN.")
+        _warn(
+            f"only {int(ok.sum())} of {n_boot} bootstrap resamples gave a defined {statistic}; "
+            "returning NaN."
+        )
         return math.nan, math.nan, int(ok.sum())
     vals = stats[ok]
     if sides == 1:
@@ -389,8 +391,11 @@ def correlate(
         float(ya.mean() - out["slope"] * xa.mean()) if np.isfinite(out["slope"]) else math.nan
     )
     if caught:
-        reason = "constant divergence or bias across members" if not np.isfinite(
-            out["spearman"]) else str(caught[0].message)
+        reason = (
+            "constant divergence or bias across members"
+            if not np.isfinite(out["spearman"])
+            else str(caught[0].message)
+        )
         _warn(f"correlation partly undefined ({reason}); undefined values are NaN.")
     return out
 
@@ -409,8 +414,13 @@ def paired_difference(
     """
     xa, ya = _check_pair(a, b)
     d = xa - ya
-    out: dict[str, Any] = {"n": int(d.size), "mean": float(d.mean()) if d.size else math.nan,
-                           "low": math.nan, "high": math.nan, "n_positive": int((d > 0).sum())}
+    out: dict[str, Any] = {
+        "n": int(d.size),
+        "mean": float(d.mean()) if d.size else math.nan,
+        "low": math.nan,
+        "high": math.nan,
+        "n_positive": int((d > 0).sum()),
+    }
     if d.size < 2:
         _warn(f"a paired-difference CI needs at least 2 pairs, got {d.size}; CI is NaN.")
         return out
@@ -451,14 +461,16 @@ def noise_floor(
         v = v[np.isfinite(v)]
         if v.size == 0:
             _warn(f"no dense-vs-dense value for layer {layer!r}; its noise floor is NaN.")
-        out.append({
-            "layer": layer,
-            "n_pairs": int(v.size),
-            "mean": float(v.mean()) if v.size else math.nan,
-            "sd": float(v.std(ddof=1)) if v.size > 1 else math.nan,
-            "min": float(v.min()) if v.size else math.nan,
-            "max": float(v.max()) if v.size else math.nan,
-        })
+        out.append(
+            {
+                "layer": layer,
+                "n_pairs": int(v.size),
+                "mean": float(v.mean()) if v.size else math.nan,
+                "sd": float(v.std(ddof=1)) if v.size > 1 else math.nan,
+                "min": float(v.min()) if v.size else math.nan,
+                "max": float(v.max()) if v.size else math.nan,
+            }
+        )
     return out
 
 
@@ -511,8 +523,14 @@ def onset(
         label = "all" if cfg[0] == "all" else f"{cfg[0]}@{cfg[1]}"
         first[label] = None
         for layer in order:
-            c = np.array([d.value for d in comp if d.layer == layer
-                          and (cfg[0] == "all" or _config_key(d) == cfg)], dtype=float)
+            c = np.array(
+                [
+                    d.value
+                    for d in comp
+                    if d.layer == layer and (cfg[0] == "all" or _config_key(d) == cfg)
+                ],
+                dtype=float,
+            )
             f = np.array([d.value for d in dense if d.layer == layer], dtype=float)
             c, f = c[np.isfinite(c)], f[np.isfinite(f)]
             if c.size == 0 or f.size == 0:
@@ -527,13 +545,20 @@ def onset(
             exceeds = bool(np.isfinite(low) and low > 0)
             if exceeds and first[label] is None:
                 first[label] = layer
-            rows.append({
-                "method": cfg[0], "sparsity": cfg[1], "layer": layer, "n": int(c.size),
-                "divergence": float(c.mean()) if c.size else math.nan,
-                "noise_mean": float(f.mean()) if f.size else math.nan,
-                "noise_max": float(f.max()) if f.size else math.nan,
-                "excess": excess, "excess_low": low, "exceeds": exceeds,
-            })
+            rows.append(
+                {
+                    "method": cfg[0],
+                    "sparsity": cfg[1],
+                    "layer": layer,
+                    "n": int(c.size),
+                    "divergence": float(c.mean()) if c.size else math.nan,
+                    "noise_mean": float(f.mean()) if f.size else math.nan,
+                    "noise_max": float(f.max()) if f.size else math.nan,
+                    "excess": excess,
+                    "excess_low": low,
+                    "exceeds": exceeds,
+                }
+            )
     return rows, first
 
 
@@ -543,12 +568,15 @@ def _bias_columns(shift_rows: list[dict[str, Any]], bias: Any) -> list[str]:
         if key in ("method", "sparsity", "seed"):
             continue
         vals = [r.get(key) for r in shift_rows]
-        if all(isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)
-               or v is None for v in vals):
+        if all(
+            isinstance(v, int | float | np.floating | np.integer)
+            and not isinstance(v, bool)
+            or v is None
+            for v in vals
+        ):
             numeric.append(key)
     if bias is None:
-        chosen = [k for k in numeric
-                  if k in BIAS_METRICS or k.startswith("acc_drop:")]
+        chosen = [k for k in numeric if k in BIAS_METRICS or k.startswith("acc_drop:")]
         if not chosen:
             raise ConfigError(
                 f"the shift table has no known bias column ({list(BIAS_METRICS)} or "
@@ -561,8 +589,10 @@ def _bias_columns(shift_rows: list[dict[str, Any]], bias: Any) -> list[str]:
         if name == "acc_drop":
             per_group = [k for k in numeric if k.startswith("acc_drop:")]
             if not per_group:
-                raise ConfigError("bias 'acc_drop' needs 'acc_drop:<group>' columns in the "
-                                  f"shift table; it has {numeric}.")
+                raise ConfigError(
+                    "bias 'acc_drop' needs 'acc_drop:<group>' columns in the "
+                    f"shift table; it has {numeric}."
+                )
             out += per_group
         elif name in numeric:
             out.append(name)
@@ -617,16 +647,28 @@ def correlations(
         x = np.array([d.value for d in members], dtype=float)
         floor = [d.value for d in dense if d.layer == layer]
         for metric in metrics:
-            y = np.array([
-                by_member[k].get(metric) if k in by_member and by_member[k].get(metric)
-                is not None else math.nan for k in keys], dtype=float)
-            stats = correlate(x, y, n_boot=n_boot, n_permutations=n_permutations, alpha=alpha,
-                              seed=seed)
-            out.append({
-                "layer": layer, "bias": metric, "divergence": divergence, **stats,
-                "divergence_mean": float(np.nanmean(x)) if np.isfinite(x).any() else math.nan,
-                "noise_floor": float(np.mean(floor)) if floor else math.nan,
-            })
+            y = np.array(
+                [
+                    by_member[k].get(metric)
+                    if k in by_member and by_member[k].get(metric) is not None
+                    else math.nan
+                    for k in keys
+                ],
+                dtype=float,
+            )
+            stats = correlate(
+                x, y, n_boot=n_boot, n_permutations=n_permutations, alpha=alpha, seed=seed
+            )
+            out.append(
+                {
+                    "layer": layer,
+                    "bias": metric,
+                    "divergence": divergence,
+                    **stats,
+                    "divergence_mean": float(np.nanmean(x)) if np.isfinite(x).any() else math.nan,
+                    "noise_floor": float(np.mean(floor)) if floor else math.nan,
+                }
+            )
     return out
 
 
@@ -667,8 +709,10 @@ def group_gaps(
             if d.n is not None:
                 sizes[d.group] = max(sizes.get(d.group, 0), float(d.n))
         if len(sizes) != len(groups):
-            raise DataError("group rows need an 'n' column to pick the majority group; "
-                            "pass reference=<group name>.")
+            raise DataError(
+                "group rows need an 'n' column to pick the majority group; "
+                "pass reference=<group name>."
+            )
         reference = max(groups, key=lambda g: sizes[g])
     elif reference not in groups:
         raise ConfigError(f"reference group {reference!r} is not among {groups}.")
@@ -702,14 +746,20 @@ def group_gaps(
             else:
                 lo = hi = math.nan
             noise = np.array(gaps["dense"], dtype=float)
-            out.append({
-                "layer": layer, "group": g, "reference": reference, "n_members": int(comp.size),
-                "divergence": float(np.mean(dg)) if dg else math.nan,
-                "reference_divergence": float(np.mean(dr)) if dr else math.nan,
-                "gap": float(comp.mean()) if comp.size else math.nan,
-                "gap_low": float(lo), "gap_high": float(hi),
-                "noise_gap": float(noise.mean()) if noise.size else math.nan,
-            })
+            out.append(
+                {
+                    "layer": layer,
+                    "group": g,
+                    "reference": reference,
+                    "n_members": int(comp.size),
+                    "divergence": float(np.mean(dg)) if dg else math.nan,
+                    "reference_divergence": float(np.mean(dr)) if dr else math.nan,
+                    "gap": float(comp.mean()) if comp.size else math.nan,
+                    "gap_low": float(lo),
+                    "gap_high": float(hi),
+                    "noise_gap": float(noise.mean()) if noise.size else math.nan,
+                }
+            )
     return out
 
 
@@ -746,9 +796,13 @@ class Relations:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every table."""
         return {
-            "divergence": self.divergence, "layers": self.layers,
-            "correlations": self.correlations, "noise_floor": self.noise_floor,
-            "onset": self.onset, "onset_layer": self.onset_layer, "group_gaps": self.group_gaps,
+            "divergence": self.divergence,
+            "layers": self.layers,
+            "correlations": self.correlations,
+            "noise_floor": self.noise_floor,
+            "onset": self.onset,
+            "onset_layer": self.onset_layer,
+            "group_gaps": self.group_gaps,
         }
 
     def best(self, bias: str, statistic: str = "spearman") -> dict[str, Any] | None:
@@ -797,20 +851,41 @@ def relate(
         empty (and the onset undefined) only when the family has a single dense seed, with a
         :class:`RelationWarning` saying so.
     """
-    corr = correlations(similarity_table, shift_table, divergence=divergence, bias=bias,
-                        layers=layers, n_boot=n_boot, n_permutations=n_permutations, alpha=alpha,
-                        seed=seed)
+    corr = correlations(
+        similarity_table,
+        shift_table,
+        divergence=divergence,
+        bias=bias,
+        layers=layers,
+        n_boot=n_boot,
+        n_permutations=n_permutations,
+        alpha=alpha,
+        seed=seed,
+    )
     _, found = _divergences(similarity_table, divergence)
     order = _layer_order(found, layers)
     try:
         floor = noise_floor(similarity_table, divergence=divergence, layers=order)
-        on_rows, on_first = onset(similarity_table, divergence=divergence, layers=order,
-                                  alpha=alpha, n_boot=n_boot, seed=seed)
+        on_rows, on_first = onset(
+            similarity_table,
+            divergence=divergence,
+            layers=order,
+            alpha=alpha,
+            n_boot=n_boot,
+            seed=seed,
+        )
     except InsufficientDataError as exc:
         _warn(f"{exc} The noise floor and onset layer are left out.")
         floor, on_rows, on_first = [], [], {}
-    gaps = group_gaps(similarity_table, divergence=divergence, reference=reference_group,
-                      layers=order, n_boot=n_boot, alpha=alpha, seed=seed)
+    gaps = group_gaps(
+        similarity_table,
+        divergence=divergence,
+        reference=reference_group,
+        layers=order,
+        n_boot=n_boot,
+        alpha=alpha,
+        seed=seed,
+    )
     return Relations(corr, floor, on_rows, on_first, gaps, divergence, order)
 
 

@@ -56,15 +56,41 @@ from repsim.train import evaluate, fit
 COMPRESSION_METHODS = (*PRUNE_METHODS, "quantize")
 
 _TOP_KEYS = {
-    "name": "family", "dataset": None, "dataset_options": {}, "model": None, "model_options": {},
-    "seeds": [0], "cache_dir": "cache", "train": {}, "compression": [],
+    "name": "family",
+    "dataset": None,
+    "dataset_options": {},
+    "model": None,
+    "model_options": {},
+    "seeds": [0],
+    "cache_dir": "cache",
+    "train": {},
+    "compression": [],
 }
-_TRAIN_DEFAULTS = {"epochs": 10, "batch_size": 64, "lr": 3e-3, "optimizer": "adam",
-                   "weight_decay": 0.0, "momentum": 0.9, "scheduler": "cosine", "patience": None}
+_TRAIN_DEFAULTS = {
+    "epochs": 10,
+    "batch_size": 64,
+    "lr": 3e-3,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+    "momentum": 0.9,
+    "scheduler": "cosine",
+    "patience": None,
+}
 _COMP_DEFAULTS: dict[str, Any] = {
-    "method": None, "sparsities": None, "bits": None, "kd": [False], "scope": None,
-    "exclude": [], "n": 1, "dim": 0, "schedule": "oneshot", "finetune_epochs": 5,
-    "finetune": {}, "kd_options": {}, "agp": {}, "per_channel": True,
+    "method": None,
+    "sparsities": None,
+    "bits": None,
+    "kd": [False],
+    "scope": None,
+    "exclude": [],
+    "n": 1,
+    "dim": 0,
+    "schedule": "oneshot",
+    "finetune_epochs": 5,
+    "finetune": {},
+    "kd_options": {},
+    "agp": {},
+    "per_channel": True,
 }
 _KD_DEFAULTS = {"T": 4.0, "alpha": 0.9, "gamma": 0.1}
 _AGP_DEFAULTS = {"initial": 0.0, "start_fraction": 0.0, "end_fraction": 0.5, "n_prunes": 10}
@@ -130,7 +156,9 @@ def family_config(config: Mapping[str, Any] | str | os.PathLike) -> dict[str, An
     cfg = _merge(config, _TOP_KEYS, "family")
     for key in ("dataset", "model"):
         if not isinstance(cfg[key], str):
-            raise ConfigError(f"family.{key} is required (a name, e.g. 'digits-imbalanced', 'cnn').")
+            raise ConfigError(
+                f"family.{key} is required (a name, e.g. 'digits-imbalanced', 'cnn')."
+            )
     seeds = cfg["seeds"]
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = list(range(seeds))
@@ -144,8 +172,7 @@ def family_config(config: Mapping[str, Any] | str | os.PathLike) -> dict[str, An
     comps = cfg["compression"]
     if isinstance(comps, Mapping):
         comps = [comps]
-    cfg["compression"] = [_compression(c, f"family.compression[{i}]")
-                          for i, c in enumerate(comps)]
+    cfg["compression"] = [_compression(c, f"family.compression[{i}]") for i, c in enumerate(comps)]
     cfg["name"] = str(cfg["name"])
     return cfg
 
@@ -176,8 +203,9 @@ def _compression(c: Mapping[str, Any], where: str) -> dict[str, Any]:
         if c["bits"] is not None:
             raise ConfigError(f"{where}.bits only applies to method 'quantize'.")
         try:
-            c["sparsities"] = [check_sparsity(s) for s in
-                               _as_list(c["sparsities"], f"{where}.sparsities")]
+            c["sparsities"] = [
+                check_sparsity(s) for s in _as_list(c["sparsities"], f"{where}.sparsities")
+            ]
         except ConfigError as exc:
             raise ConfigError(f"{where}.sparsities: {exc}") from exc
     if c["schedule"] not in ("oneshot", "agp"):
@@ -189,9 +217,13 @@ def _compression(c: Mapping[str, Any], where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: schedule 'agp' needs finetune_epochs >= 1.")
     if any(c["kd"]) and ft < 1:
         raise ConfigError(f"{where}: kd = true needs finetune_epochs >= 1 (KD trains the student).")
-    c["finetune"] = {k: v for k, v in
-                     _merge(c["finetune"], dict.fromkeys(_FINETUNE_KEYS), f"{where}.finetune").items()
-                     if v is not None}
+    c["finetune"] = {
+        k: v
+        for k, v in _merge(
+            c["finetune"], dict.fromkeys(_FINETUNE_KEYS), f"{where}.finetune"
+        ).items()
+        if v is not None
+    }
     c["kd_options"] = _merge(c["kd_options"], _KD_DEFAULTS, f"{where}.kd_options")
     c["agp"] = _merge(c["agp"], _AGP_DEFAULTS, f"{where}.agp")
     c["exclude"] = list(c["exclude"])
@@ -281,12 +313,19 @@ class Member:
 
     def row(self) -> dict[str, Any]:
         """A flat record for tables."""
-        return {"method": self.method, "sparsity": self.setting.sparsity,
-                "bits": self.setting.bits, "kd": self.setting.kd, "seed": self.seed,
-                "setting": self.setting.key, "path": str(self.path),
-                "mask_path": None if self.mask_path is None else str(self.mask_path),
-                "fingerprint": self.fingerprint, "test_accuracy": self.test_accuracy,
-                "built": self.built}
+        return {
+            "method": self.method,
+            "sparsity": self.setting.sparsity,
+            "bits": self.setting.bits,
+            "kd": self.setting.kd,
+            "seed": self.seed,
+            "setting": self.setting.key,
+            "path": str(self.path),
+            "mask_path": None if self.mask_path is None else str(self.mask_path),
+            "fingerprint": self.fingerprint,
+            "test_accuracy": self.test_accuracy,
+            "built": self.built,
+        }
 
 
 @dataclass
@@ -340,8 +379,13 @@ class Family:
                 raise ConfigError(f"Cannot select on {key!r}; use {list(allowed)}.")
         out = []
         for m in self.members:
-            values = {"method": m.method, "sparsity": m.setting.sparsity, "bits": m.setting.bits,
-                      "kd": m.setting.kd, "seed": m.seed}
+            values = {
+                "method": m.method,
+                "sparsity": m.setting.sparsity,
+                "bits": m.setting.bits,
+                "kd": m.setting.kd,
+                "seed": m.seed,
+            }
             if all(values[k] == v for k, v in where.items()):
                 out.append(m)
         return out
@@ -350,8 +394,10 @@ class Family:
         """The dense member of ``seed``."""
         hits = self.select(method="dense", seed=seed)
         if not hits:
-            raise ModelError(f"Family {self.name!r} has no dense model of seed {seed}; "
-                             f"seeds are {self.config['seeds']}.")
+            raise ModelError(
+                f"Family {self.name!r} has no dense model of seed {seed}; "
+                f"seeds are {self.config['seeds']}."
+            )
         return hits[0]
 
     def table(self) -> list[dict[str, Any]]:
@@ -369,8 +415,9 @@ def plan(config: Mapping[str, Any] | str | os.PathLike) -> Family:
     """The family ``config`` describes, without building anything (``built`` all ``False``)."""
     cfg = family_config(config)
     root = family_root(cfg)
-    members = [Member(Setting("dense"), s, root / "dense" / f"seed{s}.safetensors")
-               for s in cfg["seeds"]]
+    members = [
+        Member(Setting("dense"), s, root / "dense" / f"seed{s}.safetensors") for s in cfg["seeds"]
+    ]
     for comp in cfg["compression"]:
         levels = comp["bits"] if comp["method"] == "quantize" else comp["sparsities"]
         for level in levels:
@@ -379,14 +426,21 @@ def plan(config: Mapping[str, Any] | str | os.PathLike) -> Family:
                     comp["method"],
                     sparsity=None if comp["method"] == "quantize" else level,
                     bits=level if comp["method"] == "quantize" else None,
-                    kd=kd, options=comp,
+                    kd=kd,
+                    options=comp,
                 )
                 for s in cfg["seeds"]:
                     d = root / setting.key
-                    members.append(Member(
-                        setting, s, d / f"seed{s}.safetensors",
-                        mask_path=None if setting.method == "quantize" else d / f"seed{s}-mask.safetensors",
-                    ))
+                    members.append(
+                        Member(
+                            setting,
+                            s,
+                            d / f"seed{s}.safetensors",
+                            mask_path=None
+                            if setting.method == "quantize"
+                            else d / f"seed{s}-mask.safetensors",
+                        )
+                    )
     for m in members:
         _read_existing(m)
     return Family(cfg["name"], root, cfg, members)
@@ -459,19 +513,33 @@ def build(
         return dense_models[seed]
 
     dense_fp = {}
-    bar = tqdm(fam.members, desc=f"family {fam.name}", disable=None if progress is None
-               else not progress)
+    bar = tqdm(
+        fam.members, desc=f"family {fam.name}", disable=None if progress is None else not progress
+    )
     for member in bar:
         info = _read_existing(member)
         if member.method == "dense":
             if info is None:
                 ds = dataset()
-                model = build_model(cfg["model"], input_shape=ds.train.input_shape,
-                                    n_classes=ds.train.n_classes, seed=member.seed,
-                                    **cfg["model_options"])
+                model = build_model(
+                    cfg["model"],
+                    input_shape=ds.train.input_shape,
+                    n_classes=ds.train.n_classes,
+                    seed=member.seed,
+                    **cfg["model_options"],
+                )
                 val = ds.val if train_opts["patience"] is not None else None
-                res = fit(model, ds.train, test=ds.test, val=val, epochs=cfg["train"]["epochs"],
-                          seed=member.seed, device=device, progress=False, **train_opts)
+                res = fit(
+                    model,
+                    ds.train,
+                    test=ds.test,
+                    val=val,
+                    epochs=cfg["train"]["epochs"],
+                    seed=member.seed,
+                    device=device,
+                    progress=False,
+                    **train_opts,
+                )
                 _save(member, model, res.test.accuracy, parent=None)
                 dense_models[member.seed] = model
             dense_fp[member.seed] = member.fingerprint
@@ -486,15 +554,19 @@ def build(
     return fam
 
 
-def _compress(member: Member, dense: nn.Module, ds: Any, cfg: Mapping[str, Any],
-              device: str | None) -> tuple[nn.Module, float]:
+def _compress(
+    member: Member, dense: nn.Module, ds: Any, cfg: Mapping[str, Any], device: str | None
+) -> tuple[nn.Module, float]:
     setting, seed, opts = member.setting, member.seed, member.setting.options
     if setting.method == "quantize":
-        model, _ = quantize(dense, setting.bits, per_channel=opts["per_channel"],
-                            exclude=opts["exclude"] or None)
+        model, _ = quantize(
+            dense, setting.bits, per_channel=opts["per_channel"], exclude=opts["exclude"] or None
+        )
         return model, evaluate(model, ds.test, device=device).accuracy
-    fit_opts = {**{k: v for k, v in cfg["train"].items() if k not in ("epochs", "patience")},
-                **opts["finetune"]}
+    fit_opts = {
+        **{k: v for k, v in cfg["train"].items() if k not in ("epochs", "patience")},
+        **opts["finetune"],
+    }
     fit_opts.update(device=device, progress=False, test=ds.test)
     prune_opts = dict(method=setting.method, scope=opts["scope"], exclude=opts["exclude"] or None)
     if setting.method == "ln_structured":
@@ -506,9 +578,17 @@ def _compress(member: Member, dense: nn.Module, ds: Any, cfg: Mapping[str, Any],
         model = clone_model(dense)
         loss = DistillationLoss(dense, **opts["kd_options"]) if setting.kd else None
         try:
-            model, _, res = gradual_prune(model, ds.train, setting.sparsity, epochs=epochs,
-                                          seed=seed, loss=loss, **opts["agp"], **prune_opts,
-                                          **fit_opts)
+            model, _, res = gradual_prune(
+                model,
+                ds.train,
+                setting.sparsity,
+                epochs=epochs,
+                seed=seed,
+                loss=loss,
+                **opts["agp"],
+                **prune_opts,
+                **fit_opts,
+            )
         finally:
             if loss is not None:
                 loss.remove()
@@ -517,8 +597,16 @@ def _compress(member: Member, dense: nn.Module, ds: Any, cfg: Mapping[str, Any],
     if epochs == 0:
         return model, evaluate(model, ds.test, device=device).accuracy
     if setting.kd:
-        model, res = distill(dense, model, ds.train, epochs=epochs, seed=seed, inplace=True,
-                             **opts["kd_options"], **fit_opts)
+        model, res = distill(
+            dense,
+            model,
+            ds.train,
+            epochs=epochs,
+            seed=seed,
+            inplace=True,
+            **opts["kd_options"],
+            **fit_opts,
+        )
     else:
         res = fit(model, ds.train, epochs=epochs, seed=seed, **fit_opts)
     return model, res.test.accuracy
@@ -528,9 +616,20 @@ def _save(member: Member, model: nn.Module, accuracy: float, parent: str | None)
     setting = member.setting
     if member.mask_path is not None:
         Mask.from_model(model).save(member.mask_path, seed=member.seed, setting=setting.key)
-    save_model(model, member.path, test_accuracy=accuracy, parent=parent, seed=member.seed,
-               setting={"method": setting.method, "sparsity": setting.sparsity,
-                        "bits": setting.bits, "kd": setting.kd, "key": setting.key,
-                        "options": setting.options})
+    save_model(
+        model,
+        member.path,
+        test_accuracy=accuracy,
+        parent=parent,
+        seed=member.seed,
+        setting={
+            "method": setting.method,
+            "sparsity": setting.sparsity,
+            "bits": setting.bits,
+            "kd": setting.kd,
+            "key": setting.key,
+            "options": setting.options,
+        },
+    )
     _read_existing(member)
     member.built = True

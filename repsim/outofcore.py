@@ -56,7 +56,6 @@ QR_MEASURES = ("svcca", "pwcca", "mean_cca", "procrustes")
 """Measures computed from a :class:`CCAAccumulator` (:func:`cca_from_accumulator`)."""
 
 
-
 def common_rows(arrays: Sequence[Any]) -> int:
     """Row count shared by ``arrays`` (the samples), or a ``ShapeError`` naming the mismatch."""
     if not arrays:
@@ -69,6 +68,7 @@ def common_rows(arrays: Sequence[Any]) -> int:
                 "the same order."
             )
     return n
+
 
 def _is_torch(a: Any) -> bool:
     return torch is not None and isinstance(a, torch.Tensor)
@@ -115,8 +115,9 @@ def iter_rows(
     if int(batch_size) < 1:
         raise ShapeError(f"batch_size must be a positive number of rows, got {batch_size}.")
     starts = range(0, n, int(batch_size))
-    for i in tqdm(starts, desc=desc, disable=None if progress is None else not progress,
-                  leave=False):
+    for i in tqdm(
+        starts, desc=desc, disable=None if progress is None else not progress, leave=False
+    ):
         yield tuple(a[i : i + batch_size] for a in arrays)
 
 
@@ -279,8 +280,10 @@ def _procrustes(Rx: np.ndarray, Ry: np.ndarray) -> float:
     """``2 - 2 ||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)`` with ``X_c^T Y_c = R_x^T R_y``."""
     nx, ny = float(np.linalg.norm(Rx)), float(np.linalg.norm(Ry))
     if nx == 0 or ny == 0:
-        _warn(f"Procrustes distance is undefined: {'X' if nx == 0 else 'Y'} has zero variance "
-              "(every unit constant); returning NaN.")
+        _warn(
+            f"Procrustes distance is undefined: {'X' if nx == 0 else 'Y'} has zero variance "
+            "(every unit constant); returning NaN."
+        )
         return float("nan")
     nuc = float(np.linalg.svd((Rx / nx).T @ (Ry / ny), compute_uv=False).sum())
     return float(min(max(2.0 - 2.0 * nuc, 0.0), 2.0))
@@ -338,8 +341,10 @@ def cca_from_accumulator(
     dx, dy = int(cx.sum()), int(cy.sum())
     label = {"svcca": "SVCCA", "pwcca": "PWCCA", "mean_cca": "mean CCA"}.get(measure, measure)
     if (dx or dy) and measure != "procrustes":
-        _warn(f"{label}: dropped {dx} constant (dead) unit(s) of {acc.dx} from X and {dy} of "
-              f"{acc.dy} from Y before CCA.")
+        _warn(
+            f"{label}: dropped {dx} constant (dead) unit(s) of {acc.dx} from X and {dy} of "
+            f"{acc.dy} from Y before CCA."
+        )
     Rx = R[:, : acc.dx][:, ~cx]
     Ry = R[:, acc.dx :][:, ~cy]
     n = acc.n
@@ -358,12 +363,16 @@ def cca_from_accumulator(
         return res if return_details else res.value
 
     if kx == 0 or ky == 0:
-        _warn(f"{label} is undefined: {'X' if kx == 0 else 'Y'} has zero variance (every unit "
-              "constant); returning NaN.")
+        _warn(
+            f"{label} is undefined: {'X' if kx == 0 else 'Y'} has zero variance (every unit "
+            "constant); returning NaN."
+        )
         return nan_result()
     if kx + ky > n - 1:
-        _warn(f"{label} is ill-posed: {kx} + {ky} dimensions enter CCA but n = {n} samples span "
-              f"only {n - 1} dimensions after centering; returning NaN. Use more samples.")
+        _warn(
+            f"{label} is ill-posed: {kx} + {ky} dimensions enter CCA but n = {n} samples span "
+            f"only {n - 1} dimensions after centering; returning NaN. Use more samples."
+        )
         return nan_result()
     if measure == "pwcca" and Rx.shape[1] > Ry.shape[1]:  # fewer live units, as google/svcca
         A, rho, _ = np.linalg.svd(Uy[:, :ky].T @ Ux[:, :kx], full_matrices=False)
@@ -503,8 +512,11 @@ def group_metrics_from_counts(
     t_raw = np.array([c[0][1] for c in cells])
     p_raw = np.array([c[0][2] for c in cells])
     w = np.array([c[1] for c in cells], dtype=float)
-    lab = (np.unique(np.concatenate([t_raw, p_raw])) if labels is None
-           else np.unique(np.asarray(list(labels))))
+    lab = (
+        np.unique(np.concatenate([t_raw, p_raw]))
+        if labels is None
+        else np.unique(np.asarray(list(labels)))
+    )
     from repsim.fairness._validate import encode, encode_groups, positive_index
 
     yt = encode(t_raw, lab, "y_true")
@@ -520,9 +532,16 @@ def group_metrics_from_counts(
     acc_o, kappa_o = _accuracy_kappa(cm_all)
     ovr_o["ppv_ratio_to_best"] = np.full(k, np.nan)
     res = {
-        "cm": cm, "cm_all": cm_all, "ovr_g": ovr_g, "ovr_o": ovr_o, "acc_g": acc_g,
-        "acc_o": float(acc_o), "kappa_g": kappa_g, "kappa_o": float(kappa_o),
-        "n_g": cm.sum((1, 2)), "rate_names": list(RATE_METRICS),
+        "cm": cm,
+        "cm_all": cm_all,
+        "ovr_g": ovr_g,
+        "ovr_o": ovr_o,
+        "acc_g": acc_g,
+        "acc_o": float(acc_o),
+        "kappa_g": kappa_g,
+        "kappa_o": float(kappa_o),
+        "n_g": cm.sum((1, 2)),
+        "rate_names": list(RATE_METRICS),
     }
     res["agg"] = _compute_agg_only(res, k, pos, None)
     res, _, undefined = apply_min_group_size(res, names, min_group_size, k, pos, None)
@@ -531,9 +550,15 @@ def group_metrics_from_counts(
     confusion = {names[j]: cm[j].astype(np.int64) for j in range(n_groups)}
     confusion["overall"] = cm_all.astype(np.int64)
     return GroupMetrics(
-        by_group=by_group, by_class=by_class, by_group_class=by_group_class, overall=overall,
-        aggregates=res["agg"], aggregates_ci=None, confusion=confusion,
-        labels=lab.tolist(), pos_label=None if pos is None else lab[pos].item(),
+        by_group=by_group,
+        by_class=by_class,
+        by_group_class=by_group_class,
+        overall=overall,
+        aggregates=res["agg"],
+        aggregates_ci=None,
+        confusion=confusion,
+        labels=lab.tolist(),
+        pos_label=None if pos is None else lab[pos].item(),
         group_names=names,
     )
 
@@ -554,7 +579,8 @@ def stream_group_metrics(
     ``min_group_size``.
     """
     counter = ConfusionCounter()
-    for yt, yp, g in iter_rows([y_true, y_pred, groups], batch_size, progress=progress,
-                               desc="group counts"):
+    for yt, yp, g in iter_rows(
+        [y_true, y_pred, groups], batch_size, progress=progress, desc="group counts"
+    ):
         counter.update(yt, yp, g)
     return group_metrics_from_counts(counter, **options)

@@ -61,8 +61,9 @@ def shard_ranges(n: int, k: int, chunk_rows: int) -> list[tuple[int, int]]:
     number of chunks.
     """
     if k < 1 or chunk_rows < 1 or n < 0:
-        raise ConfigError(f"need k >= 1 shards and chunk_rows >= 1, got k={k}, "
-                          f"chunk_rows={chunk_rows}.")
+        raise ConfigError(
+            f"need k >= 1 shards and chunk_rows >= 1, got k={k}, chunk_rows={chunk_rows}."
+        )
     n_chunks = -(-n // chunk_rows)
     bounds = [min(n, (n_chunks * i // k) * chunk_rows) for i in range(k + 1)]
     bounds[-1] = n
@@ -73,20 +74,35 @@ def _shard_dir(store: ActivationStore, key: str, reduction: str) -> Path:
     return store.path / _SHARDS / f"{key}@{reduction}"
 
 
-def _create_or_open(group_path: Path, name: str, n: int, n_features: int | None, dtype: Any,
-                    rows: int, clevel: int, attrs: dict[str, Any]) -> zarr.Array:
+def _create_or_open(
+    group_path: Path,
+    name: str,
+    n: int,
+    n_features: int | None,
+    dtype: Any,
+    rows: int,
+    clevel: int,
+    attrs: dict[str, Any],
+) -> zarr.Array:
     """Create the shared array, or open the one another worker created (same metadata)."""
     dtype = np.dtype(dtype)
     shape: tuple[int, ...] = (n,) if n_features is None else (n, n_features)
     path = group_path / name
     try:
         return zarr.create_array(
-            zarr.storage.LocalStore(path), shape=shape, chunks=(rows, *shape[1:]), dtype=dtype,
+            zarr.storage.LocalStore(path),
+            shape=shape,
+            chunks=(rows, *shape[1:]),
+            dtype=dtype,
             fill_value=np.nan if dtype.kind == "f" else -1,
             compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=clevel, shuffle="shuffle"),
-            attributes={**attrs, "repsim_schema": SCHEMA_VERSION, "complete": False,
-                        "dtype": dtype.str,
-                        **({} if n_features is None else {"n_features": int(n_features)})},
+            attributes={
+                **attrs,
+                "repsim_schema": SCHEMA_VERSION,
+                "complete": False,
+                "dtype": dtype.str,
+                **({} if n_features is None else {"n_features": int(n_features)}),
+            },
         )
     except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError, FileExistsError):
         pass
@@ -181,19 +197,29 @@ def record_shard(
     gdir = _shard_dir(store, key, reduction)
     gdir.mkdir(parents=True, exist_ok=True)
     group_attrs = {
-        "name": label, "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "seed": seed, "repsim_schema": SCHEMA_VERSION, "model_fingerprint": m_fp,
-        "data_fingerprint": d_fp, "n_samples": int(src.n), "versions": provenance(),
-        "shards": k, "chunk_rows": int(chunk_rows),
+        "name": label,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "seed": seed,
+        "repsim_schema": SCHEMA_VERSION,
+        "model_fingerprint": m_fp,
+        "data_fingerprint": d_fp,
+        "n_samples": int(src.n),
+        "versions": provenance(),
+        "shards": k,
+        "chunk_rows": int(chunk_rows),
     }
     if not (gdir / "zarr.json").exists():
         tmp_meta = gdir / f".zarr.json.{uuid.uuid4().hex}"
-        tmp_meta.write_text(json.dumps({"zarr_format": 3, "node_type": "group",
-                                        "attributes": group_attrs}))
+        tmp_meta.write_text(
+            json.dumps({"zarr_format": 3, "node_type": "group", "attributes": group_attrs})
+        )
         os.replace(tmp_meta, gdir / "zarr.json")
 
-    dev = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    dev = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     modes = {m: m.training for m in model.modules()}
     writers: dict[str, RowWriter] = {}
     home = next(iter(model.parameters()), torch.empty(0)).device
@@ -202,8 +228,13 @@ def record_shard(
         model.eval()
         model.to(dev)
         row = 0
-        bar = tqdm(total=b - a, desc=f"capture {label} shard {i}/{k}", unit="sample",
-                   disable=None if progress is None else not progress, leave=False)
+        bar = tqdm(
+            total=b - a,
+            desc=f"capture {label} shard {i}/{k}",
+            unit="sample",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
         with torch.random.fork_rng(devices=[]), torch.inference_mode(), bar:
             torch.manual_seed(seed)
             for x, y, g in src.batches():
@@ -219,14 +250,18 @@ def record_shard(
                 g = None if g is None else g[sl]
                 hooks.reset()
                 lg = _logits_of(model(x.to(dev))).numpy()
-                batch = {array_name(layer, red): hooks.out[layer, red].numpy()
-                         for layer, red in pairs}
+                batch = {
+                    array_name(layer, red): hooks.out[layer, red].numpy() for layer, red in pairs
+                }
                 batch["logits"] = lg
                 preds = (lg[:, 0] > 0) if lg.shape[1] == 1 else lg.argmax(axis=1)
                 batch["predictions"] = preds.astype(np.int64)
                 batch["labels"] = y.reshape(-1).numpy().astype(np.int64)
-                batch["groups"] = (np.zeros(len(x), np.int64) if g is None
-                                   else g.reshape(-1).numpy().astype(np.int64))
+                batch["groups"] = (
+                    np.zeros(len(x), np.int64)
+                    if g is None
+                    else g.reshape(-1).numpy().astype(np.int64)
+                )
                 batch["sample_id"] = src.sample_id[lo:hi]
                 for nm, v in batch.items():
                     if v.dtype.kind == "f" and not np.isfinite(v).all():
@@ -235,14 +270,31 @@ def record_shard(
                             "its inputs. This shard's marker was not written."
                         )
                     if nm not in writers:
-                        attrs = ({"layer": pairs_by_name(pairs)[nm], "reduction": reduction,
-                                  "seed": seed, "model": label}
-                                 if nm not in META_ARRAYS else {"seed": seed})
-                        arr = _create_or_open(gdir, nm, src.n, None if v.ndim == 1 else v.shape[1],
-                                              v.dtype, int(chunk_rows), store.clevel, attrs)
+                        attrs = (
+                            {
+                                "layer": pairs_by_name(pairs)[nm],
+                                "reduction": reduction,
+                                "seed": seed,
+                                "model": label,
+                            }
+                            if nm not in META_ARRAYS
+                            else {"seed": seed}
+                        )
+                        arr = _create_or_open(
+                            gdir,
+                            nm,
+                            src.n,
+                            None if v.ndim == 1 else v.shape[1],
+                            v.dtype,
+                            int(chunk_rows),
+                            store.clevel,
+                            attrs,
+                        )
                         if v.ndim == 2 and arr.shape[1] != v.shape[1]:
-                            raise ShapeError(f"{nm} has {v.shape[1]} features here but "
-                                             f"{arr.shape[1]} in the shared array.")
+                            raise ShapeError(
+                                f"{nm} has {v.shape[1]} features here but "
+                                f"{arr.shape[1]} in the shared array."
+                            )
                         writers[nm] = RowWriter(arr)
                         writers[nm].start = lo
                     writers[nm].append(v)
@@ -270,8 +322,11 @@ def pairs_by_name(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 
 def shard_status(
-    store: ActivationStore | str, model_fingerprint: str, data_fingerprint: str,
-    *, reduction: str = "flatten",
+    store: ActivationStore | str,
+    model_fingerprint: str,
+    data_fingerprint: str,
+    *,
+    reduction: str = "flatten",
 ) -> dict[str, Any]:
     """Which shards of an entry in progress are done: ``{"shards": k, "done": [i, ...]}``."""
     if not isinstance(store, ActivationStore):
@@ -287,8 +342,11 @@ def shard_status(
 
 
 def finalize_shards(
-    store: ActivationStore | str, model_fingerprint: str, data_fingerprint: str,
-    *, reduction: str = "flatten",
+    store: ActivationStore | str,
+    model_fingerprint: str,
+    data_fingerprint: str,
+    *,
+    reduction: str = "flatten",
 ) -> bool:
     """Publish a sharded entry if every shard is done; return whether this call published it.
 

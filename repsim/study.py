@@ -50,46 +50,86 @@ from repsim.errors import ConfigError, LayerNotFoundError, did_you_mean
 RECOVERIES = ("none", "ft", "kd")
 METRICS = ("cev", "sde", "worst_group_drop", "acc_drop")
 
-register_section("compression", Section({
-    "methods": Field((list,), ["magnitude"], help="pruning methods (repsim.compress.prune)"),
-    "sparsities": Field((list,), [0.5, 0.8, 0.9], help="target sparsities in [0, 1)"),
-    "recovery": Field((list,), ["ft"], help="after pruning: 'none', 'ft' (fine-tune), "
-                      "'kd' (distil from the dense model)"),
-    "scope": Field((str,), None, ("global", "layerwise"), help="pruning scope"),
-    "epochs": Field((int,), 3, help="fine-tuning / distillation epochs"),
-    "lr": Field((int, float), 1e-3, help="fine-tuning / distillation learning rate"),
-    "kd_temperature": Field((int, float), 4.0, help="distillation temperature T"),
-    "kd_alpha": Field((int, float), 0.9, help="weight of the soft (teacher) term"),
-    "kd_gamma": Field((int, float), 0.1, help="weight of the hard (label) term"),
-}, help="the compressed family"))
-register_section("capture", Section({
-    "layers": Field((list, str), None, help="layer names or globs (default: every leaf)"),
-    "reduction": Field((str,), "flatten", ("flatten", "mean", "max"),
-                       help="how conv maps become [n, d]"),
-    "batch_size": Field((int,), 256),
-}, help="which activations are recorded"))
-register_section("similarity", Section({
-    "measures": Field((list,), ["cka"], help="similarity measures (repsim.similarity)"),
-    "divergence": Field((str,), "1-cka", help="'1-<measure>' or a distance measure"),
-    "by_group": Field((bool,), True, help="also compute each measure per group"),
-    "heatmaps": Field((bool,), True, help="layer x layer CKA matrix per configuration"),
-}, help="layer similarity"))
-register_section("fairness", Section({
-    "metrics": Field((list,), list(METRICS), help=f"bias metrics among {list(METRICS)}"),
-    "convention": Field((str,), "2021", ("2021", "2022"), help="CEV/SDE convention"),
-    "eps": Field((int, float), None, help="floor of zero dense rates in relative changes"),
-    "exemplar_fraction": Field((int, float), 0.1, help="share of test samples flagged as CIE "
-                               "candidates (taxicab ranking)"),
-}, help="group fairness and compression bias"))
-register_section("report", Section({
-    "n_boot": Field((int,), 1000, help="bootstrap resamples of every CI"),
-    "n_permutations": Field((int,), 5000, help="permutations of every p-value"),
-    "alpha": Field((int, float), 0.05, help="CIs are 1 - alpha"),
-}, help="statistics and output"))
+register_section(
+    "compression",
+    Section(
+        {
+            "methods": Field(
+                (list,), ["magnitude"], help="pruning methods (repsim.compress.prune)"
+            ),
+            "sparsities": Field((list,), [0.5, 0.8, 0.9], help="target sparsities in [0, 1)"),
+            "recovery": Field(
+                (list,),
+                ["ft"],
+                help="after pruning: 'none', 'ft' (fine-tune), 'kd' (distil from the dense model)",
+            ),
+            "scope": Field((str,), None, ("global", "layerwise"), help="pruning scope"),
+            "epochs": Field((int,), 3, help="fine-tuning / distillation epochs"),
+            "lr": Field((int, float), 1e-3, help="fine-tuning / distillation learning rate"),
+            "kd_temperature": Field((int, float), 4.0, help="distillation temperature T"),
+            "kd_alpha": Field((int, float), 0.9, help="weight of the soft (teacher) term"),
+            "kd_gamma": Field((int, float), 0.1, help="weight of the hard (label) term"),
+        },
+        help="the compressed family",
+    ),
+)
+register_section(
+    "capture",
+    Section(
+        {
+            "layers": Field((list, str), None, help="layer names or globs (default: every leaf)"),
+            "reduction": Field(
+                (str,), "flatten", ("flatten", "mean", "max"), help="how conv maps become [n, d]"
+            ),
+            "batch_size": Field((int,), 256),
+        },
+        help="which activations are recorded",
+    ),
+)
+register_section(
+    "similarity",
+    Section(
+        {
+            "measures": Field((list,), ["cka"], help="similarity measures (repsim.similarity)"),
+            "divergence": Field((str,), "1-cka", help="'1-<measure>' or a distance measure"),
+            "by_group": Field((bool,), True, help="also compute each measure per group"),
+            "heatmaps": Field((bool,), True, help="layer x layer CKA matrix per configuration"),
+        },
+        help="layer similarity",
+    ),
+)
+register_section(
+    "fairness",
+    Section(
+        {
+            "metrics": Field((list,), list(METRICS), help=f"bias metrics among {list(METRICS)}"),
+            "convention": Field((str,), "2021", ("2021", "2022"), help="CEV/SDE convention"),
+            "eps": Field((int, float), None, help="floor of zero dense rates in relative changes"),
+            "exemplar_fraction": Field(
+                (int, float),
+                0.1,
+                help="share of test samples flagged as CIE candidates (taxicab ranking)",
+            ),
+        },
+        help="group fairness and compression bias",
+    ),
+)
+register_section(
+    "report",
+    Section(
+        {
+            "n_boot": Field((int,), 1000, help="bootstrap resamples of every CI"),
+            "n_permutations": Field((int,), 5000, help="permutations of every p-value"),
+            "alpha": Field((int, float), 0.05, help="CIs are 1 - alpha"),
+        },
+        help="statistics and output",
+    ),
+)
 
 
-def family_spec(config: Mapping[str, Any], *, compression: bool = True,
-                seeds: Sequence[int] | None = None) -> dict[str, Any]:
+def family_spec(
+    config: Mapping[str, Any], *, compression: bool = True, seeds: Sequence[int] | None = None
+) -> dict[str, Any]:
     """The study's models as a :mod:`repsim.family` config (one cache for every command).
 
     Dense models come from ``[data]``, ``[model]``, ``[train]`` and the study's seeds; with
@@ -113,18 +153,28 @@ def family_spec(config: Mapping[str, Any], *, compression: bool = True,
         comp = config["compression"]
         recovery = comp["recovery"]
         for method in comp["methods"]:
-            base = {"method": method, "sparsities": [float(x) for x in comp["sparsities"]],
-                    "scope": comp["scope"]}
+            base = {
+                "method": method,
+                "sparsities": [float(x) for x in comp["sparsities"]],
+                "scope": comp["scope"],
+            }
             if "none" in recovery:
                 spec["compression"].append({**base, "kd": [False], "finetune_epochs": 0})
             kd = [r == "kd" for r in ("ft", "kd") if r in recovery]
             if kd:
-                spec["compression"].append({
-                    **base, "kd": kd, "finetune_epochs": comp["epochs"],
-                    "finetune": {"lr": comp["lr"]},
-                    "kd_options": {"T": comp["kd_temperature"], "alpha": comp["kd_alpha"],
-                                   "gamma": comp["kd_gamma"]},
-                })
+                spec["compression"].append(
+                    {
+                        **base,
+                        "kd": kd,
+                        "finetune_epochs": comp["epochs"],
+                        "finetune": {"lr": comp["lr"]},
+                        "kd_options": {
+                            "T": comp["kd_temperature"],
+                            "alpha": comp["kd_alpha"],
+                            "gamma": comp["kd_gamma"],
+                        },
+                    }
+                )
     return spec
 
 
@@ -150,8 +200,7 @@ def train_dense(
     """
     from repsim.family import build
 
-    member = build(family_spec(config, compression=False, seeds=[seed]),
-                   progress=False).dense(seed)
+    member = build(family_spec(config, compression=False, seeds=[seed]), progress=False).dense(seed)
     return member.load().eval(), member.built
 
 
@@ -240,9 +289,13 @@ def plan_study(config: Mapping[str, Any], data: Any = None) -> Plan:
     methods = _check_names(comp["methods"], list(METHODS), "compression.methods")
     recoveries = _check_names(comp["recovery"], RECOVERIES, "compression.recovery")
     sparsities = comp["sparsities"]
-    if not isinstance(sparsities, list) or not sparsities or not all(
-        isinstance(s, int | float) and not isinstance(s, bool) and 0 <= s < 1
-        for s in sparsities
+    if (
+        not isinstance(sparsities, list)
+        or not sparsities
+        or not all(
+            isinstance(s, int | float) and not isinstance(s, bool) and 0 <= s < 1
+            for s in sparsities
+        )
     ):
         raise ConfigError(
             f"'compression.sparsities' must be a non-empty list of numbers in [0, 1), got "
@@ -272,10 +325,10 @@ def plan_study(config: Mapping[str, Any], data: Any = None) -> Plan:
         raise LayerNotFoundError(f"[capture] layers: {exc}") from None
     from repsim.compress import prune
 
-    pruned, _ = prune(probe, float(sparsities[0]), method=methods[0], scope=comp["scope"],
-                      data=data.train)
-    missing = [name for name in layers if name.split(":")[0] not in
-               dict(pruned.named_modules())]
+    pruned, _ = prune(
+        probe, float(sparsities[0]), method=methods[0], scope=comp["scope"], data=data.train
+    )
+    missing = [name for name in layers if name.split(":")[0] not in dict(pruned.named_modules())]
     if missing:
         raise LayerNotFoundError(
             f"[capture] layers {missing} exist in the dense model but not in the compressed one; "
@@ -298,19 +351,31 @@ def _log(message: str, progress: bool | None) -> None:
 def _sim_rows(table: Any, **meta: Any) -> list[dict[str, Any]]:
     out = []
     for r in table.to_records():
-        row = {**meta, "layer": r["layer_a"], "measure": r["measure"], "value": r["value"],
-               "group": r.get("group"), "n": r.get("n")}
+        row = {
+            **meta,
+            "layer": r["layer_a"],
+            "measure": r["measure"],
+            "value": r["value"],
+            "group": r.get("group"),
+            "n": r.get("n"),
+        }
         out.append(row)
     return out
 
 
-def _shift_rows(shift: Any, **meta: Any) -> tuple[dict[str, Any], list[dict[str, Any]],
-                                                  list[dict[str, Any]]]:
+def _shift_rows(
+    shift: Any, **meta: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     groups = shift.per_group.to_records()
     drops = {f"acc_drop:{g['group']}": -float(g["accuracy_change"]) for g in groups}
     finite = [v for v in drops.values() if np.isfinite(v)]
-    row = {**meta, "cev": float(shift.cev), "sde": float(shift.sde),
-           "worst_group_drop": max(finite) if finite else float("nan"), **drops}
+    row = {
+        **meta,
+        "cev": float(shift.cev),
+        "sde": float(shift.sde),
+        "worst_group_drop": max(finite) if finite else float("nan"),
+        **drops,
+    }
     group_rows = [{**meta, **g} for g in groups]
     class_rows = [{**meta, **c} for c in shift.per_class.to_records()]
     return row, group_rows, class_rows
@@ -411,12 +476,19 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
     # 3. capture
     store = ActivationStore(Path(study["cache_dir"]) / "activations")
     before = set(store.keys())
-    cap_opts = {"reduction": config["capture"]["reduction"], "store": store,
-                "batch_size": config["capture"]["batch_size"], "progress": progress}
-    dense_caps = {s: record(m, test, layers, name=f"dense-seed{s}", **cap_opts)
-                  for s, m in dense.items()}
-    caps = {k: record(m, test, layers, name=f"{k[0]}@{k[1]:g}-seed{k[2]}", **cap_opts)
-            for k, m in members.items()}
+    cap_opts = {
+        "reduction": config["capture"]["reduction"],
+        "store": store,
+        "batch_size": config["capture"]["batch_size"],
+        "progress": progress,
+    }
+    dense_caps = {
+        s: record(m, test, layers, name=f"dense-seed{s}", **cap_opts) for s, m in dense.items()
+    }
+    caps = {
+        k: record(m, test, layers, name=f"{k[0]}@{k[1]:g}-seed{k[2]}", **cap_opts)
+        for k, m in members.items()
+    }
     work["captures"] = len(set(store.keys()) - before)
     # test-split activations are small: compare them in memory (exact same numbers as
     # streaming, without a d x d accumulator per batch)
@@ -426,117 +498,196 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
 
     # 4. similarity: dense vs compressed, dense vs dense (noise floor)
     by = group_labels if config["similarity"]["by_group"] else None
-    sim_opts = {"layers": layers, "measures": plan.measures, "by": by, "seed": rseed,
-                "progress": False}
+    sim_opts = {
+        "layers": layers,
+        "measures": plan.measures,
+        "by": by,
+        "seed": rseed,
+        "progress": False,
+    }
     similarity: list[dict[str, Any]] = []
     for i, sa in enumerate(seeds):
-        for sb in seeds[i + 1:]:
+        for sb in seeds[i + 1 :]:
             table = compare(dense_caps[sa], dense_caps[sb], **sim_opts)
-            similarity += _sim_rows(table, kind="dense", method="dense", sparsity=0.0, seed=sa,
-                                    seed_b=sb)
+            similarity += _sim_rows(
+                table, kind="dense", method="dense", sparsity=0.0, seed=sa, seed_b=sb
+            )
     for (label, sp, seed), cap in caps.items():
         table = compare(dense_caps[seed], cap, **sim_opts)
-        similarity += _sim_rows(table, kind="compressed", method=label, sparsity=sp, seed=seed,
-                                seed_b=seed)
+        similarity += _sim_rows(
+            table, kind="compressed", method=label, sparsity=sp, seed=seed, seed_b=seed
+        )
     heatmaps: list[tuple[str, Any]] = []
     if config["similarity"]["heatmaps"]:
         s0 = seeds[0]
-        pairs = [(f"dense seed {s0} vs dense seed {seeds[1]}", dense_caps[seeds[1]])] if len(
-            seeds) > 1 else []
-        pairs += [(f"dense vs {label}@{sp:g} (seed {s0})", cap)
-                  for (label, sp, seed), cap in caps.items() if seed == s0]
+        pairs = (
+            [(f"dense seed {s0} vs dense seed {seeds[1]}", dense_caps[seeds[1]])]
+            if len(seeds) > 1
+            else []
+        )
+        pairs += [
+            (f"dense vs {label}@{sp:g} (seed {s0})", cap)
+            for (label, sp, seed), cap in caps.items()
+            if seed == s0
+        ]
         for title, cap in pairs:
-            tab = compare(dense_caps[s0], cap, layers=layers, measures=["cka"], pairs="all",
-                          progress=False)
+            tab = compare(
+                dense_caps[s0], cap, layers=layers, measures=["cka"], pairs="all", progress=False
+            )
             heatmaps.append((title, tab.matrix("cka")))
     t = lap("similarity", t)
 
     # 5. fairness
     y_true = test.y
-    fair_opts = {"convention": config["fairness"]["convention"], "eps": config["fairness"]["eps"],
-                 "test": False}
+    fair_opts = {
+        "convention": config["fairness"]["convention"],
+        "eps": config["fairness"]["eps"],
+        "test": False,
+    }
     shifts, group_shift_rows, class_rows, gm_rows = [], [], [], []
     for seed, cap in dense_caps.items():
-        gm = _quiet_group_metrics(group_metrics, y_true, cap.predictions, test.groups,
-                                  group_names)
-        gm_rows += [{"model": "dense", "method": "dense", "sparsity": 0.0, "seed": seed, **r}
-                    for r in gm.by_group.to_records()]
+        gm = _quiet_group_metrics(group_metrics, y_true, cap.predictions, test.groups, group_names)
+        gm_rows += [
+            {"model": "dense", "method": "dense", "sparsity": 0.0, "seed": seed, **r}
+            for r in gm.by_group.to_records()
+        ]
     for (label, sp, seed), cap in caps.items():
         meta = {"method": label, "sparsity": sp, "seed": seed}
-        shift = compression_shift(y_true=y_true, dense_preds=dense_caps[seed].predictions,
-                                  compressed_preds=cap.predictions, groups=test.groups,
-                                  group_names=group_names, **fair_opts)
+        shift = compression_shift(
+            y_true=y_true,
+            dense_preds=dense_caps[seed].predictions,
+            compressed_preds=cap.predictions,
+            groups=test.groups,
+            group_names=group_names,
+            **fair_opts,
+        )
         row, g_rows, c_rows = _shift_rows(shift, **meta)
         row["accuracy"] = float(np.mean(cap.predictions == y_true))
         row["dense_accuracy"] = float(np.mean(dense_caps[seed].predictions == y_true))
         shifts.append(row)
         group_shift_rows += g_rows
         class_rows += c_rows
-        gm = _quiet_group_metrics(group_metrics, y_true, cap.predictions, test.groups,
-                                  group_names)
+        gm = _quiet_group_metrics(group_metrics, y_true, cap.predictions, test.groups, group_names)
         gm_rows += [{"model": "compressed", **meta, **r} for r in gm.by_group.to_records()]
     exemplar_rows: list[dict[str, Any]] = []
     exemplar_sets: dict[str, Any] = {}
     dense_pop = np.stack([dense_caps[s].predictions for s in seeds])
     for label, sp in dict.fromkeys((k[0], k[1]) for k in caps):
         comp_pop = np.stack([caps[(label, sp, s)].predictions for s in seeds])
-        ex = exemplars(dense_preds=dense_pop, compressed_preds=comp_pop, method="taxicab",
-                       fraction=config["fairness"]["exemplar_fraction"],
-                       sample_id=test.sample_id, y_true=y_true, groups=test.groups,
-                       group_names=group_names)
+        ex = exemplars(
+            dense_preds=dense_pop,
+            compressed_preds=comp_pop,
+            method="taxicab",
+            fraction=config["fairness"]["exemplar_fraction"],
+            sample_id=test.sample_id,
+            y_true=y_true,
+            groups=test.groups,
+            group_names=group_names,
+        )
         exemplar_sets[f"{label}@{sp:g}"] = ex
         for rank, i in enumerate(ex.indices):
-            exemplar_rows.append({"method": label, "sparsity": sp, "rank": rank,
-                                  "sample_id": int(test.sample_id[i]),
-                                  "score": float(ex.scores[i]), "label": int(y_true[i]),
-                                  "group": group_names[int(test.groups[i])],
-                                  "dense_mode": int(ex.dense_mode[i]),
-                                  "compressed_mode": int(ex.compressed_mode[i])})
+            exemplar_rows.append(
+                {
+                    "method": label,
+                    "sparsity": sp,
+                    "rank": rank,
+                    "sample_id": int(test.sample_id[i]),
+                    "score": float(ex.scores[i]),
+                    "label": int(y_true[i]),
+                    "group": group_names[int(test.groups[i])],
+                    "dense_mode": int(ex.dense_mode[i]),
+                    "compressed_mode": int(ex.compressed_mode[i]),
+                }
+            )
     t = lap("fairness", t)
 
     # 6. explain
     bias = [m for m in plan.metrics if m != "acc_drop"] + (
-        ["acc_drop"] if "acc_drop" in plan.metrics else [])
-    rel = relate(similarity, shifts, divergence=plan.divergence, bias=bias, layers=layers,
-                 n_boot=report["n_boot"], n_permutations=report["n_permutations"],
-                 alpha=report["alpha"], seed=rseed)
+        ["acc_drop"] if "acc_drop" in plan.metrics else []
+    )
+    rel = relate(
+        similarity,
+        shifts,
+        divergence=plan.divergence,
+        bias=bias,
+        layers=layers,
+        n_boot=report["n_boot"],
+        n_permutations=report["n_permutations"],
+        alpha=report["alpha"],
+        seed=rseed,
+    )
     div_measure, one_minus = parse_divergence(plan.divergence)
     config_rows = []
     for label, sp in dict.fromkeys((k[0], k[1]) for k in caps):
         mine = [r for r in shifts if r["method"] == label and r["sparsity"] == sp]
-        sims = [r["value"] for r in similarity if r["kind"] == "compressed"
-                and r["method"] == label and r["sparsity"] == sp and r["group"] is None
-                and r["measure"] == div_measure]
-        config_rows.append({
-            "method": label, "sparsity": sp, "n_seeds": len(mine),
-            "accuracy": _mean([r["accuracy"] for r in mine]),
-            "cev": _mean([r["cev"] for r in mine]), "sde": _mean([r["sde"] for r in mine]),
-            "worst_group_drop": _mean([r["worst_group_drop"] for r in mine]),
-            "mean_similarity": _mean(sims),
-        })
-    kd_rows = kd_vs_ft(shifts, similarity, measure=div_measure, n_boot=report["n_boot"],
-                       alpha=report["alpha"], seed=rseed)
+        sims = [
+            r["value"]
+            for r in similarity
+            if r["kind"] == "compressed"
+            and r["method"] == label
+            and r["sparsity"] == sp
+            and r["group"] is None
+            and r["measure"] == div_measure
+        ]
+        config_rows.append(
+            {
+                "method": label,
+                "sparsity": sp,
+                "n_seeds": len(mine),
+                "accuracy": _mean([r["accuracy"] for r in mine]),
+                "cev": _mean([r["cev"] for r in mine]),
+                "sde": _mean([r["sde"] for r in mine]),
+                "worst_group_drop": _mean([r["worst_group_drop"] for r in mine]),
+                "mean_similarity": _mean(sims),
+            }
+        )
+    kd_rows = kd_vs_ft(
+        shifts,
+        similarity,
+        measure=div_measure,
+        n_boot=report["n_boot"],
+        alpha=report["alpha"],
+        seed=rseed,
+    )
     t = lap("explain", t)
 
     # 7. report
     from repsim.report.write import write_report
 
     results = {
-        "study": study["name"], "description": study["description"],
+        "study": study["name"],
+        "description": study["description"],
         "config": {k: v for k, v in config.items() if not k.startswith("_")},
         "config_file": config.get("_source"),
-        "versions": environment(), "seeds": seeds, "layers": layers,
-        "dense": [{"seed": s, "test_accuracy": float(np.mean(dense_caps[s].predictions
-                                                             == y_true))} for s in seeds],
-        "configs": config_rows, "kd_vs_ft": kd_rows, "relations": rel.to_dict(),
-        "alpha": report["alpha"], "work": work,
+        "versions": environment(),
+        "seeds": seeds,
+        "layers": layers,
+        "dense": [
+            {"seed": s, "test_accuracy": float(np.mean(dense_caps[s].predictions == y_true))}
+            for s in seeds
+        ],
+        "configs": config_rows,
+        "kd_vs_ft": kd_rows,
+        "relations": rel.to_dict(),
+        "alpha": report["alpha"],
+        "work": work,
     }
     results["results"] = {"dense": results["dense"]}  # the layout `repsim run` prints from
     write_report(
-        out, results=results, similarity=similarity, shifts=shifts,
-        group_shifts=group_shift_rows, class_shifts=class_rows, group_metrics=gm_rows,
-        exemplars=exemplar_rows, exemplar_sets=exemplar_sets, heatmaps=heatmaps, data=test,
-        measure=div_measure, one_minus=one_minus, seed=rseed,
+        out,
+        results=results,
+        similarity=similarity,
+        shifts=shifts,
+        group_shifts=group_shift_rows,
+        class_shifts=class_rows,
+        group_metrics=gm_rows,
+        exemplars=exemplar_rows,
+        exemplar_sets=exemplar_sets,
+        heatmaps=heatmaps,
+        data=test,
+        measure=div_measure,
+        one_minus=one_minus,
+        seed=rseed,
     )
     lap("report", t)
     timings["total"] = round(time.perf_counter() - t_start, 3)
@@ -544,9 +695,12 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
     from repsim.report.tables import write_json
 
     write_json(results, out / "results.json")
-    _log(f"report written to {out} in {timings['total']:.1f} s "
-         f"(trained {work['dense_trained']} dense, built {work['compressed_built']} compressed, "
-         f"{work['captures']} new captures)", progress)
+    _log(
+        f"report written to {out} in {timings['total']:.1f} s "
+        f"(trained {work['dense_trained']} dense, built {work['compressed_built']} compressed, "
+        f"{work['captures']} new captures)",
+        progress,
+    )
     return out
 
 
@@ -580,8 +734,10 @@ def kd_vs_ft(
     bases = dict.fromkeys((m.rsplit("+", 1)[0], sp) for m, sp, _ in by_member if "+" in m)
     for base, sp in bases:
         ft, kd = f"{base}+ft", f"{base}+kd"
-        seeds = sorted({s for m, p, s in by_member if m == ft and p == sp}
-                       & {s for m, p, s in by_member if m == kd and p == sp})
+        seeds = sorted(
+            {s for m, p, s in by_member if m == ft and p == sp}
+            & {s for m, p, s in by_member if m == kd and p == sp}
+        )
         if not seeds:
             continue
         row: dict[str, Any] = {"prune_method": base, "sparsity": sp, "n_seeds": len(seeds)}
@@ -593,9 +749,15 @@ def kd_vs_ft(
                 a = [by_member[(kd, sp, s)][name] for s in seeds]
                 b = [by_member[(ft, sp, s)][name] for s in seeds]
             d = paired_difference(a, b, n_boot=n_boot, alpha=alpha, seed=seed)
-            row.update({f"{name}_ft": _mean(b), f"{name}_kd": _mean(a),
-                        f"{name}_diff": d["mean"], f"{name}_diff_low": d["low"],
-                        f"{name}_diff_high": d["high"]})
+            row.update(
+                {
+                    f"{name}_ft": _mean(b),
+                    f"{name}_kd": _mean(a),
+                    f"{name}_diff": d["mean"],
+                    f"{name}_diff_low": d["low"],
+                    f"{name}_diff_high": d["high"],
+                }
+            )
         out.append(row)
     return out
 

@@ -214,9 +214,11 @@ def fit(
     x_all, y_all = x_all.to(dev), y_all.to(dev)
     n = len(train)
     steps_per_epoch = math.ceil(n / batch_size)
-    params = list(parameters) if parameters is not None else [
-        p for p in model.parameters() if p.requires_grad
-    ]
+    params = (
+        list(parameters)
+        if parameters is not None
+        else [p for p in model.parameters() if p.requires_grad]
+    )
     opt = make_optimizer(params, optimizer, lr, weight_decay, momentum)
     sched = (
         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
@@ -237,8 +239,12 @@ def fit(
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
-        bar = tqdm(range(epochs), desc="train", disable=None if progress is None else not progress,
-                   leave=False)
+        bar = tqdm(
+            range(epochs),
+            desc="train",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
         for epoch in bar:
             state.epoch = epoch
             call("on_epoch_start")
@@ -246,7 +252,7 @@ def fit(
             order = torch.randperm(n, generator=gen).to(dev)
             total, seen = 0.0, 0
             for start in range(0, n, batch_size):
-                idx = order[start: start + batch_size]
+                idx = order[start : start + batch_size]
                 xb, yb = x_all[idx], y_all[idx]
                 opt.zero_grad(set_to_none=True)
                 value = loss_fn(model, xb, yb)
@@ -303,7 +309,7 @@ def predict_logits(
     outs = []
     try:
         for start in range(0, len(xt), batch_size):
-            outs.append(model(xt[start: start + batch_size].to(dev)).float().cpu())
+            outs.append(model(xt[start : start + batch_size].to(dev)).float().cpu())
     finally:
         model.train(was_training)
     if not outs:

@@ -68,8 +68,10 @@ def test_cli_run_writes_report_and_reuses_cache(tmp_path, capsys):
     assert main(["run", str(path)]) == 0
     second = json.loads((tmp_path / "reports" / "t" / "results.json").read_text())
     assert second["work"]["dense_trained"] == 0 and second["work"]["captures"] == 0
-    assert (second["results"]["dense"][0]["test_accuracy"]
-            == first["results"]["dense"][0]["test_accuracy"])
+    assert (
+        second["results"]["dense"][0]["test_accuracy"]
+        == first["results"]["dense"][0]["test_accuracy"]
+    )
     assert (tmp_path / "reports" / "t" / "index.html").is_file()
     capsys.readouterr()
     assert main(["train", str(path)]) == 0  # one model cache: run's dense model is reused
@@ -115,11 +117,17 @@ def test_cli_corrupt_idx_exit_2(tmp_path, fashion_dir, capsys):
 
 
 def test_module_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "repsim", "--help"], capture_output=True,
-                         text=True, cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "repsim", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     assert "run" in out.stdout and "data" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "repsim", "frobnicate"], capture_output=True,
-                         text=True, cwd=ROOT)
+    bad = subprocess.run(
+        [sys.executable, "-m", "repsim", "frobnicate"], capture_output=True, text=True, cwd=ROOT
+    )
     assert bad.returncode == 2
 
 

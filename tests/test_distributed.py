@@ -38,8 +38,12 @@ def _data(tmp_path, seed=0, n=1000, dx=16, dy=10):
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as lc, distributed.Client(lc) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as lc,
+        distributed.Client(lc) as client,
+    ):
         yield client
 
 
@@ -50,7 +54,8 @@ def test_local_schedulers_equal_single_process(tmp_path, scheduler):
         got = distributed_cka(zx, zy, debiased=debiased, scheduler=scheduler)
         assert got == pytest.approx(cka(X, Y, debiased=debiased), abs=1e-10)
     assert distributed_cca(zx, zy, "svcca", scheduler=scheduler) == pytest.approx(
-        svcca(X, Y), abs=1e-10)
+        svcca(X, Y), abs=1e-10
+    )
 
 
 def test_numpy_and_dask_array_inputs(tmp_path):
@@ -59,8 +64,9 @@ def test_numpy_and_dask_array_inputs(tmp_path):
     X, Y, zx, zy = _data(tmp_path, seed=6, n=700)
     ref = cka(X, Y)
     assert distributed_cka(X, Y, chunk_rows=64, n_tasks=5) == pytest.approx(ref, abs=1e-10)
-    assert distributed_cka(da.from_zarr(zx), da.from_zarr(zy), chunk_rows=100) == \
-        pytest.approx(ref, abs=1e-10)
+    assert distributed_cka(da.from_zarr(zx), da.from_zarr(zy), chunk_rows=100) == pytest.approx(
+        ref, abs=1e-10
+    )
     with pytest.raises(ConfigError, match="n_tasks"):
         distributed_cka(X, Y, n_tasks=0)
 
@@ -76,7 +82,8 @@ def test_local_cluster_reproduces_cka_svcca_group_metrics(tmp_path, cluster):
     assert (got.kept_x, got.kept_y) == (ref.kept_x, ref.kept_y)
     np.testing.assert_allclose(got.correlations, ref.correlations, atol=1e-10)
     assert distributed_cca(zx, zy, "pwcca", scheduler=cluster) == pytest.approx(
-        pwcca(X, Y), abs=1e-10)
+        pwcca(X, Y), abs=1e-10
+    )
 
     rng = np.random.default_rng(2)
     yt = rng.integers(0, 3, 1000)
@@ -96,8 +103,14 @@ def test_local_cluster_reproduces_cka_svcca_group_metrics(tmp_path, cluster):
 
 def test_compare_distributed_table(tmp_path, cluster):
     X, Y, zx, zy = _data(tmp_path, seed=3)
-    table = compare_distributed({"l": zx}, {"l": zy}, measures=["cka", "cka_debiased", "svcca"],
-                                scheduler=cluster, model_a="dense", model_b="pruned")
+    table = compare_distributed(
+        {"l": zx},
+        {"l": zy},
+        measures=["cka", "cka_debiased", "svcca"],
+        scheduler=cluster,
+        model_a="dense",
+        model_b="pruned",
+    )
     values = {r["measure"]: r["value"] for r in table.rows}
     assert values["cka"] == pytest.approx(cka(X, Y), abs=1e-10)
     assert values["cka_debiased"] == pytest.approx(cka(X, Y, debiased=True), abs=1e-10)
@@ -193,16 +206,24 @@ def test_lost_worker_is_rerun_or_fails_clearly(tmp_path):
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     X = np.arange(600.0).reshape(300, 2)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                     dashboard_address=None) as lc, \
-            distributed.Client(lc) as client:
-        acc = reduce_rows([X], functools.partial(_Killer, str(tmp_path / "m")), chunk_rows=100,
-                          scheduler=client)
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as lc,
+        distributed.Client(lc) as client,
+    ):
+        acc = reduce_rows(
+            [X], functools.partial(_Killer, str(tmp_path / "m")), chunk_rows=100, scheduler=client
+        )
         assert acc.n == 300  # the killed task was rerun on a live worker
         with pytest.raises(ClusterError, match="store is intact"):
-            reduce_rows([X], functools.partial(_Killer, str(tmp_path / "k"), True),
-                        chunk_rows=100, scheduler=client)
+            reduce_rows(
+                [X],
+                functools.partial(_Killer, str(tmp_path / "k"), True),
+                chunk_rows=100,
+                scheduler=client,
+            )
 
 
 def test_cli_scheduler_options(tmp_path):
@@ -214,8 +235,12 @@ def test_cli_scheduler_options(tmp_path):
     parser = argparse.ArgumentParser()
     add_scheduler_options(parser)
     args = parser.parse_args(["--scheduler", "sync", "--chunk-rows", "64"])
-    assert scheduler_kwargs(args) == {"scheduler": "sync", "timeout": 10.0, "retries": 2,
-                                      "chunk_rows": 64}
+    assert scheduler_kwargs(args) == {
+        "scheduler": "sync",
+        "timeout": 10.0,
+        "retries": 2,
+        "chunk_rows": 64,
+    }
     table = compare_with_args(args, {"l": zx}, {"l": zy}, measures=["cka"])
     assert table.rows[0]["value"] == pytest.approx(cka(X, Y), abs=1e-10)
     args = parser.parse_args(["--scheduler", "tcp://127.0.0.1:1", "--timeout", "1"])

@@ -22,14 +22,28 @@ def _one_thread():
 def _config(tmp):
     return {
         "family": {
-            "name": "tiny", "dataset": "digits-imbalanced", "model": "mlp",
-            "model_options": {"hidden": [32]}, "seeds": [0, 1], "cache_dir": str(tmp),
+            "name": "tiny",
+            "dataset": "digits-imbalanced",
+            "model": "mlp",
+            "model_options": {"hidden": [32]},
+            "seeds": [0, 1],
+            "cache_dir": str(tmp),
             "train": {"epochs": 2},
             "compression": [
-                {"method": "magnitude", "sparsities": [0.5, 0.9], "kd": [False, True],
-                 "finetune_epochs": 1},
-                {"method": "random", "sparsities": [0.5], "schedule": "agp", "kd": True,
-                 "finetune_epochs": 1, "agp": {"n_prunes": 3}},
+                {
+                    "method": "magnitude",
+                    "sparsities": [0.5, 0.9],
+                    "kd": [False, True],
+                    "finetune_epochs": 1,
+                },
+                {
+                    "method": "random",
+                    "sparsities": [0.5],
+                    "schedule": "agp",
+                    "kd": True,
+                    "finetune_epochs": 1,
+                    "agp": {"n_prunes": 3},
+                },
                 {"method": "quantize", "bits": [4]},
             ],
         }
@@ -116,15 +130,18 @@ def test_plan_from_toml(tmp_path):
     assert [m.seed for m in fam.select(method="dense")] == [0, 1, 2]
 
 
-@pytest.mark.parametrize("patch, match", [
-    ({"sparsites": [0.5]}, r"family.compression\[0\].sparsites"),
-    ({"sparsities": [1.0]}, r"sparsities.*\[0, 1\)"),
-    ({"method": "quantize", "sparsities": None, "bits": [1]}, "2 to 8"),
-    ({"method": "quantize", "sparsities": None, "bits": [8], "kd": True}, "kd"),
-    ({"method": "prune"}, "method"),
-    ({"schedule": "linear"}, "schedule"),
-    ({"kd": True, "finetune_epochs": 0}, "finetune_epochs"),
-])
+@pytest.mark.parametrize(
+    "patch, match",
+    [
+        ({"sparsites": [0.5]}, r"family.compression\[0\].sparsites"),
+        ({"sparsities": [1.0]}, r"sparsities.*\[0, 1\)"),
+        ({"method": "quantize", "sparsities": None, "bits": [1]}, "2 to 8"),
+        ({"method": "quantize", "sparsities": None, "bits": [8], "kd": True}, "kd"),
+        ({"method": "prune"}, "method"),
+        ({"schedule": "linear"}, "schedule"),
+        ({"kd": True, "finetune_epochs": 0}, "finetune_epochs"),
+    ],
+)
 def test_bad_compression_config(tmp_path, patch, match):
     cfg = _config(tmp_path)
     comp = cfg["family"]["compression"][0]
@@ -158,14 +175,19 @@ def test_patience_stops_dense_training_on_the_val_split(tmp_path):
     from repsim.models import build_model
     from repsim.train import fit
 
-    spec = {"name": "es", "dataset": "digits-colour", "model": "mlp",
-            "model_options": {"hidden": [16]}, "seeds": [0], "cache_dir": str(tmp_path),
-            "train": {"epochs": 40, "lr": 3e-3, "patience": 1}}
+    spec = {
+        "name": "es",
+        "dataset": "digits-colour",
+        "model": "mlp",
+        "model_options": {"hidden": [16]},
+        "seeds": [0],
+        "cache_dir": str(tmp_path),
+        "train": {"epochs": 40, "lr": 3e-3, "patience": 1},
+    }
     member = build(spec).dense(0)
     # the same early-stopped fit by hand gives the same weights
     ds = load_dataset("digits-colour")
-    model = build_model("mlp", input_shape=ds.train.input_shape, n_classes=10, seed=0,
-                        hidden=[16])
+    model = build_model("mlp", input_shape=ds.train.input_shape, n_classes=10, seed=0, hidden=[16])
     fit(model, ds.train, val=ds.val, epochs=40, lr=3e-3, patience=1, seed=0, progress=False)
     loaded = member.load()
     for k, v in model.state_dict().items():

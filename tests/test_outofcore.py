@@ -31,8 +31,9 @@ def _pair(seed: int, n: int = 300, dx: int = 12, dy: int = 9, offset: float = 0.
 
 
 def _zarr(tmp_path, name, a, rows):
-    z = zarr.create_array(str(tmp_path / name), shape=a.shape, chunks=(rows, a.shape[1]),
-                          dtype=a.dtype)
+    z = zarr.create_array(
+        str(tmp_path / name), shape=a.shape, chunks=(rows, a.shape[1]), dtype=a.dtype
+    )
     z[:] = a
     return z
 
@@ -45,8 +46,10 @@ def test_stream_cka_from_zarr_equals_in_memory(tmp_path, debiased):
     assert got == pytest.approx(cka(X, Y, debiased=debiased), abs=1e-10)
 
 
-@pytest.mark.parametrize("measure,ref", [("svcca", svcca), ("pwcca", pwcca),
-                                         ("mean_cca", mean_cca), ("procrustes", procrustes)])
+@pytest.mark.parametrize(
+    "measure,ref",
+    [("svcca", svcca), ("pwcca", pwcca), ("mean_cca", mean_cca), ("procrustes", procrustes)],
+)
 @pytest.mark.parametrize("batch", [7, 64, 300])
 def test_qr_measures_equal_in_memory(tmp_path, measure, ref, batch):
     X, Y = _pair(1, offset=50.0)
@@ -105,8 +108,9 @@ def test_merge_is_order_free_and_matches_one_pass():
 def test_torch_batches_accumulate_in_float64_on_device():
     X, Y = _pair(6)
     acc = CCAAccumulator()
-    for xb, yb in iter_rows([torch.as_tensor(X, dtype=torch.float32),
-                             torch.as_tensor(Y, dtype=torch.float32)], 64):
+    for xb, yb in iter_rows(
+        [torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(Y, dtype=torch.float32)], 64
+    ):
         acc.update(xb, yb)
     assert isinstance(acc.R, torch.Tensor) and acc.R.dtype == torch.float64
     ref = svcca(X.astype(np.float32), Y.astype(np.float32))
@@ -149,8 +153,10 @@ def test_group_metrics_from_counts_equal_group_metrics(tmp_path, k):
     yt, yp, g = _labels(9, k=k)
     names = ["a", "b", "c", "d"]
     ref = group_metrics(y_true=yt, y_pred=yp, groups=g, group_names=names)
-    zs = [zarr.create_array(str(tmp_path / f"v{i}"), shape=v.shape, chunks=(300,), dtype=v.dtype)
-          for i, v in enumerate((yt, yp, g))]
+    zs = [
+        zarr.create_array(str(tmp_path / f"v{i}"), shape=v.shape, chunks=(300,), dtype=v.dtype)
+        for i, v in enumerate((yt, yp, g))
+    ]
     for z, v in zip(zs, (yt, yp, g)):
         z[:] = v
     got = stream_group_metrics(*zs, batch_size=333, group_names=names)
@@ -186,20 +192,32 @@ def test_store_arrays_stream_like_in_memory(tmp_path):
 
     data = load_dataset("digits").test
     store = ActivationStore(tmp_path / "cache", chunk_bytes=32768)  # several chunks
-    caps = [record(build_model("mlp", input_shape=data.x.shape[1:], n_classes=10, seed=s),
-                   data, ["features.fc1"], store=store) for s in (0, 1)]
-    za, zb = (store.open(c.model_fingerprint, c.data_fingerprint,
-                         array_name("features.fc1", "flatten")) for c in caps)
+    caps = [
+        record(
+            build_model("mlp", input_shape=data.x.shape[1:], n_classes=10, seed=s),
+            data,
+            ["features.fc1"],
+            store=store,
+        )
+        for s in (0, 1)
+    ]
+    za, zb = (
+        store.open(c.model_fingerprint, c.data_fingerprint, array_name("features.fc1", "flatten"))
+        for c in caps
+    )
     assert za.chunks[0] < za.shape[0]
     A, B = np.asarray(za[:]), np.asarray(zb[:])
     assert stream_cka(za, zb, batch_size=100) == pytest.approx(cka(A, B), abs=1e-10)
     assert stream_cca(za, zb, "svcca", batch_size=100) == pytest.approx(svcca(A, B), abs=1e-10)
     c = caps[1]
-    arrays = [store.open(c.model_fingerprint, c.data_fingerprint, k)
-              for k in ("labels", "predictions", "groups")]
+    arrays = [
+        store.open(c.model_fingerprint, c.data_fingerprint, k)
+        for k in ("labels", "predictions", "groups")
+    ]
     got = stream_group_metrics(*arrays, batch_size=77, group_names=data.group_names)
-    ref = group_metrics(y_true=c.labels, y_pred=c.predictions, groups=c.groups,
-                        group_names=data.group_names)
+    ref = group_metrics(
+        y_true=c.labels, y_pred=c.predictions, groups=c.groups, group_names=data.group_names
+    )
     assert got.by_group.rows == ref.by_group.rows
 
 
@@ -217,9 +235,11 @@ def test_pwcca_side_follows_live_units_not_rank():
 def test_device_option_streams_torch_batches():
     X, Y = _pair(12)
     assert stream_cka(X, Y, batch_size=50, device="cpu", debiased=True) == pytest.approx(
-        cka(X, Y, debiased=True), abs=1e-10)
+        cka(X, Y, debiased=True), abs=1e-10
+    )
     assert stream_cca(X, Y, "svcca", batch_size=50, device="cpu") == pytest.approx(
-        svcca(X, Y), abs=1e-10)
+        svcca(X, Y), abs=1e-10
+    )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -227,4 +247,5 @@ def test_cuda_accumulators_match_cpu():
     X, Y = _pair(13)
     assert stream_cka(X, Y, batch_size=64, device="cuda") == pytest.approx(cka(X, Y), abs=1e-10)
     assert stream_cca(X, Y, "pwcca", batch_size=64, device="cuda") == pytest.approx(
-        pwcca(X, Y), abs=1e-10)
+        pwcca(X, Y), abs=1e-10
+    )

@@ -40,14 +40,18 @@ def test_shards_publish_only_when_all_done_and_equal_full_capture(tmp_path, setu
     full = record(model, data, layers, store=tmp_path / "full", batch_size=32)
     store = ActivationStore(tmp_path / "sharded")
     m_fp, d_fp = model_fingerprint(model), data.fingerprint()
-    published = [record_shard(model, data, layers, shard=(i, 3), store=store, chunk_rows=64,
-                              batch_size=32) for i in (2, 0)]
+    published = [
+        record_shard(model, data, layers, shard=(i, 3), store=store, chunk_rows=64, batch_size=32)
+        for i in (2, 0)
+    ]
     assert published == [False, False]
     assert store.keys() == []  # nothing visible until every range is written
     assert shard_status(store, m_fp, d_fp)["missing"] == [1]
     assert finalize_shards(store, m_fp, d_fp) is False
-    assert record_shard(model, data, layers, shard=(1, 3), store=store, chunk_rows=64,
-                        batch_size=32) is True
+    assert (
+        record_shard(model, data, layers, shard=(1, 3), store=store, chunk_rows=64, batch_size=32)
+        is True
+    )
     assert store.verify() == []
     for layer in full:
         arr = store.open(m_fp, d_fp, array_name(layer, "flatten"))
@@ -99,13 +103,21 @@ def test_concurrent_shards_write_one_entry(tmp_path, setup):
     store = ActivationStore(tmp_path / "c")
 
     def work(i):
-        return record_shard(copy.deepcopy(model), data, ["features.fc2"], shard=(i, 4),
-                            store=store, chunk_rows=50, batch_size=25)
+        return record_shard(
+            copy.deepcopy(model),
+            data,
+            ["features.fc2"],
+            shard=(i, 4),
+            store=store,
+            chunk_rows=50,
+            batch_size=25,
+        )
 
     with ThreadPoolExecutor(4) as pool:
         published = list(pool.map(work, range(4)))
     assert sum(published) == 1
     assert store.verify() == []
-    arr = store.open(model_fingerprint(model), data.fingerprint(),
-                     array_name("features.fc2", "flatten"))
+    arr = store.open(
+        model_fingerprint(model), data.fingerprint(), array_name("features.fc2", "flatten")
+    )
     np.testing.assert_array_equal(arr[:], full["features.fc2"])

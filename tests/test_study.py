@@ -78,10 +78,20 @@ def tiny_run(tmp_path_factory):
 
 def test_report_files(tiny_run):
     out, first, _, _ = tiny_run
-    for name in ("results.json", "similarity.csv", "group_metrics.csv", "shifts.csv",
-                 "relations.csv", "noise_floor.csv", "onset.csv", "exemplars.csv",
-                 "kd_vs_ft.csv", "similarity_vs_sparsity.png", "group_error_shifts.png",
-                 "index.html"):
+    for name in (
+        "results.json",
+        "similarity.csv",
+        "group_metrics.csv",
+        "shifts.csv",
+        "relations.csv",
+        "noise_floor.csv",
+        "onset.csv",
+        "exemplars.csv",
+        "kd_vs_ft.csv",
+        "similarity_vs_sparsity.png",
+        "group_error_shifts.png",
+        "index.html",
+    ):
         assert (out / name).is_file(), name
     assert list(out.glob("heatmap_*.png")) and list(out.glob("divergence_vs_*.png"))
     assert first["seeds"] == [0, 1] and first["work"]["dense_trained"] == 2
@@ -136,10 +146,20 @@ def test_headless_chromium_screenshot(tiny_run, tmp_path):
         pytest.skip("chromium is not installed (see docs/report_check.md)")
     out = tiny_run[0]
     shot = tmp_path / "shot.png"
-    subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
-                    f"--screenshot={shot}", "--window-size=1200,3000",
-                    (out / "index.html").resolve().as_uri()], check=True, timeout=120,
-                   capture_output=True)
+    subprocess.run(
+        [
+            exe,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--screenshot={shot}",
+            "--window-size=1200,3000",
+            (out / "index.html").resolve().as_uri(),
+        ],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
@@ -149,8 +169,15 @@ def test_compare_two_checkpoints(tiny_run, tmp_path):
     out = tiny_run[0]
     cache = out.parent.parent / "cache" / "models"
     a, b = sorted(cache.glob("*/dense/seed*.safetensors"))[:2]
-    rep = compare_report(a, b, data="digits", layers=["features.relu1", "relu"],
-                         out=tmp_path / "cmp", n_boot=20, progress=False)
+    rep = compare_report(
+        a,
+        b,
+        data="digits",
+        layers=["features.relu1", "relu"],
+        out=tmp_path / "cmp",
+        n_boot=20,
+        progress=False,
+    )
     for name in ("similarity.csv", "heatmap.png", "index.html"):
         assert (rep / name).is_file()
     page = (rep / "index.html").read_text()
@@ -166,8 +193,14 @@ def test_compare_on_dask_scheduler_equals_in_process(tiny_run, tmp_path):
 
     cache = tiny_run[0].parent.parent / "cache" / "models"
     a, b = sorted(cache.glob("*/dense/seed*.safetensors"))[:2]
-    common = dict(data="digits", layers=["features.relu1", "relu"], n_boot=0, progress=False,
-                  by_group=False, measures=["cka", "cka_debiased"])
+    common = dict(
+        data="digits",
+        layers=["features.relu1", "relu"],
+        n_boot=0,
+        progress=False,
+        by_group=False,
+        measures=["cka", "cka_debiased"],
+    )
     local = compare_report(a, b, out=tmp_path / "local", **common)
     dask = compare_report(a, b, out=tmp_path / "dask", scheduler={"scheduler": "sync"}, **common)
     key = lambda r: (r["layer"], r["measure"])  # noqa: E731

@@ -15,8 +15,7 @@ def digits():
 
 def _train_cnn(digits, seed):
     model = build_model("cnn", input_shape=digits.train.input_shape, n_classes=10, seed=seed)
-    return fit(model, digits.train, test=digits.test, epochs=10, batch_size=64, lr=3e-3,
-               seed=seed)
+    return fit(model, digits.train, test=digits.test, epochs=10, batch_size=64, lr=3e-3, seed=seed)
 
 
 def test_cnn_on_digits_reaches_95_percent_and_is_bit_reproducible(digits):
@@ -30,8 +29,9 @@ def test_cnn_on_digits_reaches_95_percent_and_is_bit_reproducible(digits):
 
 def test_mlp_on_adult_reaches_84_percent():
     adult = load_dataset("adult")
-    model = build_model("mlp", input_shape=adult.train.input_shape, n_classes=2, seed=0,
-                        hidden=(64, 32))
+    model = build_model(
+        "mlp", input_shape=adult.train.input_shape, n_classes=2, seed=0, hidden=(64, 32)
+    )
     result = fit(model, adult.train, test=adult.test, epochs=5, batch_size=256, lr=1e-3, seed=0)
     assert result.test.accuracy >= 0.84
 
@@ -66,8 +66,16 @@ def test_early_stopping_restores_best_and_callbacks_run(digits):
             seen.append(state.epoch)
 
     model = build_model("mlp", input_shape=digits.train.input_shape, n_classes=10, seed=0)
-    res = fit(model, digits.train, val=digits.test, epochs=30, lr=3e-3, patience=2, seed=0,
-              callbacks=[Recorder()])
+    res = fit(
+        model,
+        digits.train,
+        val=digits.test,
+        epochs=30,
+        lr=3e-3,
+        patience=2,
+        seed=0,
+        callbacks=[Recorder()],
+    )
     assert seen == list(range(len(res.history)))
     best = max(h["val_acc"] for h in res.history)
     assert res.history[res.best_epoch]["val_acc"] == best

@@ -30,13 +30,24 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10, help="dense seeds (population size)")
     ap.add_argument("--cache", default="cache", help="cache directory of the family")
     args = ap.parse_args()
-    family = build({
-        "name": "imbalanced-exemplars", "dataset": "digits-imbalanced", "model": "cnn",
-        "seeds": list(range(args.seeds)), "cache_dir": args.cache,
-        "train": {"epochs": 10, "batch_size": 64, "lr": 3e-3},
-        "compression": [{"method": "magnitude", "sparsities": list(SPARSITIES), "kd": [False],
-                         "finetune_epochs": 5}],
-    })
+    family = build(
+        {
+            "name": "imbalanced-exemplars",
+            "dataset": "digits-imbalanced",
+            "model": "cnn",
+            "seeds": list(range(args.seeds)),
+            "cache_dir": args.cache,
+            "train": {"epochs": 10, "batch_size": 64, "lr": 3e-3},
+            "compression": [
+                {
+                    "method": "magnitude",
+                    "sparsities": list(SPARSITIES),
+                    "kd": [False],
+                    "finetune_epochs": 5,
+                }
+            ],
+        }
+    )
     test = load_dataset("digits-imbalanced").test
     minority = test.groups == 1
 
@@ -55,34 +66,53 @@ def main() -> None:
         print(f"compressed accuracy per seed: {np.round((comp == test.y).mean(1), 4).tolist()}")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UndefinedMetricWarning)
-            shift = compression_shift(y_true=test.y, dense_preds=dense, compressed_preds=comp,
-                                      correction="holm", on_undefined="drop")
-            shift_eps = compression_shift(y_true=test.y, dense_preds=dense,
-                                          compressed_preds=comp, eps=1e-3)
+            shift = compression_shift(
+                y_true=test.y,
+                dense_preds=dense,
+                compressed_preds=comp,
+                correction="holm",
+                on_undefined="drop",
+            )
+            shift_eps = compression_shift(
+                y_true=test.y, dense_preds=dense, compressed_preds=comp, eps=1e-3
+            )
         for w in caught:
             print(f"  warning: {w.message}")
-        print(f"CEV={shift.cev:.4f} SDE={shift.sde:.4f} (classes used {shift.classes_used}); "
-              f"with eps=1e-3: CEV={shift_eps.cev:.4f} SDE={shift_eps.sde:.4f}")
+        print(
+            f"CEV={shift.cev:.4f} SDE={shift.sde:.4f} (classes used {shift.classes_used}); "
+            f"with eps=1e-3: CEV={shift_eps.cev:.4f} SDE={shift_eps.sde:.4f}"
+        )
         t = shift.per_class_test
         flagged = [r["class"] for r in t.rows if r["significant"] and r["direction"] == "hurt"]
         raw = [r["class"] for r in t.rows if r["p_value"] < 0.05 and r["direction"] == "hurt"]
         print(f"per-class test flags (hurt, Holm p<0.05): {flagged}; uncorrected: {raw}")
         for r in t.rows:
-            print(f"  class {r['class']}: rel.recall dense {r['dense_relative_recall']:+.4f} "
-                  f"compressed {r['compressed_relative_recall']:+.4f} p={r['p_value']:.3g} "
-                  f"p_holm={r['p_adjusted']:.3g}")
+            print(
+                f"  class {r['class']}: rel.recall dense {r['dense_relative_recall']:+.4f} "
+                f"compressed {r['compressed_relative_recall']:+.4f} p={r['p_value']:.3g} "
+                f"p_holm={r['p_adjusted']:.3g}"
+            )
         for method in ("modal", "taxicab"):
-            ex = exemplars(dense_preds=dense, compressed_preds=comp, method=method, fraction=0.05,
-                           y_true=test.y, groups=test.groups, group_names=test.group_names,
-                           sample_id=test.sample_id)
+            ex = exemplars(
+                dense_preds=dense,
+                compressed_preds=comp,
+                method=method,
+                fraction=0.05,
+                y_true=test.y,
+                groups=test.groups,
+                group_names=test.group_names,
+                sample_id=test.sample_id,
+            )
             mino = ex.by_group.row(group="minority")
-            print(f"CIE {method}: n={len(ex)} ({ex.summary['share_of_test']:.4f} of test); "
-                  f"minority share of CIEs {mino['share_of_exemplars']:.4f} vs test "
-                  f"{mino['share_of_test']:.4f} (x{mino['over_representation']:.2f}); "
-                  f"share of compressed errors on CIEs "
-                  f"{ex.summary['share_of_compressed_errors']:.4f}; compressed acc on CIEs "
-                  f"{ex.summary['compressed_accuracy_exemplars']:.4f} vs rest "
-                  f"{ex.summary['compressed_accuracy_rest']:.4f}")
+            print(
+                f"CIE {method}: n={len(ex)} ({ex.summary['share_of_test']:.4f} of test); "
+                f"minority share of CIEs {mino['share_of_exemplars']:.4f} vs test "
+                f"{mino['share_of_test']:.4f} (x{mino['over_representation']:.2f}); "
+                f"share of compressed errors on CIEs "
+                f"{ex.summary['share_of_compressed_errors']:.4f}; compressed acc on CIEs "
+                f"{ex.summary['compressed_accuracy_exemplars']:.4f} vs rest "
+                f"{ex.summary['compressed_accuracy_rest']:.4f}"
+            )
 
 
 if __name__ == "__main__":

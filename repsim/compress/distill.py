@@ -59,8 +59,10 @@ def kd_loss(
         )
     ce = F.cross_entropy(student_logits, labels)
     kl = F.kl_div(
-        F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
-        reduction="batchmean", log_target=True,
+        F.log_softmax(student_logits / T, dim=1),
+        F.log_softmax(teacher_logits / T, dim=1),
+        reduction="batchmean",
+        log_target=True,
     )
     return gamma * ce + alpha * T * T * kl
 
@@ -109,6 +111,7 @@ class _Recorder:
     def _hook(self, name: str) -> Any:
         def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
             self.outputs[name] = out
+
         return hook
 
     def remove(self) -> None:
@@ -255,8 +258,9 @@ def distill(
     requires = [q.requires_grad for q in teacher.parameters()]
     for q in teacher.parameters():
         q.requires_grad_(False)
-    loss = DistillationLoss(teacher, T=T, alpha=alpha, gamma=gamma, attention=attention,
-                            beta=beta, p=p)
+    loss = DistillationLoss(
+        teacher, T=T, alpha=alpha, gamma=gamma, attention=attention, beta=beta, p=p
+    )
     try:
         loss.attach(student)
         result = fit(student, data, epochs=epochs, loss=loss, **fit_options)

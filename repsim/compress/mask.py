@@ -101,8 +101,10 @@ class Mask(Mapping[str, torch.Tensor]):
 
     def __repr__(self) -> str:
         rep = self.sparsity()
-        return (f"Mask({len(self)} tensors, sparsity={rep['sparsity']:.4f}, "
-                f"fingerprint={self.fingerprint!r})")
+        return (
+            f"Mask({len(self)} tensors, sparsity={rep['sparsity']:.4f}, "
+            f"fingerprint={self.fingerprint!r})"
+        )
 
     # Construction
     @classmethod
@@ -123,8 +125,10 @@ class Mask(Mapping[str, torch.Tensor]):
                     name = f"{mod_name}.{tensor}" if mod_name else tensor
                     entries[name] = getattr(module, tensor + "_mask").detach().to(torch.bool)
         if not entries:
-            raise MaskError("The model carries no pruning mask; prune it first "
-                            "(repsim.compress.prune) or build a Mask from a dict.")
+            raise MaskError(
+                "The model carries no pruning mask; prune it first "
+                "(repsim.compress.prune) or build a Mask from a dict."
+            )
         return cls(entries, fingerprint=model_fingerprint(model))
 
     # Reports
@@ -144,8 +148,12 @@ class Mask(Mapping[str, torch.Tensor]):
             layers[name] = {"n_zero": z, "n_total": n, "sparsity": z / n if n else float("nan")}
             n_zero += z
             n_total += n
-        return {"sparsity": n_zero / n_total if n_total else float("nan"), "n_zero": n_zero,
-                "n_total": n_total, "layers": layers}
+        return {
+            "sparsity": n_zero / n_total if n_total else float("nan"),
+            "n_zero": n_zero,
+            "n_total": n_total,
+            "layers": layers,
+        }
 
     # Checking against a model
     def check(self, model: nn.Module) -> None:
@@ -196,9 +204,14 @@ class Mask(Mapping[str, torch.Tensor]):
         weights.parent.mkdir(parents=True, exist_ok=True)
         tmp_w, tmp_m = weights.with_name(weights.name + ".tmp"), meta.with_name(meta.name + ".tmp")
         save_file(dict(self._entries), str(tmp_w))
-        info = {"format": "repsim.Mask", "version": FORMAT_VERSION,
-                "fingerprint": self.fingerprint, "names": list(self._entries),
-                "report": self.sparsity(), **extra}
+        info = {
+            "format": "repsim.Mask",
+            "version": FORMAT_VERSION,
+            "fingerprint": self.fingerprint,
+            "names": list(self._entries),
+            "report": self.sparsity(),
+            **extra,
+        }
         tmp_m.write_text(json.dumps(info, indent=2, default=str))
         os.replace(tmp_w, weights)
         os.replace(tmp_m, meta)

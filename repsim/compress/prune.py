@@ -131,7 +131,8 @@ def prunable_parameters(
     excluded: set[str] = set()
     for pattern in exclude or ():
         hits = {
-            n for n, p in zip(names, params)
+            n
+            for n, p in zip(names, params)
             if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(p, pattern)
         }
         if not hits:
@@ -286,8 +287,14 @@ def prune(
         from repsim.saliency.fairgrape import fairgrape_prune
 
         return fairgrape_prune(
-            model, data, s, groups=groups, scope=scope or "layerwise", exclude=exclude,
-            exclude_classifier=exclude_classifier, inplace=inplace,
+            model,
+            data,
+            s,
+            groups=groups,
+            scope=scope or "layerwise",
+            exclude=exclude,
+            exclude_classifier=exclude_classifier,
+            inplace=inplace,
         )
     if scope is None:
         scope = "layerwise" if method == "ln_structured" else "global"
@@ -326,15 +333,24 @@ def prune(
                 else:
                     tprune.random_unstructured(module, "weight", amount=k)
     layers, n_zero, n_total = sparsity_report(model, targets)
-    options: dict[str, object] = {"exclude": list(exclude or []),
-                                  "exclude_classifier": exclude_classifier}
+    options: dict[str, object] = {
+        "exclude": list(exclude or []),
+        "exclude_classifier": exclude_classifier,
+    }
     if method == "ln_structured":
         options.update(n=n, dim=dim)
     if method == "random":
         options["seed"] = seed
     record = PruneRecord(
-        method=method, scope=scope, requested=s, sparsity=n_zero / n_total, n_zero=n_zero,
-        n_total=n_total, layers=layers, excluded=excluded, options=options,
+        method=method,
+        scope=scope,
+        requested=s,
+        sparsity=n_zero / n_total,
+        n_zero=n_zero,
+        n_total=n_total,
+        layers=layers,
+        excluded=excluded,
+        options=options,
     )
     return model, record
 
@@ -344,8 +360,9 @@ def _prune_structured(
 ) -> None:
     weight = module.weight
     if not -weight.ndim <= dim < weight.ndim:
-        raise ConfigError(f"dim={dim} is out of range for {name}.weight of shape "
-                          f"{tuple(weight.shape)}.")
+        raise ConfigError(
+            f"dim={dim} is out of range for {name}.weight of shape {tuple(weight.shape)}."
+        )
     other = [d for d in range(weight.ndim) if d != dim % weight.ndim]
     n_slices = weight.shape[dim]
     gone = int((mask.sum(dim=other) == 0).sum())

@@ -179,8 +179,12 @@ def quantize(
             err = (w_q - w).float()
             norm = float(w.float().norm())
             if norm == 0:
-                warnings.warn(f"{name}.weight is all zero; its relative quantisation error is "
-                              "undefined (NaN).", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"{name}.weight is all zero; its relative quantisation error is "
+                    "undefined (NaN).",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             record.layers[f"{name}.weight"] = {
                 "max_levels": levels,
                 "mse": float(err.pow(2).mean()),
@@ -204,15 +208,17 @@ def _calibrate(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str,
     ranges = dict.fromkeys(names, 0.0)
     handles = []
     for name in names:
+
         def hook(_m: nn.Module, _i: object, out: torch.Tensor, name: str = name) -> None:
             ranges[name] = max(ranges[name], float(out.detach().abs().max()))
+
         handles.append(modules[name].register_forward_hook(hook))
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
         for start in range(0, len(x), 512):
-            model(x[start: start + 512].to(device))
+            model(x[start : start + 512].to(device))
     finally:
         model.train(was_training)
         for h in handles:
@@ -237,8 +243,9 @@ def torch_int8_dynamic(model: nn.Module) -> nn.Module:
     from repsim.compress.mask import bake
 
     qconfig = QConfig(
-        activation=PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255,
-                                                 is_dynamic=True),
+        activation=PlaceholderObserver.with_args(
+            dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True
+        ),
         weight=PerChannelMinMaxObserver.with_args(
             dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-127, quant_max=127
         ),

@@ -17,8 +17,9 @@ from repsim.errors import ConfigError
 from repsim.train import FitResult, TrainState, fit
 
 
-def agp_sparsity(step: int, *, initial: float, final: float, start: int, n: int,
-                 interval: int) -> float:
+def agp_sparsity(
+    step: int, *, initial: float, final: float, start: int, n: int, interval: int
+) -> float:
     """Sparsity of the automated gradual pruner at training step ``step``.
 
     ``s_t = s_f + (s_i - s_f) * (1 - (t - t_0) / (n * dt))^3`` for
@@ -27,8 +28,9 @@ def agp_sparsity(step: int, *, initial: float, final: float, start: int, n: int,
     compression", Eq. 1).
     """
     if n < 1 or interval < 1:
-        raise ConfigError(f"AGP needs n >= 1 pruning steps and an interval >= 1 "
-                          f"(got n={n}, interval={interval}).")
+        raise ConfigError(
+            f"AGP needs n >= 1 pruning steps and an interval >= 1 (got n={n}, interval={interval})."
+        )
     if step <= start:
         return initial
     frac = min(1.0, (step - start) / (n * interval))
@@ -36,8 +38,13 @@ def agp_sparsity(step: int, *, initial: float, final: float, start: int, n: int,
 
 
 def agp_schedule(
-    total_steps: int, *, initial: float, final: float, start_fraction: float = 0.0,
-    end_fraction: float = 0.5, n_prunes: int = 10,
+    total_steps: int,
+    *,
+    initial: float,
+    final: float,
+    start_fraction: float = 0.0,
+    end_fraction: float = 0.5,
+    n_prunes: int = 10,
 ) -> list[tuple[int, float]]:
     """The ``(step, sparsity)`` events of AGP over a run of ``total_steps`` optimiser steps.
 
@@ -95,8 +102,16 @@ class GradualPruning:
         One per pruning event, in order.
     """
 
-    def __init__(self, final: float, *, initial: float = 0.0, start_fraction: float = 0.0,
-                 end_fraction: float = 0.5, n_prunes: int = 10, **prune_options: Any) -> None:
+    def __init__(
+        self,
+        final: float,
+        *,
+        initial: float = 0.0,
+        start_fraction: float = 0.0,
+        end_fraction: float = 0.5,
+        n_prunes: int = 10,
+        **prune_options: Any,
+    ) -> None:
         self.final = check_sparsity(final)
         self.initial = check_sparsity(initial)
         self.start_fraction, self.end_fraction = start_fraction, end_fraction
@@ -105,14 +120,23 @@ class GradualPruning:
         self.events: list[tuple[int, float]] = []
         self.records: list[PruneRecord] = []
         self._pending: dict[int, float] = {}
-        agp_schedule(10, initial=self.initial, final=self.final, start_fraction=start_fraction,
-                     end_fraction=end_fraction, n_prunes=n_prunes)  # validate early
+        agp_schedule(
+            10,
+            initial=self.initial,
+            final=self.final,
+            start_fraction=start_fraction,
+            end_fraction=end_fraction,
+            n_prunes=n_prunes,
+        )  # validate early
 
     def _maybe_prune(self, state: TrainState) -> None:
         if not self.events:
             self.events = agp_schedule(
-                state.epochs * state.steps_per_epoch, initial=self.initial, final=self.final,
-                start_fraction=self.start_fraction, end_fraction=self.end_fraction,
+                state.epochs * state.steps_per_epoch,
+                initial=self.initial,
+                final=self.final,
+                start_fraction=self.start_fraction,
+                end_fraction=self.end_fraction,
                 n_prunes=self.n_prunes,
             )
             self._pending = dict(self.events)
@@ -187,12 +211,23 @@ def gradual_prune(
     """
     if epochs < 1:
         raise ConfigError("Gradual pruning needs at least one fine-tuning epoch.")
-    cb = GradualPruning(sparsity, initial=initial, start_fraction=start_fraction,
-                        end_fraction=end_fraction, n_prunes=n_prunes, method=method, scope=scope,
-                        exclude=exclude, n=n, dim=dim, seed=seed)
+    cb = GradualPruning(
+        sparsity,
+        initial=initial,
+        start_fraction=start_fraction,
+        end_fraction=end_fraction,
+        n_prunes=n_prunes,
+        method=method,
+        scope=scope,
+        exclude=exclude,
+        n=n,
+        dim=dim,
+        seed=seed,
+    )
     callbacks = list(fit_options.pop("callbacks", ())) + [cb]
-    result = fit(model, train, epochs=epochs, seed=seed, loss=loss, callbacks=callbacks,
-                 **fit_options)
+    result = fit(
+        model, train, epochs=epochs, seed=seed, loss=loss, callbacks=callbacks, **fit_options
+    )
     return model, cb.finish(model), result
 
 
@@ -217,8 +252,9 @@ def one_shot_prune(
     :class:`~repsim.train.FitResult` (``None`` when ``epochs == 0``). Masks stay fixed while
     fine-tuning, so the record holds for the returned model.
     """
-    pruned, record = prune(model, sparsity, method=method, scope=scope, exclude=exclude, n=n,
-                           dim=dim, seed=seed)
+    pruned, record = prune(
+        model, sparsity, method=method, scope=scope, exclude=exclude, n=n, dim=dim, seed=seed
+    )
     if epochs == 0:
         return pruned, record, None
     if train is None:

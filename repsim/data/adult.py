@@ -32,9 +32,21 @@ from repsim.data.base import GroupedData, GroupedDataset
 from repsim.errors import DataError
 
 COLUMNS = (
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
-    "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
-    "hours-per-week", "native-country", "income",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
+    "income",
 )
 CONTINUOUS = ("age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week")
 CATEGORICAL = tuple(c for c in COLUMNS[:-1] if c not in CONTINUOUS)
@@ -140,9 +152,7 @@ def load_adult(
     try:
         cont = {s: np.stack([raw[s][c].astype(np.float64) for c in CONTINUOUS], 1) for s in raw}
     except ValueError as exc:
-        raise DataError(
-            f"Adult file holds a non-numeric value in a numeric column: {exc}"
-        ) from exc
+        raise DataError(f"Adult file holds a non-numeric value in a numeric column: {exc}") from exc
     mean, std = cont["train"].mean(0), cont["train"].std(0)
     std[std == 0] = 1.0
     categorical = [c for c in CATEGORICAL if not (drop_sensitive and c in SENSITIVE)]
@@ -166,18 +176,32 @@ def load_adult(
         race = np.array([races.index(v) for v in cols["race"]], dtype=np.int64)
         attrs = {"sex": sex, "race": race, "age": band}
         splits[s] = GroupedData(
-            x=x, y=y, groups=sex, sample_id=ids[s], group_names=attr_names["sex"],
-            class_names=("<=50K", ">50K"), group_attribute="sex", attributes=attrs,
-            attribute_names=attr_names, name="adult", split=s,
+            x=x,
+            y=y,
+            groups=sex,
+            sample_id=ids[s],
+            group_names=attr_names["sex"],
+            class_names=("<=50K", ">50K"),
+            group_attribute="sex",
+            attributes=attrs,
+            attribute_names=attr_names,
+            name="adult",
+            split=s,
         )
     return GroupedDataset(
-        name="adult", train=splits["train"], test=splits["test"],
+        name="adult",
+        train=splits["train"],
+        test=splits["test"],
         description=(
             "UCI Adult census income (>50K vs <=50K), rows with missing values dropped, "
             f"{len(feature_names)} features (continuous standardised on train, categoricals "
             "one-hot). Groups: sex (default), race, age band."
         ),
         source=SOURCE,
-        options={"root": None if root is None else str(root), "drop_sensitive": drop_sensitive,
-                 "files": [str(p) for p in paths], "feature_names": feature_names},
+        options={
+            "root": None if root is None else str(root),
+            "drop_sensitive": drop_sensitive,
+            "files": [str(p) for p in paths],
+            "feature_names": feature_names,
+        },
     )

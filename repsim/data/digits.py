@@ -45,7 +45,16 @@ COLOURS = np.array(
     dtype=np.float32,
 )
 COLOUR_NAMES = (
-    "red", "green", "blue", "yellow", "magenta", "cyan", "orange", "purple", "brown", "grey"
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "magenta",
+    "cyan",
+    "orange",
+    "purple",
+    "brown",
+    "grey",
 )
 
 
@@ -75,13 +84,27 @@ def _base_split(
 
 
 def _split(
-    name: str, split: str, x: np.ndarray, y: np.ndarray, ids: np.ndarray,
-    attributes: dict[str, np.ndarray], attribute_names: dict[str, tuple[str, ...]], active: str,
+    name: str,
+    split: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    ids: np.ndarray,
+    attributes: dict[str, np.ndarray],
+    attribute_names: dict[str, tuple[str, ...]],
+    active: str,
 ) -> GroupedData:
     return GroupedData(
-        x=x, y=y, groups=attributes[active], sample_id=ids.astype(np.int64),
-        group_names=attribute_names[active], class_names=CLASS_NAMES, group_attribute=active,
-        attributes=attributes, attribute_names=attribute_names, name=name, split=split,
+        x=x,
+        y=y,
+        groups=attributes[active],
+        sample_id=ids.astype(np.int64),
+        group_names=attribute_names[active],
+        class_names=CLASS_NAMES,
+        group_attribute=active,
+        attributes=attributes,
+        attribute_names=attribute_names,
+        name=name,
+        split=split,
     )
 
 
@@ -106,12 +129,18 @@ def load_digits_plain(
         for s, i in parts.items()
     }
     return GroupedDataset(
-        name="digits", train=splits["train"], test=splits["test"], val=splits.get("val"),
+        name="digits",
+        train=splits["train"],
+        test=splits["test"],
+        val=splits.get("val"),
         description="scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes); "
         "groups are the classes.",
         source=SOURCE,
-        options={"test_fraction": test_fraction, "val_fraction": val_fraction,
-                 "split_seed": split_seed},
+        options={
+            "test_fraction": test_fraction,
+            "val_fraction": val_fraction,
+            "split_seed": split_seed,
+        },
     )
 
 
@@ -163,22 +192,35 @@ def load_digits_imbalanced(
     names = {"minority": ("majority", "minority"), "class": CLASS_NAMES}
     splits = {
         s: _split(
-            "digits-imbalanced", s, x[i], y[i], i,
-            {"minority": is_minority[i], "class": y[i]}, names, "minority",
+            "digits-imbalanced",
+            s,
+            x[i],
+            y[i],
+            i,
+            {"minority": is_minority[i], "class": y[i]},
+            names,
+            "minority",
         )
         for s, i in parts.items()
     }
     return GroupedDataset(
-        name="digits-imbalanced", train=splits["train"], test=splits["test"],
+        name="digits-imbalanced",
+        train=splits["train"],
+        test=splits["test"],
         val=splits.get("val"),
         description=(
             f"Digits with classes {minority} cut to {fraction:g} of their training samples "
             "(long-tail setting); test split balanced. Groups: minority/majority, and class."
         ),
         source=SOURCE,
-        options={"minority_classes": minority, "fraction": fraction, "seed": seed,
-                 "test_fraction": test_fraction, "val_fraction": val_fraction,
-                 "split_seed": split_seed},
+        options={
+            "minority_classes": minority,
+            "fraction": fraction,
+            "seed": seed,
+            "test_fraction": test_fraction,
+            "val_fraction": val_fraction,
+            "split_seed": split_seed,
+        },
     )
 
 
@@ -253,14 +295,23 @@ def load_digits_colour(
         attrs = {"bias": (colour != y[i]).astype(np.int64), "colour": colour, "class": y[i]}
         splits[s] = _split("digits-colour", s, rgb, y[i], i, attrs, names, "bias")
     return GroupedDataset(
-        name="digits-colour", train=splits["train"], test=splits["test"], val=splits.get("val"),
+        name="digits-colour",
+        train=splits["train"],
+        test=splits["test"],
+        val=splits.get("val"),
         description=(
             f"SYNTHETIC colour-biased digits: background colour matches the label with "
             f"probability rho={rho:g} in training, {val_rho:g} in validation and "
             f"{test_rho:g} in test. Groups: bias-aligned/bias-conflicting; bias label: colour."
         ),
         source=SOURCE + " Colouring after Bahng et al. 2020 (ReBias), synthetic.",
-        options={"rho": rho, "test_rho": test_rho, "val_rho": val_rho, "seed": seed,
-                 "test_fraction": test_fraction, "val_fraction": val_fraction,
-                 "split_seed": split_seed},
+        options={
+            "rho": rho,
+            "test_rho": test_rho,
+            "val_rho": val_rho,
+            "seed": seed,
+            "test_fraction": test_fraction,
+            "val_fraction": val_fraction,
+            "split_seed": split_seed,
+        },
     )

@@ -21,8 +21,16 @@ from repsim.data.base import GroupedData, GroupedDataset
 from repsim.errors import DataError
 
 CLASS_NAMES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -63,7 +71,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: IDX header truncated. Replace it with the original file.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_DTYPES[raw[2]])
     expected = header + int(np.prod(shape)) * dtype.itemsize
     if len(raw) != expected:
@@ -158,7 +166,7 @@ def load_fashion_mnist(
         keep = np.ones(len(labels), dtype=bool)
         for c in minority:
             rows = np.flatnonzero(labels == c)
-            keep[rng.permutation(rows)[max(1, int(round(fraction * len(rows)))):]] = False
+            keep[rng.permutation(rows)[max(1, int(round(fraction * len(rows)))) :]] = False
         index["train"] = index["train"][keep]
     splits = {}
     for s in ("train", "test"):
@@ -174,15 +182,31 @@ def load_fashion_mnist(
             names["minority"] = ("majority", "minority")
             active = "minority"
         splits[s] = GroupedData(
-            x=x, y=y, groups=attrs[active], sample_id=ids, group_names=names[active],
-            class_names=CLASS_NAMES, group_attribute=active, attributes=attrs,
-            attribute_names=names, name="fashion-mnist", split=s,
+            x=x,
+            y=y,
+            groups=attrs[active],
+            sample_id=ids,
+            group_names=names[active],
+            class_names=CLASS_NAMES,
+            group_attribute=active,
+            attributes=attrs,
+            attribute_names=names,
+            name="fashion-mnist",
+            split=s,
         )
     return GroupedDataset(
-        name="fashion-mnist", train=splits["train"], test=splits["test"],
+        name="fashion-mnist",
+        train=splits["train"],
+        test=splits["test"],
         description="Fashion-MNIST 28x28 grey images, 10 classes; groups are classes"
         + (f", classes {minority} cut to {fraction:g} (minority/majority)." if minority else "."),
         source=SOURCE,
-        options={"root": str(directory), "minority_classes": minority, "fraction": fraction,
-                 "train_size": train_size, "test_size": test_size, "seed": seed},
+        options={
+            "root": str(directory),
+            "minority_classes": minority,
+            "fraction": fraction,
+            "train_size": train_size,
+            "test_size": test_size,
+            "seed": seed,
+        },
     )

@@ -61,8 +61,9 @@ class Exemplars:
         return len(self.indices)
 
     def __repr__(self) -> str:
-        s = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                      for k, v in self.summary.items())
+        s = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.summary.items()
+        )
         return f"Exemplars(method={self.method!r}, {s})"
 
 
@@ -127,8 +128,9 @@ def exemplars(
     if y_true is not None:
         yt_raw = as_vector(y_true, "y_true", n)
         parts.append(yt_raw)
-    lab = np.unique(np.concatenate(parts)) if labels is None else np.unique(
-        np.asarray(list(labels)))
+    lab = (
+        np.unique(np.concatenate(parts)) if labels is None else np.unique(np.asarray(list(labels)))
+    )
     k = len(lab)
     dense = encode(d_raw.ravel(), lab, "dense_preds").reshape(d_raw.shape)
     comp = encode(c_raw.ravel(), lab, "compressed_preds").reshape(c_raw.shape)
@@ -157,13 +159,14 @@ def exemplars(
         yt = encode(yt_raw, lab, "y_true")
         err_c = comp != yt[None, :]
         correct_d = dense == yt[None, :]
-        summary["share_of_compressed_errors"] = float(
-            safe_div(err_c[:, is_ex].sum(), err_c.sum()))
+        summary["share_of_compressed_errors"] = float(safe_div(err_c[:, is_ex].sum(), err_c.sum()))
         for name, ok in (("dense", correct_d), ("compressed", ~err_c)):
             summary[f"{name}_accuracy_exemplars"] = (
-                float(ok[:, is_ex].mean()) if is_ex.any() else float("nan"))
+                float(ok[:, is_ex].mean()) if is_ex.any() else float("nan")
+            )
             summary[f"{name}_accuracy_rest"] = (
-                float(ok[:, ~is_ex].mean()) if (~is_ex).any() else float("nan"))
+                float(ok[:, ~is_ex].mean()) if (~is_ex).any() else float("nan")
+            )
     by_group = None
     if groups is not None:
         g, names = encode_groups(groups, n, group_names)
@@ -174,16 +177,26 @@ def exemplars(
             n_ex = int(is_ex[m].sum())
             share_ex = n_ex / total_ex if total_ex else float("nan")
             share_test = float(m.sum()) / n
-            rows.append({
-                "group": name, "n": int(m.sum()), "n_exemplars": n_ex,
-                "exemplar_rate": n_ex / int(m.sum()),
-                "share_of_exemplars": share_ex, "share_of_test": share_test,
-                "over_representation": share_ex / share_test if total_ex else float("nan"),
-            })
+            rows.append(
+                {
+                    "group": name,
+                    "n": int(m.sum()),
+                    "n_exemplars": n_ex,
+                    "exemplar_rate": n_ex / int(m.sum()),
+                    "share_of_exemplars": share_ex,
+                    "share_of_test": share_test,
+                    "over_representation": share_ex / share_test if total_ex else float("nan"),
+                }
+            )
         by_group = MetricTable(rows)
     return Exemplars(
-        indices=idx.astype(np.int64), sample_ids=sid[idx], scores=scores,
-        dense_mode=lab[mode_d], compressed_mode=lab[mode_c], method=method, summary=summary,
+        indices=idx.astype(np.int64),
+        sample_ids=sid[idx],
+        scores=scores,
+        dense_mode=lab[mode_d],
+        compressed_mode=lab[mode_c],
+        method=method,
+        summary=summary,
         by_group=by_group,
     )
 
@@ -196,8 +209,9 @@ def to_2d(x: Any, name: str) -> np.ndarray:
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] == 0:
-        raise ShapeError(f"'{name}' must be [n_samples] or [n_models, n_samples], got "
-                         f"shape {arr.shape}.")
+        raise ShapeError(
+            f"'{name}' must be [n_samples] or [n_models, n_samples], got shape {arr.shape}."
+        )
     if arr.shape[0] == 0:
         raise DataError(f"'{name}' holds no model.")
     return arr

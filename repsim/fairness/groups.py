@@ -207,9 +207,16 @@ def _compute(yt, yp, g, k, n_groups, pos, scores):
     ovr_o["ppv_ratio_to_best"] = np.full(k, np.nan)
     rate_names = [*RATE_METRICS, *(["auc"] if scores is not None else [])]
     res = {
-        "cm": cm, "cm_all": cm_all, "ovr_g": ovr_g, "ovr_o": ovr_o, "acc_g": acc_g,
-        "acc_o": float(acc_o), "kappa_g": kappa_g, "kappa_o": float(kappa_o),
-        "n_g": cm.sum((1, 2)), "rate_names": rate_names,
+        "cm": cm,
+        "cm_all": cm_all,
+        "ovr_g": ovr_g,
+        "ovr_o": ovr_o,
+        "acc_g": acc_g,
+        "acc_o": float(acc_o),
+        "kappa_g": kappa_g,
+        "kappa_o": float(kappa_o),
+        "n_g": cm.sum((1, 2)),
+        "rate_names": rate_names,
     }
     res["agg"] = _compute_agg_only(res, k, pos, scores)
     return res
@@ -298,8 +305,11 @@ def group_metrics(
     if n == 0:
         raise DataError("y_true is empty.")
     yp_raw = as_vector(y_pred, "y_pred", n)
-    lab = (np.unique(np.concatenate([yt_raw, yp_raw])) if labels is None
-           else np.unique(np.asarray(list(labels))))
+    lab = (
+        np.unique(np.concatenate([yt_raw, yp_raw]))
+        if labels is None
+        else np.unique(np.asarray(list(labels)))
+    )
     yt = encode(yt_raw, lab, "y_true")
     yp = encode(yp_raw, lab, "y_pred")
     k = len(lab)
@@ -328,9 +338,15 @@ def group_metrics(
     confusion = {names[j]: res["cm"][j].astype(np.int64) for j in range(n_groups)}
     confusion["overall"] = res["cm_all"].astype(np.int64)
     return GroupMetrics(
-        by_group=by_group, by_class=by_class, by_group_class=by_group_class, overall=overall,
-        aggregates=res["agg"], aggregates_ci=boot_agg, confusion=confusion,
-        labels=lab.tolist(), pos_label=None if pos is None else lab[pos].item(),
+        by_group=by_group,
+        by_class=by_class,
+        by_group_class=by_group_class,
+        overall=overall,
+        aggregates=res["agg"],
+        aggregates_ci=boot_agg,
+        confusion=confusion,
+        labels=lab.tolist(),
+        pos_label=None if pos is None else lab[pos].item(),
         group_names=names,
     )
 
@@ -346,8 +362,10 @@ def apply_min_group_size(
     small = res["n_g"] < min_group_size
     undefined: list[str] = []
     if np.any(small):
-        undefined = [f"group {names[j]!r} (n={int(res['n_g'][j])} < min_group_size="
-                     f"{min_group_size})" for j in np.flatnonzero(small)]
+        undefined = [
+            f"group {names[j]!r} (n={int(res['n_g'][j])} < min_group_size={min_group_size})"
+            for j in np.flatnonzero(small)
+        ]
         res = _blank_small(res, small)
         res["agg"] = _compute_agg_only(res, k, pos, scores)
     return res, small, undefined
@@ -384,9 +402,11 @@ def _compute_agg_only(res: dict, k: int, pos, scores) -> dict[str, float]:
     agg["demographic_parity_difference"] = agg["selection_rate_difference"]
     agg["demographic_parity_ratio"] = agg["selection_rate_ratio"]
     agg["equalized_odds_difference"] = _worst(
-        np.maximum(spreads["tpr"]["difference"], spreads["fpr"]["difference"]), "max")
+        np.maximum(spreads["tpr"]["difference"], spreads["fpr"]["difference"]), "max"
+    )
     agg["equalized_odds_ratio"] = _worst(
-        np.minimum(spreads["tpr"]["ratio"], spreads["fpr"]["ratio"]), "min")
+        np.minimum(spreads["tpr"]["ratio"], spreads["fpr"]["ratio"]), "min"
+    )
     agg["equal_opportunity_difference"] = agg["tpr_difference"]
     agg["predictive_parity_difference"] = agg["precision_difference"]
     agg["disparate_impact"] = agg["selection_rate_ratio"]
@@ -403,8 +423,9 @@ def _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small):
         idx = np.concatenate([rng.choice(m, size=len(m), replace=True) for m in members])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            r = _compute(yt[idx], yp[idx], g[idx], k, n_groups, pos,
-                         None if scores is None else scores[idx])
+            r = _compute(
+                yt[idx], yp[idx], g[idx], k, n_groups, pos, None if scores is None else scores[idx]
+            )
             if np.any(small):
                 r = _blank_small(r, small)
                 r["agg"] = _compute_agg_only(r, k, pos, scores)
@@ -459,16 +480,22 @@ def _tables(res, names, lab, pos, k, boot_g, undefined):
     by_group = MetricTable(group_rows)
     _collect_nan(by_group, ("group",), undefined)
 
-    overall: dict[str, float] = {"n": int(res["n_g"].sum()), "accuracy": res["acc_o"],
-                                 "kappa": res["kappa_o"]}
+    overall: dict[str, float] = {
+        "n": int(res["n_g"].sum()),
+        "accuracy": res["acc_o"],
+        "kappa": res["kappa_o"],
+    }
     by_class = by_group_class = None
     if pos is not None:
         for m in res["rate_names"]:
             overall[m] = float(ovr_o[m][pos])
     else:
         class_rows = [
-            {"class": lab[c].item(), "n_pos": int(ovr_o["n_pos"][c]),
-             **{m: float(ovr_o[m][c]) for m in res["rate_names"]}}
+            {
+                "class": lab[c].item(),
+                "n_pos": int(ovr_o["n_pos"][c]),
+                **{m: float(ovr_o[m][c]) for m in res["rate_names"]},
+            }
             for c in range(k)
         ]
         by_class = MetricTable(class_rows)
@@ -476,8 +503,12 @@ def _tables(res, names, lab, pos, k, boot_g, undefined):
         gc_rows = []
         for j in range(n_groups):
             for c in range(k):
-                row = {"group": names[j], "class": lab[c].item(), "n": int(res["n_g"][j]),
-                       "n_pos": int(ovr_g["n_pos"][j, c])}
+                row = {
+                    "group": names[j],
+                    "class": lab[c].item(),
+                    "n": int(res["n_g"][j]),
+                    "n_pos": int(ovr_g["n_pos"][j, c]),
+                }
                 for m in rate_cols:
                     row[m] = float(ovr_g[m][j, c])
                     add_ci(row, m, j, c)
@@ -489,8 +520,11 @@ def _tables(res, names, lab, pos, k, boot_g, undefined):
 
 def _collect_nan(table: MetricTable, keys: tuple[str, ...], undefined: list[str]) -> None:
     for r in table.rows:
-        bad = [c for c, v in r.items() if isinstance(v, float) and np.isnan(v)
-               and not c.endswith(("_ci_low", "_ci_high"))]
+        bad = [
+            c
+            for c, v in r.items()
+            if isinstance(v, float) and np.isnan(v) and not c.endswith(("_ci_low", "_ci_high"))
+        ]
         if bad:
             where = "/".join(f"{r[k]}" for k in keys)
             undefined.append(f"{where}: {', '.join(bad)}")

@@ -120,7 +120,10 @@ def _pop_mean(x: np.ndarray) -> np.ndarray:
 
 
 def relative_change(
-    dense: np.ndarray, compressed: np.ndarray, *, convention: Convention = "2021",
+    dense: np.ndarray,
+    compressed: np.ndarray,
+    *,
+    convention: Convention = "2021",
     eps: float | None = None,
 ) -> np.ndarray:
     """Relative change of a rate, ``(compressed - dense) / dense``.
@@ -294,17 +297,25 @@ def _per_class_test(yt, dense, comp, lab, alpha, correction) -> MetricTable:
     undefined = []
     for c in range(k):
         if not np.isfinite(p[c]):
-            undefined.append(f"class {lab[c].item()!r}: p_value (zero variance in both populations "
-                             "or no samples)")
+            undefined.append(
+                f"class {lab[c].item()!r}: p_value (zero variance in both populations "
+                "or no samples)"
+            )
         md, mc = float(np.mean(rel_d[:, c])), float(np.mean(rel_c[:, c]))
-        rows.append({
-            "class": lab[c].item(), "n": int(counts[c]),
-            "dense_relative_recall": md, "compressed_relative_recall": mc,
-            "difference": mc - md, "t": float(t[c]), "p_value": float(p[c]),
-            "p_adjusted": float(p_adj[c]),
-            "significant": bool(np.isfinite(p_adj[c]) and p_adj[c] < alpha),
-            "direction": "hurt" if mc < md else ("helped" if mc > md else "none"),
-        })
+        rows.append(
+            {
+                "class": lab[c].item(),
+                "n": int(counts[c]),
+                "dense_relative_recall": md,
+                "compressed_relative_recall": mc,
+                "difference": mc - md,
+                "t": float(t[c]),
+                "p_value": float(p[c]),
+                "p_adjusted": float(p_adj[c]),
+                "significant": bool(np.isfinite(p_adj[c]) and p_adj[c] < alpha),
+                "direction": "hurt" if mc < md else ("helped" if mc > md else "none"),
+            }
+        )
     warn_undefined(undefined, "per_class_test", stacklevel=4)
     return MetricTable(rows)
 
@@ -393,19 +404,26 @@ def compression_shift(
     counts = np.bincount(yt, minlength=k)
     rows = []
     for c in range(k):
-        rows.append({
-            "class": lab[c].item(), "n": int(counts[c]),
-            "dense_fpr": float(mean_d["fpr"][c]), "compressed_fpr": float(mean_c["fpr"][c]),
-            "dense_fnr": float(mean_d["fnr"][c]), "compressed_fnr": float(mean_c["fnr"][c]),
-            "delta_fpr": float(d_fpr[c]), "delta_fnr": float(d_fnr[c]),
-            "abs_delta_fpr": float(mean_c["fpr"][c] - mean_d["fpr"][c]),
-            "abs_delta_fnr": float(mean_c["fnr"][c] - mean_d["fnr"][c]),
-            "dense_recall": float(mean_d["recall"][c]),
-            "compressed_recall": float(mean_c["recall"][c]),
-            "accuracy_change": float(mean_c["recall"][c] - mean_d["recall"][c]),
-        })
-        bad = [nm for nm, v in (("delta_fpr", d_fpr[c]), ("delta_fnr", d_fnr[c]))
-               if not np.isfinite(v)]
+        rows.append(
+            {
+                "class": lab[c].item(),
+                "n": int(counts[c]),
+                "dense_fpr": float(mean_d["fpr"][c]),
+                "compressed_fpr": float(mean_c["fpr"][c]),
+                "dense_fnr": float(mean_d["fnr"][c]),
+                "compressed_fnr": float(mean_c["fnr"][c]),
+                "delta_fpr": float(d_fpr[c]),
+                "delta_fnr": float(d_fnr[c]),
+                "abs_delta_fpr": float(mean_c["fpr"][c] - mean_d["fpr"][c]),
+                "abs_delta_fnr": float(mean_c["fnr"][c] - mean_d["fnr"][c]),
+                "dense_recall": float(mean_d["recall"][c]),
+                "compressed_recall": float(mean_c["recall"][c]),
+                "accuracy_change": float(mean_c["recall"][c] - mean_d["recall"][c]),
+            }
+        )
+        bad = [
+            nm for nm, v in (("delta_fpr", d_fpr[c]), ("delta_fnr", d_fnr[c])) if not np.isfinite(v)
+        ]
         if bad:
             undefined.append(f"class {lab[c].item()!r}: {', '.join(bad)}")
     per_class = MetricTable(rows)
@@ -428,23 +446,35 @@ def compression_shift(
         per_group = MetricTable([{"group": str(r["class"]), **r} for r in rows])
     else:
         g, names = encode_groups(groups, n, group_names)
-        per_group, per_group_class = _group_tables(yt, dense, comp, g, names, lab, convention,
-                                                   eps, undefined)
+        per_group, per_group_class = _group_tables(
+            yt, dense, comp, g, names, lab, convention, eps, undefined
+        )
         bd = float(np.mean(_biasamp(yt, dense, g, k)))
         bc = float(np.mean(_biasamp(yt, comp, g, k)))
         ba = {"dense": bd, "compressed": bc, "change": bc - bd}
 
-    warn_undefined(undefined, "compression_shift (a zero dense FPR/FNR makes that class's change "
-                   "undefined; pass eps= to floor the baseline)")
+    warn_undefined(
+        undefined,
+        "compression_shift (a zero dense FPR/FNR makes that class's change "
+        "undefined; pass eps= to floor the baseline)",
+    )
     table = None
     can_test = dense.shape[0] >= 2 and comp.shape[0] >= 2
     if test or (test is None and can_test):
         table = _per_class_test(yt, dense, comp, lab, alpha, correction)
     return CompressionShift(
-        per_class=per_class, per_group=per_group, per_group_class=per_group_class, cev=cev,
-        sde=sde, convention=convention, classes_used=[lab[c].item() for c in np.flatnonzero(ok)],
-        bias_amplification=ba, per_class_test=table, n_dense=int(dense.shape[0]),
-        n_compressed=int(comp.shape[0]), labels=lab.tolist(),
+        per_class=per_class,
+        per_group=per_group,
+        per_group_class=per_group_class,
+        cev=cev,
+        sde=sde,
+        convention=convention,
+        classes_used=[lab[c].item() for c in np.flatnonzero(ok)],
+        bias_amplification=ba,
+        per_class_test=table,
+        n_dense=int(dense.shape[0]),
+        n_compressed=int(comp.shape[0]),
+        labels=lab.tolist(),
     )
 
 
@@ -460,7 +490,8 @@ def _group_tables(yt, dense, comp, g, names, lab, convention, eps, undefined):
         md = {key: _pop_mean(v) for key, v in rd.items()}
         mc = {key: _pop_mean(v) for key, v in rc.items()}
         row: dict[str, Any] = {
-            "group": name, "n": int(m.sum()),
+            "group": name,
+            "n": int(m.sum()),
             "dense_accuracy": float(md["accuracy"]),
             "compressed_accuracy": float(mc["accuracy"]),
             "accuracy_change": float(mc["accuracy"] - md["accuracy"]),
@@ -470,17 +501,23 @@ def _group_tables(yt, dense, comp, g, names, lab, convention, eps, undefined):
                 row[f"dense_{rate}"] = float(md[rate][1])
                 row[f"compressed_{rate}"] = float(mc[rate][1])
                 row[f"delta_{rate}"] = float(
-                    relative_change(md[rate][1], mc[rate][1], convention=convention, eps=eps))
+                    relative_change(md[rate][1], mc[rate][1], convention=convention, eps=eps)
+                )
                 if not np.isfinite(row[f"delta_{rate}"]):
                     undefined.append(f"group {name!r}: delta_{rate}")
         group_rows.append(row)
         for c in range(k):
-            gc_rows.append({
-                "group": name, "class": lab[c].item(),
-                "n_pos": int(np.sum(yt[m] == c)),
-                "dense_fpr": float(md["fpr"][c]), "compressed_fpr": float(mc["fpr"][c]),
-                "dense_fnr": float(md["fnr"][c]), "compressed_fnr": float(mc["fnr"][c]),
-            })
+            gc_rows.append(
+                {
+                    "group": name,
+                    "class": lab[c].item(),
+                    "n_pos": int(np.sum(yt[m] == c)),
+                    "dense_fpr": float(md["fpr"][c]),
+                    "compressed_fpr": float(mc["fpr"][c]),
+                    "dense_fnr": float(md["fnr"][c]),
+                    "compressed_fnr": float(mc["fnr"][c]),
+                }
+            )
     return MetricTable(group_rows), MetricTable(gc_rows)
 
 

@@ -61,8 +61,10 @@ class MetricTable:
                 f"no column {name!r}; columns are {self.columns}.{did_you_mean(name, self.columns)}"
             )
         values = [r[name] for r in self.rows]
-        if all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
-               for v in values):
+        if all(
+            isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
+            for v in values
+        ):
             return np.asarray(values, dtype=float)
         return np.asarray(values, dtype=object)
 
@@ -99,7 +101,9 @@ class MetricTable:
     def __repr__(self) -> str:
         head = self.rows[:20]
         cells = [[_fmt(r[c]) for c in self.columns] for r in head]
-        widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.columns)]
+        widths = [
+            max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(self.columns)
+        ]
         lines = ["  ".join(c.rjust(w) for c, w in zip(self.columns, widths))]
         lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
         if len(self.rows) > len(head):

@@ -62,7 +62,9 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     info = json.loads(meta.read_text())
     spec = info["spec"]
     model = build_model(
-        spec["name"], input_shape=spec["input_shape"], n_classes=spec["n_classes"],
+        spec["name"],
+        input_shape=spec["input_shape"],
+        n_classes=spec["n_classes"],
         **spec.get("options", {}),
     )
     state = load_file(str(weights))

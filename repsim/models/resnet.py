@@ -63,7 +63,9 @@ class ResNetCIFAR(nn.Module):
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
-            raise ModelError(f"ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}.")
+            raise ModelError(
+                f"ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, ...), got {depth}."
+            )
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(int(input_shape[0]), width, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

@@ -117,10 +117,13 @@ def exemplar_grid(
         ax.set_title(
             f"#{j}  true {name(yt[j])}\ndense {name(exemplars.dense_mode[j])} / "
             f"comp {name(exemplars.compressed_mode[j])}",
-            fontsize=8, color="firebrick" if wrong else "black",
+            fontsize=8,
+            color="firebrick" if wrong else "black",
         )
-    fig.suptitle(title or f"Top {len(idx)} compression-identified exemplars "
-                 f"({exemplars.method})", fontsize=10)
+    fig.suptitle(
+        title or f"Top {len(idx)} compression-identified exemplars ({exemplars.method})",
+        fontsize=10,
+    )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

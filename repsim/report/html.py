@@ -78,10 +78,15 @@ def _table(caption: str, rows: Sequence[Mapping[str, Any]], max_rows: int = 60) 
         "<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>"
         for r in rows[:max_rows]
     )
-    more = (f"<p class='meta'>{len(rows) - max_rows} more rows in the CSV files.</p>"
-            if len(rows) > max_rows else "")
-    return (f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>{more}")
+    more = (
+        f"<p class='meta'>{len(rows) - max_rows} more rows in the CSV files.</p>"
+        if len(rows) > max_rows
+        else ""
+    )
+    return (
+        f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
+        f"<tbody>{body}</tbody></table>{more}"
+    )
 
 
 def render(
@@ -125,14 +130,18 @@ def write_index(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "index.html"
-    path.write_text(render(title=title, summary=summary, sections=sections, meta=meta),
-                    encoding="utf-8")
+    path.write_text(
+        render(title=title, summary=summary, sections=sections, meta=meta), encoding="utf-8"
+    )
     return path
 
 
 def _ci(row: Mapping[str, Any], key: str) -> str:
-    return (f"{row[key]:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
-            if row.get(key) is not None and not math.isnan(row[key]) else "undefined")
+    return (
+        f"{row[key]:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+        if row.get(key) is not None and not math.isnan(row[key])
+        else "undefined"
+    )
 
 
 def summarize(results: Mapping[str, Any]) -> list[str]:
@@ -148,11 +157,15 @@ def summarize(results: Mapping[str, Any]) -> list[str]:
     seeds = results.get("seeds") or []
     if dense:
         accs = [float(r["test_accuracy"]) for r in dense]
-        out.append(f"Dense models ({len(accs)} seeds: {', '.join(map(str, seeds))}) reach "
-                   f"{min(accs):.4f} to {max(accs):.4f} test accuracy.")
+        out.append(
+            f"Dense models ({len(accs)} seeds: {', '.join(map(str, seeds))}) reach "
+            f"{min(accs):.4f} to {max(accs):.4f} test accuracy."
+        )
     for c in results.get("configs") or []:
-        text = (f"{c['method']} at sparsity {c['sparsity']}: accuracy {c['accuracy']:.4f}, "
-                f"CEV {c['cev']:.4g}, SDE {c['sde']:.4g}")
+        text = (
+            f"{c['method']} at sparsity {c['sparsity']}: accuracy {c['accuracy']:.4f}, "
+            f"CEV {c['cev']:.4g}, SDE {c['sde']:.4g}"
+        )
         if c.get("mean_similarity") is not None:
             text += f", mean layer CKA to dense {c['mean_similarity']:.3f}"
         out.append(text + " (means over seeds).")
@@ -170,11 +183,16 @@ def summarize(results: Mapping[str, Any]) -> list[str]:
     floor = {r["layer"]: r for r in rel.get("noise_floor", [])}
     corrs = rel.get("correlations", [])
     for bias in dict.fromkeys(r["bias"] for r in corrs):
-        rows = [r for r in corrs if r["bias"] == bias and r.get("spearman") is not None
-                and not math.isnan(r["spearman"])]
+        rows = [
+            r
+            for r in corrs
+            if r["bias"] == bias and r.get("spearman") is not None and not math.isnan(r["spearman"])
+        ]
         if not rows:
-            out.append(f"The correlation of divergence with {bias} is undefined at every layer "
-                       "(too few members or constant values).")
+            out.append(
+                f"The correlation of divergence with {bias} is undefined at every layer "
+                "(too few members or constant values)."
+            )
             continue
         best = max(rows, key=lambda r: abs(r["spearman"]))
         signif = "significant" if best["spearman_p"] < alpha else "not significant"
@@ -188,8 +206,10 @@ def summarize(results: Mapping[str, Any]) -> list[str]:
     if "all" in onset:
         layer = onset["all"]
         if layer is None:
-            out.append("No layer's dense-vs-compressed divergence exceeds the dense-vs-dense "
-                       "noise floor with confidence: the drift is within seed noise.")
+            out.append(
+                "No layer's dense-vs-compressed divergence exceeds the dense-vs-dense "
+                "noise floor with confidence: the drift is within seed noise."
+            )
         else:
             fl = floor.get(layer, {})
             out.append(
@@ -199,10 +219,16 @@ def summarize(results: Mapping[str, Any]) -> list[str]:
             )
         per = {k: v for k, v in onset.items() if k != "all"}
         if per:
-            out.append("Onset per configuration: " + "; ".join(
-                f"{k}: {v or 'none'}" for k, v in per.items()) + ".")
-    gaps = [g for g in rel.get("group_gaps", []) if g.get("gap") is not None
-            and not math.isnan(g["gap"])]
+            out.append(
+                "Onset per configuration: "
+                + "; ".join(f"{k}: {v or 'none'}" for k, v in per.items())
+                + "."
+            )
+    gaps = [
+        g
+        for g in rel.get("group_gaps", [])
+        if g.get("gap") is not None and not math.isnan(g["gap"])
+    ]
     if gaps:
         g = max(gaps, key=lambda r: r["gap"])
         out.append(

@@ -25,8 +25,18 @@ from matplotlib.figure import Figure
 
 from repsim.errors import DataError
 
-_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf")
+_COLORS = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#ff7f0e",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 
 
 def _save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
@@ -65,8 +75,15 @@ def similarity_heatmap(
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
                 if np.isfinite(m[i, j]):
-                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if m[i, j] < 0.6 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{m[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if m[i, j] < 0.6 else "black",
+                    )
     fig.colorbar(im, ax=ax, label=measure)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
@@ -103,16 +120,26 @@ def similarity_vs_sparsity(
     axes = fig.subplots(nr, nc, squeeze=False)
     for k, layer in enumerate(order):
         ax = axes[k // nc][k % nc]
-        dense = np.array([r["value"] for r in rows if r["kind"] == "dense"
-                          and r["layer"] == layer], dtype=float)
+        dense = np.array(
+            [r["value"] for r in rows if r["kind"] == "dense" and r["layer"] == layer], dtype=float
+        )
         dense = dense[np.isfinite(dense)]
         if dense.size:
-            ax.axhspan(dense.min(), dense.max(), color="0.8", alpha=0.7, lw=0,
-                       label="dense vs dense (seeds)")
+            ax.axhspan(
+                dense.min(),
+                dense.max(),
+                color="0.8",
+                alpha=0.7,
+                lw=0,
+                label="dense vs dense (seeds)",
+            )
             ax.axhline(dense.mean(), color="0.4", ls="--", lw=1)
         for mi, method in enumerate(methods):
-            pts = [r for r in rows if r["kind"] == "compressed" and r["method"] == method
-                   and r["layer"] == layer]
+            pts = [
+                r
+                for r in rows
+                if r["kind"] == "compressed" and r["method"] == method and r["layer"] == layer
+            ]
             sps = sorted({float(r["sparsity"]) for r in pts})
             mean, lo, hi = [], [], []
             for s in sps:
@@ -122,8 +149,16 @@ def similarity_vs_sparsity(
                 hi.append(np.nanmax(v))
             mean_a = np.array(mean)
             yerr = np.maximum(0.0, [mean_a - lo, np.array(hi) - mean_a])
-            ax.errorbar(sps, mean_a, yerr=yerr, marker="o",
-                        ms=3, capsize=2, color=_COLORS[mi % len(_COLORS)], label=str(method))
+            ax.errorbar(
+                sps,
+                mean_a,
+                yerr=yerr,
+                marker="o",
+                ms=3,
+                capsize=2,
+                color=_COLORS[mi % len(_COLORS)],
+                label=str(method),
+            )
         ax.set_title(layer, fontsize=9)
         ax.set_xlabel("sparsity", fontsize=8)
         ax.set_ylabel(measure, fontsize=8)
@@ -133,8 +168,9 @@ def similarity_vs_sparsity(
     handles, labels = axes[0][0].get_legend_handles_labels()
     height = fig.get_figheight()
     # title on the top line, legend on the bottom line: they never overlap
-    fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False
+    )
     if title:
         fig.suptitle(title, fontsize=10, y=0.995, x=0.01, ha="left")
     fig.tight_layout(rect=(0, 0.35 / height, 1, 1 - 0.35 / height))
@@ -163,19 +199,31 @@ def group_error_shifts(
     for gi, g in enumerate(groups):
         means, lo, hi = [], [], []
         for cfg in configs:
-            v = np.array([r[value] for r in rows if (r["method"], r["sparsity"]) == cfg
-                          and str(r["group"]) == g and r.get(value) is not None], dtype=float)
+            v = np.array(
+                [
+                    r[value]
+                    for r in rows
+                    if (r["method"], r["sparsity"]) == cfg
+                    and str(r["group"]) == g
+                    and r.get(value) is not None
+                ],
+                dtype=float,
+            )
             v = v[np.isfinite(v)]
             m = v.mean() if v.size else np.nan
             means.append(m)
             lo.append(max(0.0, m - v.min()) if v.size else 0.0)  # rounding can go below 0
             hi.append(max(0.0, v.max() - m) if v.size else 0.0)
         x = np.arange(len(configs)) + (gi - (len(groups) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=[lo, hi], capsize=2, label=g,
-               color=_COLORS[gi % len(_COLORS)])
+        ax.bar(x, means, width, yerr=[lo, hi], capsize=2, label=g, color=_COLORS[gi % len(_COLORS)])
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(range(len(configs)), labels=[f"{m}@{s}" for m, s in configs], rotation=30,
-                  ha="right", fontsize=8)
+    ax.set_xticks(
+        range(len(configs)),
+        labels=[f"{m}@{s}" for m, s in configs],
+        rotation=30,
+        ha="right",
+        fontsize=8,
+    )
     ax.set_ylabel(value.replace("_", " "))
     ax.legend(fontsize=7, ncol=min(5, len(groups)), title="group", title_fontsize=7)
     ax.set_title(title, fontsize=10)
@@ -197,8 +245,14 @@ def fpr_fnr_scatter(
     distance of the points from ``y = x``. ``rows``: ``method``, ``sparsity``, ``x``, ``y``
     (optionally ``class``).
     """
-    pts = [r for r in rows if r.get(x) is not None and r.get(y) is not None
-           and np.isfinite(float(r[x])) and np.isfinite(float(r[y]))]
+    pts = [
+        r
+        for r in rows
+        if r.get(x) is not None
+        and r.get(y) is not None
+        and np.isfinite(float(r[x]))
+        and np.isfinite(float(r[y]))
+    ]
     if not pts:
         raise DataError(f"no finite ({x}, {y}) pairs to plot.")
     configs = list(dict.fromkeys((r["method"], r["sparsity"]) for r in pts))
@@ -208,10 +262,17 @@ def fpr_fnr_scatter(
     lim = float(np.abs(allv).max()) * 1.1 or 1.0
     ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.8, ls="--", label="y = x")
     for ci, cfg in enumerate(configs):
-        sel = np.array([[float(r[x]), float(r[y])] for r in pts
-                        if (r["method"], r["sparsity"]) == cfg])
-        ax.scatter(sel[:, 0], sel[:, 1], s=14, alpha=0.75, color=_COLORS[ci % len(_COLORS)],
-                   label=f"{cfg[0]}@{cfg[1]}")
+        sel = np.array(
+            [[float(r[x]), float(r[y])] for r in pts if (r["method"], r["sparsity"]) == cfg]
+        )
+        ax.scatter(
+            sel[:, 0],
+            sel[:, 1],
+            s=14,
+            alpha=0.75,
+            color=_COLORS[ci % len(_COLORS)],
+            label=f"{cfg[0]}@{cfg[1]}",
+        )
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
@@ -284,18 +345,21 @@ def divergence_bias_scatter(
     labs = list(labels) if labels is not None else [""] * len(xa)
     for ci, lab in enumerate(dict.fromkeys(labs)):
         sel = np.array([v == lab for v in labs])
-        ax.scatter(xa[sel], ya[sel], s=18, alpha=0.8, color=_COLORS[ci % len(_COLORS)],
-                   label=lab or None)
+        ax.scatter(
+            xa[sel], ya[sel], s=18, alpha=0.8, color=_COLORS[ci % len(_COLORS)], label=lab or None
+        )
     finite = np.isfinite(xa) & np.isfinite(ya)
     if finite.sum() >= 3 and np.ptp(xa[finite]) > 0:
         grid = np.linspace(xa[finite].min(), xa[finite].max(), 50)
         fit, lo, hi = fit_band(xa, ya, grid, seed=seed)
         text = "OLS fit"
         if stats:
-            text += (f": rho = {stats.get('spearman', math.nan):.2f} "
-                     f"[{stats.get('spearman_low', math.nan):.2f}, "
-                     f"{stats.get('spearman_high', math.nan):.2f}], "
-                     f"p = {stats.get('spearman_p', math.nan):.3g}")
+            text += (
+                f": rho = {stats.get('spearman', math.nan):.2f} "
+                f"[{stats.get('spearman_low', math.nan):.2f}, "
+                f"{stats.get('spearman_high', math.nan):.2f}], "
+                f"p = {stats.get('spearman_p', math.nan):.3g}"
+            )
         ax.plot(grid, fit, color="black", lw=1.2, label=text)
         ax.fill_between(grid, lo, hi, color="black", alpha=0.12, lw=0)
     ax.set_xlabel(xlabel)

@@ -124,16 +124,22 @@ def group_layer_attributions(
     device = model_device(model)
     out = {}
     with eval_mode(model):
-        for group, rows in tqdm(resolve_groups(data, by, include_overall=include_overall).items(),
-                                desc="attribution",
-                                disable=None if progress is None else not progress, leave=False):
+        for group, rows in tqdm(
+            resolve_groups(data, by, include_overall=include_overall).items(),
+            desc="attribution",
+            disable=None if progress is None else not progress,
+            leave=False,
+        ):
             total = None
             for x, y in group_batches(data, rows, batch_size, device):
                 if target == "prediction":
                     with torch.no_grad():
                         y = model(x).argmax(1)
                 attr = explainer.attribute(
-                    x, baselines=torch.full_like(x, baseline), target=y, n_steps=n_steps,
+                    x,
+                    baselines=torch.full_like(x, baseline),
+                    target=y,
+                    n_steps=n_steps,
                     method=integration,
                 )
                 if isinstance(attr, tuple | list):
@@ -171,9 +177,7 @@ def pruned_units(mask: torch.Tensor, threshold: float = 1.0) -> np.ndarray:
     return removed >= float(threshold) - 1e-12
 
 
-def attribution_share(
-    attributions: dict[str, np.ndarray], units: np.ndarray
-) -> dict[str, float]:
+def attribution_share(attributions: dict[str, np.ndarray], units: np.ndarray) -> dict[str, float]:
     """Share of each group's unit attribution mass carried by ``units`` (bool ``[n_units]``).
 
     Returns NaN for a group whose total attribution is 0.

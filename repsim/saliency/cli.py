@@ -16,17 +16,23 @@ from typing import Any
 def add_parser(subparsers: Any) -> None:
     """Add ``saliency`` to the ``repsim`` subparsers."""
     p = subparsers.add_parser(
-        "saliency", help="per-group weight saliency (SalUn) and salient weights pruning removed",
+        "saliency",
+        help="per-group weight saliency (SalUn) and salient weights pruning removed",
         description="Compute SalUn gradient weight saliency per group of a dataset split for a "
         "saved model; with --pruned, report the share of each group's top-FRACTION salient "
-        "weights that the pruned model's mask removed, against chance (the sparsity).")
+        "weights that the pruned model's mask removed, against chance (the sparsity).",
+    )
     p.add_argument("model", help="saved dense model path (.safetensors + .json)")
     p.add_argument("--dataset", required=True, help="built-in dataset name")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--by", default=None, help="group attribute (default: the dataset's groups)")
     p.add_argument("--pruned", default=None, help="saved pruned model whose mask to compare")
-    p.add_argument("--fraction", type=float, default=0.1,
-                   help="share of weights in each group's salient set, in (0, 1] (default 0.1)")
+    p.add_argument(
+        "--fraction",
+        type=float,
+        default=0.1,
+        help="share of weights in each group's salient set, in (0, 1] (default 0.1)",
+    )
     p.add_argument("--scope", default="global", choices=["global", "layerwise"])
     p.add_argument("--reduce", default="sum_then_abs", choices=["sum_then_abs", "abs_then_sum"])
     p.add_argument("--batch-size", type=int, default=128)
@@ -48,22 +54,25 @@ def run_saliency(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset)
     data = dataset.splits().get(args.split)
     if data is None:
-        raise DataError(f"{args.dataset} has no {args.split!r} split; use one of "
-                        f"{list(dataset.splits())}.")
+        raise DataError(
+            f"{args.dataset} has no {args.split!r} split; use one of {list(dataset.splits())}."
+        )
     if args.by:
         data = data.with_groups(args.by)
     model = load_model(args.model)
     keep = pruning_mask(load_model(args.pruned)) if args.pruned else None
-    names = list(keep) if keep is not None else prunable_parameters(model,
-                                                                    exclude_classifier=False)
-    sal = weight_saliency(model, data, reduce=args.reduce, batch_size=args.batch_size,
-                          parameters=names)
+    names = list(keep) if keep is not None else prunable_parameters(model, exclude_classifier=False)
+    sal = weight_saliency(
+        model, data, reduce=args.reduce, batch_size=args.batch_size, parameters=names
+    )
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         plot_saliency_histograms(sal, path=out / "saliency_hist.png")
     summary: dict[str, Any] = {
-        "groups": list(sal), "parameters": names, "fraction": args.fraction,
+        "groups": list(sal),
+        "parameters": names,
+        "fraction": args.fraction,
         "jaccard": salient_jaccard(sal, fraction=args.fraction, scope=args.scope).to_records(),
     }
     if keep is not None:

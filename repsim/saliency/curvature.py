@@ -100,8 +100,14 @@ def group_gradient_norm(
     return out
 
 
-def _quadratic_forms(model: nn.Module, loss_fn: LossFn, params: list[torch.Tensor],
-                     x: torch.Tensor, y: torch.Tensor, probes: list[torch.Tensor]) -> torch.Tensor:
+def _quadratic_forms(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: list[torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    probes: list[torch.Tensor],
+) -> torch.Tensor:
     """``v_p^T H v_p`` for a stack of probes (``probes[k]``: ``[P, *params[k].shape]``).
 
     One double-backward pass, batched over probes (``is_grads_batched``), with a per-probe loop
@@ -116,19 +122,23 @@ def _quadratic_forms(model: nn.Module, loss_fn: LossFn, params: list[torch.Tenso
     ps = [params[i] for i in keep]
     vs = [probes[i] for i in keep]
     try:
-        hvs = torch.autograd.grad(gs, ps, grad_outputs=vs, is_grads_batched=True,
-                                  allow_unused=True, retain_graph=True)
+        hvs = torch.autograd.grad(
+            gs, ps, grad_outputs=vs, is_grads_batched=True, allow_unused=True, retain_graph=True
+        )
         hvs = [torch.zeros_like(v) if h is None else h for h, v in zip(hvs, vs, strict=True)]
     except RuntimeError:
         per_probe = []
         for p in range(vs[0].shape[0]):
-            hv = torch.autograd.grad(gs, ps, grad_outputs=[v[p] for v in vs],
-                                     allow_unused=True, retain_graph=True)
-            per_probe.append([torch.zeros_like(v[p]) if h is None else h
-                              for h, v in zip(hv, vs, strict=True)])
+            hv = torch.autograd.grad(
+                gs, ps, grad_outputs=[v[p] for v in vs], allow_unused=True, retain_graph=True
+            )
+            per_probe.append(
+                [torch.zeros_like(v[p]) if h is None else h for h, v in zip(hv, vs, strict=True)]
+            )
         hvs = [torch.stack([pp[k] for pp in per_probe]) for k in range(len(vs))]
-    return sum((h.detach().double() * v.double()).flatten(1).sum(1)
-               for h, v in zip(hvs, vs, strict=True)).cpu()
+    return sum(
+        (h.detach().double() * v.double()).flatten(1).sum(1) for h, v in zip(hvs, vs, strict=True)
+    ).cpu()
 
 
 def group_hessian_trace(
@@ -182,19 +192,26 @@ def group_hessian_trace(
     loss_fn = resolve_loss(loss)
     device = model_device(model)
     gen = torch.Generator().manual_seed(seed)
-    probes = [(torch.randint(0, 2, (n_probes, *p.shape), generator=gen) * 2 - 1).to(p.dtype)
-              for p in params]
+    probes = [
+        (torch.randint(0, 2, (n_probes, *p.shape), generator=gen) * 2 - 1).to(p.dtype)
+        for p in params
+    ]
     groups = resolve_groups(data, by, include_overall=include_overall)
     out = {}
     with eval_mode(model):
-        for group, rows in tqdm(groups.items(), desc="hessian trace",
-                                disable=None if progress is None else not progress, leave=False):
+        for group, rows in tqdm(
+            groups.items(),
+            desc="hessian trace",
+            disable=None if progress is None else not progress,
+            leave=False,
+        ):
             quad = torch.zeros(n_probes, dtype=torch.float64)
             for x, y in group_batches(data, rows, batch_size, device):
                 for start in range(0, n_probes, probe_batch):
-                    chunk = [v[start: start + probe_batch].to(device) for v in probes]
-                    quad[start: start + probe_batch] += _quadratic_forms(
-                        model, loss_fn, params, x, y, chunk) * (len(x) / len(rows))
+                    chunk = [v[start : start + probe_batch].to(device) for v in probes]
+                    quad[start : start + probe_batch] += _quadratic_forms(
+                        model, loss_fn, params, x, y, chunk
+                    ) * (len(x) / len(rows))
             values = quad.numpy()
             arr = np.asarray(values)
             se = float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else math.nan
@@ -222,8 +239,9 @@ def disparate_impact_predictors(
     """
     model = unwrap_model(model)
     norms = group_gradient_norm(model, data, by=by, loss=loss, batch_size=batch_size)
-    traces = group_hessian_trace(model, data, by=by, loss=loss, n_probes=n_probes, seed=seed,
-                                 batch_size=batch_size)
+    traces = group_hessian_trace(
+        model, data, by=by, loss=loss, n_probes=n_probes, seed=seed, batch_size=batch_size
+    )
     loss_fn = resolve_loss(loss)
     device = model_device(model)
     rows = []
@@ -233,10 +251,15 @@ def disparate_impact_predictors(
             for x, y in group_batches(data, idx, batch_size, device):
                 total += float(loss_fn(model, x, y)) * len(x)
                 correct += int((model(x).argmax(1) == y).sum())
-            rows.append({
-                "group": group, "n": len(idx), "loss": total / len(idx),
-                "accuracy": correct / len(idx), "grad_norm": norms[group],
-                "hessian_trace": traces[group].trace,
-                "hessian_trace_se": traces[group].std_error,
-            })
+            rows.append(
+                {
+                    "group": group,
+                    "n": len(idx),
+                    "loss": total / len(idx),
+                    "accuracy": correct / len(idx),
+                    "grad_norm": norms[group],
+                    "hessian_trace": traces[group].trace,
+                    "hessian_trace_se": traces[group].std_error,
+                }
+            )
     return MetricTable(rows)

@@ -85,8 +85,7 @@ def prunable_parameters(
     model = unwrap_model(model)
     if parameters is not None:
         names = list(named_parameters(model, parameters))
-        names = [n for n in names
-                 if not any(fnmatch.fnmatchcase(n, pat) for pat in exclude or ())]
+        names = [n for n in names if not any(fnmatch.fnmatchcase(n, pat) for pat in exclude or ())]
         if not names:
             raise ConfigError("No parameters left to prune (check parameters= and exclude=).")
         return names
@@ -184,8 +183,12 @@ def group_importance(
         weights.append(w)
     out: dict[str, SaliencyMap] = {}
     with eval_mode(model):
-        for group, rows in tqdm(rows_by_group.items(), desc="importance",
-                                disable=None if progress is None else not progress, leave=False):
+        for group, rows in tqdm(
+            rows_by_group.items(),
+            desc="importance",
+            disable=None if progress is None else not progress,
+            leave=False,
+        ):
             acc = [torch.zeros(p.shape, dtype=torch.float64) for p in leaves]
             n_batches = 0
             for x, y in group_batches(data, rows, batch_size, device):
@@ -200,8 +203,9 @@ def group_importance(
                         continue
                     acc[i] += ((weights[i] * g.detach().abs()) ** 2).to(torch.float64).cpu()
                 n_batches += 1
-            out[group] = {n: (a / n_batches).to(torch.float32) for n, a in zip(names, acc,
-                                                                             strict=True)}
+            out[group] = {
+                n: (a / n_batches).to(torch.float32) for n, a in zip(names, acc, strict=True)
+            }
     return out
 
 
@@ -219,8 +223,9 @@ class _Functional(nn.Module):
         return functional_call(self._model[0], self._override, (x,), strict=False)
 
 
-def greedy_select(importance: np.ndarray, k: int, candidates: np.ndarray | None = None
-                  ) -> np.ndarray:
+def greedy_select(
+    importance: np.ndarray, k: int, candidates: np.ndarray | None = None
+) -> np.ndarray:
     """FairGRAPE's greedy selection of ``k`` weights of one layer.
 
     Parameters
@@ -268,8 +273,10 @@ def greedy_select(importance: np.ndarray, k: int, candidates: np.ndarray | None 
 
 
 def _layer_budgets(
-    importance: dict[str, dict[str, torch.Tensor]], names: list[str],
-    candidates: dict[str, np.ndarray], keep_total: int,
+    importance: dict[str, dict[str, torch.Tensor]],
+    names: list[str],
+    candidates: dict[str, np.ndarray],
+    keep_total: int,
 ) -> dict[str, int]:
     """Global scope: kept weights per layer from a ranking of group-normalised importance."""
     score = []
@@ -345,22 +352,33 @@ def fairgrape_masks(
     keep: dict[str, np.ndarray] = {}
     for n in names:
         existing = existing_keep_mask(model, n)
-        keep[n] = (np.ones(math.prod(shapes[n]), dtype=bool) if existing is None
-                   else existing.numpy().reshape(-1))
+        keep[n] = (
+            np.ones(math.prod(shapes[n]), dtype=bool)
+            if existing is None
+            else existing.numpy().reshape(-1)
+        )
     n_total = sum(v.size for v in keep.values())
     for t in range(1, iterations + 1):
         s_t = 1.0 - (1.0 - s) ** (t / iterations)
         masks = {n: torch.from_numpy(keep[n].reshape(shapes[n]).copy()) for n in names}
         imp = group_importance(
-            model, data, groups=groups, loss=loss, batch_size=batch_size, parameters=names,
-            masks=masks, progress=progress,
+            model,
+            data,
+            groups=groups,
+            loss=loss,
+            batch_size=batch_size,
+            parameters=names,
+            masks=masks,
+            progress=progress,
         )
         if scope == "layerwise":
-            budgets = {n: min(int(round((1 - s_t) * keep[n].size)), int(keep[n].sum()))
-                       for n in names}
+            budgets = {
+                n: min(int(round((1 - s_t) * keep[n].size)), int(keep[n].sum())) for n in names
+            }
         else:
-            keep_total = min(int(round((1 - s_t) * n_total)), sum(int(v.sum())
-                                                               for v in keep.values()))
+            keep_total = min(
+                int(round((1 - s_t) * n_total)), sum(int(v.sum()) for v in keep.values())
+            )
             budgets = _layer_budgets(imp, names, keep, keep_total)
         for n in names:
             stacked = np.stack([imp[g][n].double().numpy().reshape(-1) for g in imp])
@@ -399,26 +417,44 @@ def fairgrape_prune(
         masks.
     """
     masks = fairgrape_masks(
-        model, data, sparsity, groups=groups, scope=scope, parameters=parameters,
-        exclude=exclude, exclude_classifier=exclude_classifier, loss=loss,
-        batch_size=batch_size, iterations=iterations, progress=progress,
+        model,
+        data,
+        sparsity,
+        groups=groups,
+        scope=scope,
+        parameters=parameters,
+        exclude=exclude,
+        exclude_classifier=exclude_classifier,
+        loss=loss,
+        batch_size=batch_size,
+        iterations=iterations,
+        progress=progress,
     )
     model = unwrap_model(model)
     refresh_pruned_weights(model)
     target = model if inplace else clone_model(model)
     masks.apply(target)
     report = masks.sparsity()
-    all_prunable = [f"{n}.weight" if n else "weight" for n, m in target.named_modules()
-                    if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
+    all_prunable = [
+        f"{n}.weight" if n else "weight"
+        for n, m in target.named_modules()
+        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
+    ]
     record = PruneRecord(
-        method="fairgrape", scope=scope, requested=float(sparsity),
-        sparsity=float(report["sparsity"]), n_zero=int(report["n_zero"]),
-        n_total=int(report["n_total"]), layers=dict(report["layers"]),
+        method="fairgrape",
+        scope=scope,
+        requested=float(sparsity),
+        sparsity=float(report["sparsity"]),
+        n_zero=int(report["n_zero"]),
+        n_total=int(report["n_total"]),
+        layers=dict(report["layers"]),
         excluded=[n for n in all_prunable if n not in set(masks)],
         options={
             "groups": list(resolve_groups(data, groups, include_overall=False)),
-            "iterations": iterations, "batch_size": batch_size,
-            "exclude": list(exclude or []), "exclude_classifier": exclude_classifier,
+            "iterations": iterations,
+            "batch_size": batch_size,
+            "exclude": list(exclude or []),
+            "exclude_classifier": exclude_classifier,
         },
     )
     return target, record

@@ -166,7 +166,7 @@ def group_batches(
 ) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """Consecutive batches (in sample order) of the samples at ``rows``."""
     for start in range(0, len(rows), batch_size):
-        idx = rows[start: start + batch_size]
+        idx = rows[start : start + batch_size]
         x = torch.from_numpy(np.ascontiguousarray(data.x[idx], dtype=np.float32)).to(device)
         y = torch.from_numpy(np.ascontiguousarray(data.y[idx], dtype=np.int64)).to(device)
         yield x, y
@@ -289,8 +289,12 @@ def weight_saliency(
     names, tensors = list(params), list(params.values())
     out: dict[str, SaliencyMap] = {}
     with eval_mode(model):
-        for group, rows in tqdm(groups.items(), desc="saliency", disable=None if progress is None
-                                else not progress, leave=False):
+        for group, rows in tqdm(
+            groups.items(),
+            desc="saliency",
+            disable=None if progress is None else not progress,
+            leave=False,
+        ):
             acc = [torch.zeros_like(t, dtype=torch.float64) for t in tensors]
             for x, y in group_batches(data, rows, batch_size, device):
                 value = loss_fn(model, x, y)
@@ -300,8 +304,11 @@ def weight_saliency(
                 for a, g in zip(acc, grads, strict=True):
                     if g is None:
                         continue
-                    a += g.detach().to(torch.float64) if reduce == "sum_then_abs" else \
-                        g.detach().abs().to(torch.float64)
+                    a += (
+                        g.detach().to(torch.float64)
+                        if reduce == "sum_then_abs"
+                        else g.detach().abs().to(torch.float64)
+                    )
             out[group] = {
                 n: a.abs().to(torch.float32).cpu() for n, a in zip(names, acc, strict=True)
             }
@@ -317,8 +324,9 @@ def _flatten(scores: Mapping[str, torch.Tensor]) -> tuple[list[str], torch.Tenso
                 f"Got a map of maps (key {name!r}); pass one group's map, e.g. saliency['{name}']."
             )
     names = list(scores)
-    flat = torch.cat([torch.as_tensor(scores[n]).detach().reshape(-1).double().cpu()
-                      for n in names])
+    flat = torch.cat(
+        [torch.as_tensor(scores[n]).detach().reshape(-1).double().cpu() for n in names]
+    )
     if not torch.isfinite(flat).all():
         raise DataError("The saliency map holds NaN or infinite values.")
     return names, flat

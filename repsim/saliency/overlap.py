@@ -139,13 +139,33 @@ def removed_share(
         )
     share = tot["sr"] / tot["s"] if tot["s"] else math.nan
     matched = tot["matched"] / tot["s"] if tot["s"] else math.nan
-    rows.append(_row(group, ALL_PARAMETERS, tot["n"], tot["s"], tot["r"], tot["sr"], share,
-                     tot["r"] / tot["n"], matched))
+    rows.append(
+        _row(
+            group,
+            ALL_PARAMETERS,
+            tot["n"],
+            tot["s"],
+            tot["r"],
+            tot["sr"],
+            share,
+            tot["r"] / tot["n"],
+            matched,
+        )
+    )
     return MetricTable(rows)
 
 
-def _row(group: str, name: str, n: int, n_s: int, n_r: int, n_sr: int, share: float,
-         chance: float, matched: float) -> dict[str, object]:
+def _row(
+    group: str,
+    name: str,
+    n: int,
+    n_s: int,
+    n_r: int,
+    n_sr: int,
+    share: float,
+    chance: float,
+    matched: float,
+) -> dict[str, object]:
     return {
         "group": group,
         "parameter": name,
@@ -228,8 +248,11 @@ def jaccard(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> flo
         inter += int((x & y).sum())
         union += int((x | y).sum())
     if union == 0:
-        warnings.warn("Both sets are empty: Jaccard similarity is undefined (NaN).",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            "Both sets are empty: Jaccard similarity is undefined (NaN).",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return math.nan
     return inter / union
 
@@ -255,8 +278,15 @@ def salient_jaccard(
         for g, m in saliency.items()
     }
     f = float(fraction)
-    return MetricTable([
-        {"group_a": a, "group_b": b, "jaccard": jaccard(masks[a], masks[b]),
-         "chance": f / (2 - f)}
-        for a, b in itertools.combinations(masks, 2)
-    ], columns=["group_a", "group_b", "jaccard", "chance"])
+    return MetricTable(
+        [
+            {
+                "group_a": a,
+                "group_b": b,
+                "jaccard": jaccard(masks[a], masks[b]),
+                "chance": f / (2 - f),
+            }
+            for a, b in itertools.combinations(masks, 2)
+        ],
+        columns=["group_a", "group_b", "jaccard", "chance"],
+    )

@@ -50,15 +50,18 @@ def plot_salient_removed(
     x = np.arange(len(layers))
     fig, ax = _figure((max(5.0, 1.2 * len(layers) + 2), 3.8))
     for i, g in enumerate(groups):
-        share = [float(value[(g, p)]["removed_share"]) if (g, p) in value else np.nan
-                 for p in layers]
+        share = [
+            float(value[(g, p)]["removed_share"]) if (g, p) in value else np.nan for p in layers
+        ]
         ax.bar(x + i * width, share, width, label=g)
     chance = [float(next(r["chance"] for r in rows if r["parameter"] == p)) for p in layers]
-    ax.bar(x + len(groups) * width, chance, width, color="0.75", hatch="//",
-           label="chance (sparsity)")
+    ax.bar(
+        x + len(groups) * width, chance, width, color="0.75", hatch="//", label="chance (sparsity)"
+    )
     ax.set_xticks(x + width * len(groups) / 2)
-    ax.set_xticklabels([p if p != ALL_PARAMETERS else "all" for p in layers], rotation=30,
-                       ha="right")
+    ax.set_xticklabels(
+        [p if p != ALL_PARAMETERS else "all" for p in layers], rotation=30, ha="right"
+    )
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share of salient weights removed")
     ax.set_title(title)

@@ -76,7 +76,9 @@ def as_matrix(a: Any, name: str = "X", *, allow_torch: bool = True) -> Matrix:
         if arr.dtype == object or not (
             np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
         ):
-            raise ShapeError(f"{name} has dtype {arr.dtype}; pass a numeric [n_samples, n_features] array.")
+            raise ShapeError(
+                f"{name} has dtype {arr.dtype}; pass a numeric [n_samples, n_features] array."
+            )
         if np.iscomplexobj(arr):
             raise ShapeError(f"{name} is complex; pass real-valued activations.")
         m = arr.astype(np.float64, copy=False)

@@ -120,8 +120,10 @@ def _prepare(X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray, int, in
 def _ill_posed(n: int, kx: int, ky: int, what: str) -> bool:
     if kx == 0 or ky == 0:
         side = "X" if kx == 0 else "Y"
-        warn(f"{what} is undefined: {side} has zero variance (every unit constant); returning NaN.",
-             stacklevel=4)
+        warn(
+            f"{what} is undefined: {side} has zero variance (every unit constant); returning NaN.",
+            stacklevel=4,
+        )
         return True
     if kx + ky > n - 1:
         warn(

@@ -288,7 +288,9 @@ def cka(
     K = rbf_gram(Xc, sigma=sx, threshold=threshold, bandwidth=bandwidth)
     L = rbf_gram(Yc, sigma=sy, threshold=threshold, bandwidth=bandwidth)
     if debiased:
-        return _ratio(hsic_unbiased_gram(K, L), hsic_unbiased_gram(K, K), hsic_unbiased_gram(L, L), what)
+        return _ratio(
+            hsic_unbiased_gram(K, L), hsic_unbiased_gram(K, K), hsic_unbiased_gram(L, L), what
+        )
     Kc, Lc = _center_gram(K), _center_gram(L)
     return _ratio(float((Kc * Lc).sum()), _fro2(Kc), _fro2(Lc), what)
 

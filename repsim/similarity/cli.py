@@ -50,13 +50,26 @@ def add_parsers(subparsers: Any) -> None:
     )
     p.add_argument("a", type=Path, help="first capture (.npz: one [n, d] array per layer)")
     p.add_argument("b", type=Path, help="second capture (.npz)")
-    p.add_argument("--measure", action="append", dest="measures", metavar="NAME",
-                   help="a measure from 'repsim measures' (repeatable; default cka)")
-    p.add_argument("--layer", action="append", dest="layers", metavar="NAME",
-                   help="a layer to compare (repeatable; default all shared layers)")
+    p.add_argument(
+        "--measure",
+        action="append",
+        dest="measures",
+        metavar="NAME",
+        help="a measure from 'repsim measures' (repeatable; default cka)",
+    )
+    p.add_argument(
+        "--layer",
+        action="append",
+        dest="layers",
+        metavar="NAME",
+        help="a layer to compare (repeatable; default all shared layers)",
+    )
     p.add_argument("--pairs", choices=["same", "all"], default="same")
-    p.add_argument("--by-groups", action="store_true",
-                   help="also compute each measure per group (needs 'groups' in the capture)")
+    p.add_argument(
+        "--by-groups",
+        action="store_true",
+        help="also compute each measure per group (needs 'groups' in the capture)",
+    )
     p.add_argument("--n-boot", type=int, default=0, help="bootstrap resamples for a CI")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the table as CSV here (default: print)")
@@ -71,7 +84,8 @@ def run_similarity(args: argparse.Namespace) -> int:
     """Handler of ``repsim similarity``; returns the exit code."""
     a, b = _NpzCapture(args.a), _NpzCapture(args.b)
     table = compare(
-        a, b,
+        a,
+        b,
         layers=args.layers,
         measures=args.measures or ["cka"],
         pairs=args.pairs,
@@ -112,6 +126,8 @@ def _print_rows(rows: list[Mapping[str, Any]], columns: list[str]) -> None:
     out = sys.stdout
     out.write("\t".join(columns) + "\n")
     for r in rows:
-        cells = [f"{v:.6g}" if isinstance(v, float) else ("" if v is None else str(v))
-                 for v in (r[c] for c in columns)]
+        cells = [
+            f"{v:.6g}" if isinstance(v, float) else ("" if v is None else str(v))
+            for v in (r[c] for c in columns)
+        ]
         out.write("\t".join(cells) + "\n")

@@ -291,7 +291,9 @@ def compare(
                     f"{layer_pairs[0][0]!r} has {n}; every layer must hold the same samples."
                 )
     if ids_a is not None and len(np.asarray(ids_a)) != n:
-        raise ShapeError(f"sample_id has {len(np.asarray(ids_a))} entries but layers hold {n} rows.")
+        raise ShapeError(
+            f"sample_id has {len(np.asarray(ids_a))} entries but layers hold {n} rows."
+        )
 
     groups: dict[Any, np.ndarray | None] = {_ALL: None}
     if by is not None:
@@ -301,7 +303,9 @@ def compare(
             if labels is None:
                 labels = getattr(b, "groups", None)
             if labels is None:
-                raise ConfigError("by=True but neither capture has a 'groups' attribute; pass by=labels.")
+                raise ConfigError(
+                    "by=True but neither capture has a 'groups' attribute; pass by=labels."
+                )
         labels = np.asarray(labels.cpu() if is_torch(labels) else labels).ravel()
         if labels.shape[0] != n:
             raise ShapeError(f"by has {labels.shape[0]} labels but the layers hold {n} samples.")
@@ -353,11 +357,17 @@ def compare(
         return streamed[(la, lb)]
 
     cells = [(la, lb, m, g) for la, lb in layer_pairs for m in ms for g in groups]
-    for la, lb, m, g in tqdm(cells, desc="compare", disable=None if progress is None else not progress):
+    for la, lb, m, g in tqdm(
+        cells, desc="compare", disable=None if progress is None else not progress
+    ):
         n_g = n if g is _ALL else int(groups[g].size)
         row: dict[str, Any] = {
-            "model_a": label_a, "layer_a": la, "model_b": label_b, "layer_b": lb,
-            "measure": m.name, "value": math.nan,
+            "model_a": label_a,
+            "layer_a": la,
+            "model_b": label_b,
+            "layer_b": lb,
+            "measure": m.name,
+            "value": math.nan,
         }
         if by is not None:
             row["group"] = None if g is _ALL else g
@@ -386,7 +396,11 @@ def compare(
             else:
                 lo, hi = _bootstrap(
                     lambda X, Y, m=m, opts=opts: m.function(X, Y, **opts),
-                    layer("a", la, g), layer("b", lb, g), n_boot, seed, ci,
+                    layer("a", la, g),
+                    layer("b", lb, g),
+                    n_boot,
+                    seed,
+                    ci,
                     f"bootstrap {m.name} {la}",
                 )
             row.update(ci_low=lo, ci_high=hi, n_boot=n_boot)

@@ -164,17 +164,38 @@ class LinearCKAAccumulator:
             "cy": s["cy"] - eps,
             "sx": s["sx"] + n * delta,
             "sy": s["sy"] + n * eps,
-            "Sxx": s["Sxx"] + _outer(s["sx"], delta) + _outer(delta, s["sx"]) + n * _outer(delta, delta),
+            "Sxx": s["Sxx"]
+            + _outer(s["sx"], delta)
+            + _outer(delta, s["sx"])
+            + n * _outer(delta, delta),
             "Syy": s["Syy"] + _outer(s["sy"], eps) + _outer(eps, s["sy"]) + n * _outer(eps, eps),
-            "Sxy": s["Sxy"] + _outer(s["sx"], eps) + _outer(delta, s["sy"]) + n * _outer(delta, eps),
+            "Sxy": s["Sxy"]
+            + _outer(s["sx"], eps)
+            + _outer(delta, s["sy"])
+            + n * _outer(delta, eps),
             "ak": ak + 2 * sxd + n * D,
             "al": al + 2 * sye + n * E,
-            "kk": s["kk"] + 4 * _dot(s["kx"], delta) + 4 * _dot(delta, Sxx_d) + 2 * D * ak
-            + 4 * D * sxd + n * D * D,
-            "ll": s["ll"] + 4 * _dot(s["ly"], eps) + 4 * _dot(eps, Syy_e) + 2 * E * al
-            + 4 * E * sye + n * E * E,
-            "kl": s["kl"] + 2 * _dot(s["ky"], eps) + E * ak + 2 * _dot(s["lx"], delta)
-            + 4 * _dot(delta, Sxy_e) + 2 * E * sxd + D * al + 2 * D * sye + n * D * E,
+            "kk": s["kk"]
+            + 4 * _dot(s["kx"], delta)
+            + 4 * _dot(delta, Sxx_d)
+            + 2 * D * ak
+            + 4 * D * sxd
+            + n * D * D,
+            "ll": s["ll"]
+            + 4 * _dot(s["ly"], eps)
+            + 4 * _dot(eps, Syy_e)
+            + 2 * E * al
+            + 4 * E * sye
+            + n * E * E,
+            "kl": s["kl"]
+            + 2 * _dot(s["ky"], eps)
+            + E * ak
+            + 2 * _dot(s["lx"], delta)
+            + 4 * _dot(delta, Sxy_e)
+            + 2 * E * sxd
+            + D * al
+            + 2 * D * sye
+            + n * D * E,
             "kx": s["kx"] + ak * delta + 2 * Sxx_d + 2 * sxd * delta + D * s["sx"] + n * D * delta,
             "ky": s["ky"] + ak * eps + 2 * SyxT_d + 2 * sxd * eps + D * s["sy"] + n * D * eps,
             "lx": s["lx"] + al * delta + 2 * Sxy_e + 2 * sye * delta + E * s["sx"] + n * E * delta,
@@ -209,7 +230,9 @@ class LinearCKAAccumulator:
     def centered_terms(self) -> dict[str, Any]:
         """Sums about the exact data mean: ``c_xy, c_xx, c_yy`` and ``kl, kk, ll, sk, sl``."""
         if self.n == 0:
-            raise InsufficientDataError("the accumulator is empty; call update() with batches first.")
+            raise InsufficientDataError(
+                "the accumulator is empty; call update() with batches first."
+            )
         c = self._rebased(-self._s["sx"] / self.n, -self._s["sy"] / self.n)
         return {
             "c_xy": _dot(c["Sxy"], c["Sxy"]),
@@ -323,8 +346,9 @@ def iter_row_batches(
     if batch_size < 1:
         raise ShapeError(f"batch_size must be a positive number of rows, got {batch_size}.")
     starts = range(0, n, batch_size)
-    for i in tqdm(starts, desc=desc, disable=None if progress is None else not progress,
-                  leave=False):
+    for i in tqdm(
+        starts, desc=desc, disable=None if progress is None else not progress, leave=False
+    ):
         yield A[i : i + batch_size], B[i : i + batch_size]
 
 

@@ -81,7 +81,9 @@ class SimilarityTable:
 
     def filter(self, **equal: Any) -> SimilarityTable:
         """Rows whose columns equal the given values, e.g. ``table.filter(measure="cka")``."""
-        return SimilarityTable([r for r in self.rows if all(r.get(k) == v for k, v in equal.items())])
+        return SimilarityTable(
+            [r for r in self.rows if all(r.get(k) == v for k, v in equal.items())]
+        )
 
     def value(self, **equal: Any) -> float:
         """The single value matching the filter; raises ConfigError unless exactly one row."""

@@ -112,9 +112,7 @@ def prunable_parameters(
     if exclude is None:
         classifier_name(model)  # a model without a classifier is a clear error here
     try:
-        targets, _ = _compress_prunable(
-            model, exclude=exclude, exclude_classifier=exclude is None
-        )
+        targets, _ = _compress_prunable(model, exclude=exclude, exclude_classifier=exclude is None)
     except ConfigError as exc:
         raise ModelError(
             "The model has no prunable layer (conv or linear weights outside the excluded "
@@ -139,18 +137,23 @@ def init_gates(
     if not init > 0:
         raise ConfigError(f"Gates must start on (init > 0) to keep the full network; got {init}.")
     return {
-        name: torch.full(gate_shape(w, granularity), float(init), dtype=w.dtype,
-                         device=w.device, requires_grad=True)
+        name: torch.full(
+            gate_shape(w, granularity),
+            float(init),
+            dtype=w.dtype,
+            device=w.device,
+            requires_grad=True,
+        )
         for name, w in weights.items()
     }
 
 
-def hard_mask(gates: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
-              ) -> dict[str, torch.Tensor]:
+def hard_mask(
+    gates: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """The binary mask of gates that stay on (``m >= 0``, i.e. gate value 1), weight-shaped."""
     return {
-        name: (m.detach() >= 0).expand_as(weights[name]).clone().cpu()
-        for name, m in gates.items()
+        name: (m.detach() >= 0).expand_as(weights[name]).clone().cpu() for name, m in gates.items()
     }
 
 

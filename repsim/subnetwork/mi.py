@@ -65,8 +65,9 @@ def mutual_information(
     n, k = p.shape
     b = torch.as_tensor(bias, device=p.device).long()
     if b.ndim != 1 or len(b) != n:
-        raise ShapeError(f"bias must be 1-D with {n} entries (one per row of probs), got "
-                         f"shape {tuple(b.shape)}.")
+        raise ShapeError(
+            f"bias must be 1-D with {n} entries (one per row of probs), got shape {tuple(b.shape)}."
+        )
     if k < 2:
         raise DataError("Mutual information needs at least 2 bias values (K >= 2).")
     if n == 0:
@@ -84,7 +85,10 @@ def mutual_information(
     pb = joint.sum(1, keepdim=True)
     pp = joint.sum(0, keepdim=True)
     ratio = joint / (pb * pp).clamp_min(torch.finfo(p.dtype).tiny)
-    terms = torch.where(joint > 0, joint * torch.log(ratio.clamp_min(torch.finfo(p.dtype).tiny)),
-                        torch.zeros_like(joint))
+    terms = torch.where(
+        joint > 0,
+        joint * torch.log(ratio.clamp_min(torch.finfo(p.dtype).tiny)),
+        torch.zeros_like(joint),
+    )
     mi = terms.sum().clamp_min(0.0)
     return mi / math.log(k) if normalise else mi

@@ -30,9 +30,7 @@ from repsim.subnetwork.search import _bias_array, apply_mask, cell_weights, spar
 from repsim.train import evaluate
 
 
-def magnitude_mask(
-    model: nn.Module, names: list[str], sparsity: float
-) -> Mask:
+def magnitude_mask(model: nn.Module, names: list[str], sparsity: float) -> Mask:
     """Global magnitude (L1) pruning mask over the parameters ``names`` at ``sparsity``.
 
     Keeps the ``N - round(sparsity * N)`` weights of largest ``|w|`` over all ``N`` weights of
@@ -42,8 +40,14 @@ def magnitude_mask(
     wanted = {n.rsplit(".", 1)[0] for n in names}
     candidates, _ = compress_prunable(model, exclude_classifier=False)
     exclude = [n for n, _m in candidates if n not in wanted]
-    pruned, _ = prune(model, sparsity, method="magnitude", scope="global", exclude=exclude,
-                      exclude_classifier=False)
+    pruned, _ = prune(
+        model,
+        sparsity,
+        method="magnitude",
+        scope="global",
+        exclude=exclude,
+        exclude_classifier=False,
+    )
     mask = Mask.from_model(pruned)
     if set(mask) != set(names):
         raise MaskError(f"Magnitude pruning covered {sorted(mask)}, expected {sorted(names)}.")
@@ -51,23 +55,27 @@ def magnitude_mask(
 
 
 @torch.no_grad()
-def bottleneck_features(model: nn.Module, data: GroupedData, bottleneck: str | None = None,
-                        batch_size: int = 512) -> np.ndarray:
+def bottleneck_features(
+    model: nn.Module, data: GroupedData, bottleneck: str | None = None, batch_size: int = 512
+) -> np.ndarray:
     """The bottleneck feature (input of the classifier) on ``data``, ``[n, d]`` float64."""
     model.eval()
     name = bottleneck or classifier_name(model)
     out = []
     with capture_input(model, name) as store:
         for start in range(0, len(data), batch_size):
-            model(torch.from_numpy(data.x[start:start + batch_size]))
+            model(torch.from_numpy(data.x[start : start + batch_size]))
             feats = store.pop()
             out.append(feats.reshape(len(feats), -1).double())
     return torch.cat(out).numpy()
 
 
 def bias_probe_accuracy(
-    train_feats: np.ndarray, train_bias: np.ndarray, train_y: np.ndarray,
-    test_feats: np.ndarray, test_bias: np.ndarray,
+    train_feats: np.ndarray,
+    train_bias: np.ndarray,
+    train_y: np.ndarray,
+    test_feats: np.ndarray,
+    test_bias: np.ndarray,
 ) -> float:
     """Accuracy of a linear bias probe trained with (class, bias)-balanced weights.
 
@@ -79,8 +87,11 @@ def bias_probe_accuracy(
     clf = LogisticRegression(max_iter=2000, C=1.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        clf.fit(scaler.transform(train_feats), train_bias,
-                sample_weight=cell_weights(train_y, train_bias, 1.0))
+        clf.fit(
+            scaler.transform(train_feats),
+            train_bias,
+            sample_weight=cell_weights(train_y, train_bias, 1.0),
+        )
     return float(np.mean(clf.predict(scaler.transform(test_feats)) == test_bias))
 
 
@@ -150,8 +161,12 @@ def compare_subnetwork(
             row["aligned_acc"] = _group_acc(ev.predictions, ev.labels, g, 0)
             row["conflicting_acc"] = _group_acc(ev.predictions, ev.labels, g, 1)
         row["bias_probe_acc"] = bias_probe_accuracy(
-            bottleneck_features(model, train), b_train, np.asarray(train.y),
-            bottleneck_features(model, test), b_test)
+            bottleneck_features(model, train),
+            b_train,
+            np.asarray(train.y),
+            bottleneck_features(model, test),
+            b_test,
+        )
         row["bias_chance"] = float(np.bincount(b_test).max() / len(b_test))
         row["sparsity"] = 0.0 if name == "vanilla" else sparsity
         rows.append(row)
@@ -162,16 +177,27 @@ def compare_subnetwork(
 
     out["shift"] = {}
     for name in ("subnetwork", "magnitude"):
-        shift = compression_shift(y_true=np.asarray(test.y), dense_preds=preds["vanilla"],
-                                  compressed_preds=preds[name], groups=test.groups,
-                                  on_undefined="drop")
-        out["shift"][name] = {"cev": float(shift.cev), "sde": float(shift.sde),
-                              "classes_used": list(shift.classes_used)}
+        shift = compression_shift(
+            y_true=np.asarray(test.y),
+            dense_preds=preds["vanilla"],
+            compressed_preds=preds[name],
+            groups=test.groups,
+            on_undefined="drop",
+        )
+        out["shift"][name] = {
+            "cev": float(shift.cev),
+            "sde": float(shift.sde),
+            "classes_used": list(shift.classes_used),
+        }
     layers = [n.rsplit(".", 1)[0] for n in mask]
     caps = {k: record(m, test, layers=layers, reduction="mean") for k, m in models.items()}
     out["cka"] = [
-        {"layer": layer, "model": k, "cka": float(cka(np.asarray(caps["vanilla"][layer]),
-                                                      np.asarray(caps[k][layer])))}
-        for layer in layers for k in ("subnetwork", "magnitude")
+        {
+            "layer": layer,
+            "model": k,
+            "cka": float(cka(np.asarray(caps["vanilla"][layer]), np.asarray(caps[k][layer]))),
+        }
+        for layer in layers
+        for k in ("subnetwork", "magnitude")
     ]
     return out

@@ -178,10 +178,11 @@ def _score(model, gates, head, bottleneck, x, y, b, batch_size=1024):
     """Validation task accuracy and bias-head accuracy of the hard-masked model."""
     correct = bias_correct = 0
     for start in range(0, len(x), batch_size):
-        logits, feats = gated_forward(model, x[start:start + batch_size], gates, 1.0,
-                                      bottleneck=bottleneck, hard=True)
-        correct += int((logits.argmax(1) == y[start:start + batch_size]).sum())
-        bias_correct += int((head(feats).argmax(1) == b[start:start + batch_size]).sum())
+        logits, feats = gated_forward(
+            model, x[start : start + batch_size], gates, 1.0, bottleneck=bottleneck, hard=True
+        )
+        correct += int((logits.argmax(1) == y[start : start + batch_size]).sum())
+        bias_correct += int((head(feats).argmax(1) == b[start : start + batch_size]).sum())
     return correct / len(x), bias_correct / len(x)
 
 
@@ -318,8 +319,9 @@ def search(
             "to remove. Check the attribute (it needs at least 2 distinct values)."
         )
     if val is None:
-        warnings.warn("No validation split given; model selection uses the training data.",
-                      stacklevel=2)
+        warnings.warn(
+            "No validation split given; model selection uses the training data.", stacklevel=2
+        )
         val = data
     vb_spec = bias_labels if val_bias_labels is None else val_bias_labels
     b_val = _bias_array(val, vb_spec, f"{val.name}/{val.split}")
@@ -329,16 +331,33 @@ def search(
     dev = next(model.parameters()).device
 
     config = {
-        "granularity": granularity, "objective": objective, "gamma": gamma,
-        "reweight": reweight, "target_sparsity": target_sparsity,
-        "sparsity_weight": sparsity_weight, "steps": steps, "batch_size": batch_size, "lr": lr,
-        "head_lr": head_lr, "tau": tau, "tau_decay": tau_decay, "tau_min": tau_min,
-        "plateau_patience": plateau_patience, "plateau_delta": plateau_delta,
-        "eval_every": eval_every, "max_acc_drop": max_acc_drop, "selection": selection,
+        "granularity": granularity,
+        "objective": objective,
+        "gamma": gamma,
+        "reweight": reweight,
+        "target_sparsity": target_sparsity,
+        "sparsity_weight": sparsity_weight,
+        "steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "head_lr": head_lr,
+        "tau": tau,
+        "tau_decay": tau_decay,
+        "tau_min": tau_min,
+        "plateau_patience": plateau_patience,
+        "plateau_delta": plateau_delta,
+        "eval_every": eval_every,
+        "max_acc_drop": max_acc_drop,
+        "selection": selection,
         "gate_init": gate_init,
-        "exclude": exclude, "bottleneck": bn, "seed": seed, "n_bias": n_bias,
-        "model": model_fingerprint(model), "data": data.fingerprint(),
-        "val": val.fingerprint(), "bias": hashlib.sha256(b_train.tobytes()).hexdigest()[:16],
+        "exclude": exclude,
+        "bottleneck": bn,
+        "seed": seed,
+        "n_bias": n_bias,
+        "model": model_fingerprint(model),
+        "data": data.fingerprint(),
+        "val": val.fingerprint(),
+        "bias": hashlib.sha256(b_train.tobytes()).hexdigest()[:16],
     }
     chash = _config_hash(config)
 
@@ -348,7 +367,8 @@ def search(
     y_all = torch.from_numpy(np.asarray(data.y, dtype=np.int64)).to(dev)
     b_all = torch.from_numpy(b_train).to(dev)
     w_all = torch.from_numpy(cell_weights(np.asarray(data.y), b_train, reweight)).to(
-        dev, x_all.dtype)
+        dev, x_all.dtype
+    )
     xv = torch.from_numpy(np.ascontiguousarray(val.x)).to(dev)
     yv = torch.from_numpy(np.asarray(val.y, dtype=np.int64)).to(dev)
     bv = torch.from_numpy(b_val).to(dev)
@@ -367,8 +387,15 @@ def search(
     gen = torch.Generator().manual_seed(seed)
     n = len(data)
     st: dict[str, Any] = {
-        "step": 0, "tau": float(tau), "order": torch.randperm(n, generator=gen), "pos": 0,
-        "log": [], "evals": [], "best_mi": math.inf, "bad_windows": 0, "best": None,
+        "step": 0,
+        "tau": float(tau),
+        "order": torch.randperm(n, generator=gen),
+        "pos": 0,
+        "log": [],
+        "evals": [],
+        "best_mi": math.inf,
+        "bad_windows": 0,
+        "best": None,
         "done": False,
     }
     vanilla_acc, _ = _score(model, None, head, bn, xv, yv, bv)
@@ -380,8 +407,9 @@ def search(
     if resume:
         ckpt_file = run_path / CHECKPOINT  # type: ignore[operator]
         if not ckpt_file.exists():
-            raise ConfigError(f"Nothing to resume: {ckpt_file} does not exist. Run without "
-                              "--resume to start.")
+            raise ConfigError(
+                f"Nothing to resume: {ckpt_file} does not exist. Run without --resume to start."
+            )
         ckpt = torch.load(ckpt_file, weights_only=False)
         if ckpt["config_hash"] != chash:
             raise ConfigError(
@@ -400,27 +428,40 @@ def search(
     def checkpoint() -> None:
         if run_path is None:
             return
-        _atomic_torch_save({
-            "config_hash": chash, "gates": {k: v.detach().clone() for k, v in gates.items()},
-            "head": head.state_dict(), "gate_opt": gate_opt.state_dict(),
-            "head_opt": head_opt.state_dict(), "gen": gen.get_state(), "state": st,
-        }, run_path / CHECKPOINT)
+        _atomic_torch_save(
+            {
+                "config_hash": chash,
+                "gates": {k: v.detach().clone() for k, v in gates.items()},
+                "head": head.state_dict(),
+                "gate_opt": gate_opt.state_dict(),
+                "head_opt": head_opt.state_dict(),
+                "gen": gen.get_state(),
+                "state": st,
+            },
+            run_path / CHECKPOINT,
+        )
         _atomic_json({"log": st["log"], "evals": st["evals"]}, run_path / LOG)
 
-    bar = tqdm(total=steps, initial=st["step"], desc="subnetwork",
-               disable=None if progress is None else not progress, leave=False)
+    bar = tqdm(
+        total=steps,
+        initial=st["step"],
+        desc="subnetwork",
+        disable=None if progress is None else not progress,
+        leave=False,
+    )
     try:
         while st["step"] < steps and not st["done"]:
             if st["pos"] >= n:
                 st["order"], st["pos"] = torch.randperm(n, generator=gen), 0
-            idx = st["order"][st["pos"]: st["pos"] + batch_size].to(dev)
+            idx = st["order"][st["pos"] : st["pos"] + batch_size].to(dev)
             st["pos"] += batch_size
             xb, yb, bb, wb = x_all[idx], y_all[idx], b_all[idx], w_all[idx]
             t = st["tau"]
             logits, feats = gated_forward(model, xb, gates, t, bottleneck=bn)
             head_opt.zero_grad(set_to_none=True)
-            head_loss = (F.cross_entropy(head(feats.detach()), bb, reduction="none") * wb
-                         ).sum() / wb.sum()
+            head_loss = (
+                F.cross_entropy(head(feats.detach()), bb, reduction="none") * wb
+            ).sum() / wb.sum()
             head_loss.backward()
             head_opt.step()
             ce = (F.cross_entropy(logits, yb, reduction="none") * wb).sum() / wb.sum()
@@ -433,15 +474,37 @@ def search(
             loss.backward()
             gate_opt.step()
             st["step"] += 1
-            terms = {"step": st["step"], "tau": t, "loss": float(loss.detach()), "ce": float(ce.detach()),
-                     "mi": float(mi.detach()), "head_loss": float(head_loss.detach()),
-                     "density": float(density.detach())}
+            terms = {
+                "step": st["step"],
+                "tau": t,
+                "loss": float(loss.detach()),
+                "ce": float(ce.detach()),
+                "mi": float(mi.detach()),
+                "head_loss": float(head_loss.detach()),
+                "density": float(density.detach()),
+            }
             st["log"].append(terms)
             bar.update(1)
             if st["step"] % eval_every == 0 or st["step"] == steps:
-                _evaluate(st, model, gates, head, bn, xv, yv, bv, vanilla_acc, max_acc_drop,
-                          selection, bias_chance, eval_every, plateau_delta, plateau_patience, tau_decay,
-                          tau_min)
+                _evaluate(
+                    st,
+                    model,
+                    gates,
+                    head,
+                    bn,
+                    xv,
+                    yv,
+                    bv,
+                    vanilla_acc,
+                    max_acc_drop,
+                    selection,
+                    bias_chance,
+                    eval_every,
+                    plateau_delta,
+                    plateau_patience,
+                    tau_decay,
+                    tau_min,
+                )
                 bar.set_postfix(tau=st["tau"], mi=round(terms["mi"], 4))
             if on_step is not None:
                 on_step(st["step"], terms)
@@ -456,22 +519,29 @@ def search(
     if st["best"] is None:
         warnings.warn(
             "No evaluated mask kept validation accuracy within max_acc_drop of the vanilla "
-            "model; returning the final mask. Raise max_acc_drop or lower gamma.", stacklevel=2)
+            "model; returning the final mask. Raise max_acc_drop or lower gamma.",
+            stacklevel=2,
+        )
         chosen_step, mask, chosen = st["step"], final, None
     else:
         chosen_step, mask, chosen = st["best"]["step"], st["best"]["mask"], st["best"]
     sp = sparsity_report(mask)
-    negs = [m.detach()[m.detach() < 0].max() for m in gates.values()
-            if bool((m.detach() < 0).any())]
+    negs = [
+        m.detach()[m.detach() < 0].max() for m in gates.values() if bool((m.detach() < 0).any())
+    ]
     max_off = float(2 * torch.sigmoid(max(negs) / st["tau"])) if negs else 0.0
     record = {
         "method": "BISE-style learned pruning mask (frozen weights)",
         "settings": {k: v for k, v in config.items() if k not in ("model", "data", "val")},
-        "model_fingerprint": config["model"], "data_fingerprint": config["data"],
+        "model_fingerprint": config["model"],
+        "data_fingerprint": config["data"],
         "chosen_step": chosen_step,
         "chosen": None if chosen is None else {k: v for k, v in chosen.items() if k != "mask"},
-        "vanilla_val_acc": vanilla_acc, "bias_chance": bias_chance,
-        "final_step": st["step"], "final_tau": st["tau"], "max_off_gate": max_off,
+        "vanilla_val_acc": vanilla_acc,
+        "bias_chance": bias_chance,
+        "final_step": st["step"],
+        "final_tau": st["tau"],
+        "max_off_gate": max_off,
         "final_sparsity": sparsity_report(final)["overall"],
         "sparsity": sp,
         "objective_terms_last": st["log"][-1] if st["log"] else None,
@@ -480,13 +550,28 @@ def search(
     if run_path is not None:
         _atomic_json(record, run_path / "record.json")
         out_mask.save(run_path / "mask", chosen_step=chosen_step)
-    return SearchResult(mask=out_mask, record=record, log=list(st["log"]),
-                        evals=list(st["evals"]))
+    return SearchResult(mask=out_mask, record=record, log=list(st["log"]), evals=list(st["evals"]))
 
 
-def _evaluate(st, model, gates, head, bn, xv, yv, bv, vanilla_acc, max_acc_drop, selection,
-              bias_chance,
-              eval_every, plateau_delta, plateau_patience, tau_decay, tau_min) -> None:
+def _evaluate(
+    st,
+    model,
+    gates,
+    head,
+    bn,
+    xv,
+    yv,
+    bv,
+    vanilla_acc,
+    max_acc_drop,
+    selection,
+    bias_chance,
+    eval_every,
+    plateau_delta,
+    plateau_patience,
+    tau_decay,
+    tau_min,
+) -> None:
     """Score the hard mask on validation, update the selection and anneal on a plateau."""
     acc, bias_acc = _score(model, gates, head, bn, xv, yv, bv)
     named = dict(model.named_parameters())
@@ -494,9 +579,15 @@ def _evaluate(st, model, gates, head, bn, xv, yv, bv, vanilla_acc, max_acc_drop,
     kept = sum(int(v.sum()) for v in mask.values())
     total = sum(v.numel() for v in mask.values())
     eligible = acc >= vanilla_acc - max_acc_drop
-    entry = {"step": st["step"], "tau": st["tau"], "val_acc": acc, "val_bias_acc": bias_acc,
-             "bias_chance": bias_chance, "sparsity": 1.0 - kept / total,
-             "eligible": bool(eligible)}
+    entry = {
+        "step": st["step"],
+        "tau": st["tau"],
+        "val_acc": acc,
+        "val_bias_acc": bias_acc,
+        "bias_chance": bias_chance,
+        "sparsity": 1.0 - kept / total,
+        "eligible": bool(eligible),
+    }
     st["evals"].append(entry)
     if eligible:
         score = abs(bias_acc - bias_chance) if selection == "bias-head" else -acc

@@ -16,6 +16,7 @@ if __name__ == "__main__":
     path, batch = sys.argv[1], int(sys.argv[2])
     data = load_dataset("digits").test
     store = ActivationStore(path, chunk_bytes=CHUNK_BYTES)
-    record(tiny_resnet(slow=True), data, layers=LAYERS, store=store, batch_size=batch,
-           progress=False)
+    record(
+        tiny_resnet(slow=True), data, layers=LAYERS, store=store, batch_size=batch, progress=False
+    )
     print("done", flush=True)

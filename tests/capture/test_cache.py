@@ -43,8 +43,9 @@ def test_store_roundtrip_layout_and_provenance(tmp_path, data):
     model = tiny_resnet()
     mem = record(model, data, ["stem", "block1", "fc:input"], batch_size=32, progress=False)
     store = ActivationStore(tmp_path / "c", chunk_bytes=8192)
-    cap = record(model, data, ["stem", "block1", "fc:input"], store=store, batch_size=32,
-                 progress=False)
+    cap = record(
+        model, data, ["stem", "block1", "fc:input"], store=store, batch_size=32, progress=False
+    )
     for layer in cap:
         assert isinstance(cap[layer], zarr.Array)
         np.testing.assert_array_equal(cap.numpy(layer), mem[layer])
@@ -132,8 +133,7 @@ def _corrupt_and_rebuild(store, data, damage):
     damage(entry_dir(store, ref))
     problems = store.verify()
     assert problems, "verify must report the damage"
-    rebuilt = record(model, data, ["block1", "block2"], store=store, batch_size=32,
-                     progress=False)
+    rebuilt = record(model, data, ["block1", "block2"], store=store, batch_size=32, progress=False)
     for k, v in expected.items():
         np.testing.assert_array_equal(rebuilt.numpy(k), v)
     assert store.verify() == []
@@ -142,8 +142,9 @@ def _corrupt_and_rebuild(store, data, damage):
 
 def test_lost_chunk_is_reported_and_rebuilt(tmp_path, data):
     def damage(d):
-        chunks = sorted(p for p in (d / "block1@flatten").rglob("*") if p.is_file()
-                        and p.name != "zarr.json")
+        chunks = sorted(
+            p for p in (d / "block1@flatten").rglob("*") if p.is_file() and p.name != "zarr.json"
+        )
         chunks[0].unlink()
 
     problems = _corrupt_and_rebuild(ActivationStore(tmp_path, chunk_bytes=4096), data, damage)
@@ -152,7 +153,8 @@ def test_lost_chunk_is_reported_and_rebuilt(tmp_path, data):
 
 def test_garbage_metadata_is_reported_and_rebuilt(tmp_path, data):
     problems = _corrupt_and_rebuild(
-        ActivationStore(tmp_path), data,
+        ActivationStore(tmp_path),
+        data,
         lambda d: (d / "block2@flatten" / "zarr.json").write_text("{not json"),
     )
     assert any("unreadable" in p.reason for p in problems)
@@ -190,11 +192,18 @@ def test_rm(tmp_path, data):
 
 
 def _worker(path, batch, sleep):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "REPSIM_TEST_SLEEP": str(sleep),
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "REPSIM_TEST_SLEEP": str(sleep),
+        "OMP_NUM_THREADS": "1",
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "tests.capture.kill_worker", str(path), str(batch)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -226,11 +235,13 @@ def test_killed_capture_resumes_bit_identical(tmp_path):
     store = ActivationStore(path, chunk_bytes=CHUNK_BYTES)
     assert store.keys() == []  # nothing visible as an entry
     assert any(".tmp" in p.key for p in store.verify())
-    resumed = record(tiny_resnet(slow=True), data_all, LAYERS, store=store, batch_size=20,
-                     progress=False)
+    resumed = record(
+        tiny_resnet(slow=True), data_all, LAYERS, store=store, batch_size=20, progress=False
+    )
     clean_store = ActivationStore(tmp_path / "clean", chunk_bytes=CHUNK_BYTES)
-    clean = record(tiny_resnet(slow=True), data_all, LAYERS, store=clean_store, batch_size=20,
-                   progress=False)
+    clean = record(
+        tiny_resnet(slow=True), data_all, LAYERS, store=clean_store, batch_size=20, progress=False
+    )
     for layer in LAYERS:
         a, b = resumed.numpy(layer), clean.numpy(layer)
         assert a.tobytes() == b.tobytes()

@@ -51,8 +51,11 @@ def test_capture_equals_manual_forward(data, reduction):
     for layer in layers:
         t = ref[layer]
         if t.ndim == 4:
-            t = {"flatten": t.reshape(len(t), -1), "mean": t.mean(dim=(2, 3)),
-                 "max": t.amax(dim=(2, 3))}[reduction]
+            t = {
+                "flatten": t.reshape(len(t), -1),
+                "mean": t.mean(dim=(2, 3)),
+                "max": t.amax(dim=(2, 3)),
+            }[reduction]
         np.testing.assert_allclose(cap[layer], t.numpy(), rtol=1e-5, atol=1e-5, err_msg=layer)
         assert cap[layer].dtype == np.float32 and cap[layer].shape[0] == len(data)
     np.testing.assert_allclose(cap.logits, ref["fc"].numpy(), rtol=1e-5, atol=1e-5)
@@ -69,14 +72,20 @@ def test_inplace_ops_do_not_corrupt_capture(data):
     ref = manual(model, data.x)
     # bn1 is followed by an in-place ReLU, conv2 by ``out += x``: captured values are pre-op
     assert (cap["block1.bn1"] < 0).any()
-    np.testing.assert_allclose(cap["block1.conv2"], ref["block1.conv2"].reshape(len(data), -1),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        cap["block1.conv2"], ref["block1.conv2"].reshape(len(data), -1), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_input_suffix_captures_module_input(data):
     model = tiny_resnet()
-    cap = record(model, data, ["flatten", "fc:input", "block1.relu1:input", "block1.bn1"],
-                 batch_size=50, progress=False)
+    cap = record(
+        model,
+        data,
+        ["flatten", "fc:input", "block1.relu1:input", "block1.bn1"],
+        batch_size=50,
+        progress=False,
+    )
     np.testing.assert_array_equal(cap["fc:input"], cap["flatten"])
     # the in-place ReLU's input is bn1's output, captured before the ReLU overwrote it
     np.testing.assert_array_equal(cap["block1.relu1:input"], cap["block1.bn1"])
@@ -113,8 +122,13 @@ def test_shuffled_loader_and_bad_items_are_rejected(data):
 
 def test_record_reductions_matches_separate_records(data):
     model = tiny_resnet()
-    both = record_reductions(model, data, {"mean": "block?", "flatten": ["block2", "stem"]},
-                             batch_size=64, progress=False)
+    both = record_reductions(
+        model,
+        data,
+        {"mean": "block?", "flatten": ["block2", "stem"]},
+        batch_size=64,
+        progress=False,
+    )
     assert set(both) == {"mean", "flatten"}
     for red, cap in both.items():
         single = record(model, data, list(cap), reduction=red, batch_size=64, progress=False)
@@ -151,13 +165,20 @@ def test_hooks_removed_after_exception_user_hooks_kept(data, exc):
             raise exc("boom")
 
     model.block2.conv1.register_forward_pre_hook(explode)
-    counts = {n: (len(m._forward_hooks), len(m._forward_pre_hooks))
-              for n, m in model.named_modules()}
+    counts = {
+        n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()
+    }
     with pytest.raises(exc):
-        record(model, data, ["block1", "block2", "block2.conv1:input", "fc"], batch_size=30,
-               progress=False)
-    after = {n: (len(m._forward_hooks), len(m._forward_pre_hooks))
-             for n, m in model.named_modules()}
+        record(
+            model,
+            data,
+            ["block1", "block2", "block2.conv1:input", "fc"],
+            batch_size=30,
+            progress=False,
+        )
+    after = {
+        n: (len(m._forward_hooks), len(m._forward_pre_hooks)) for n, m in model.named_modules()
+    }
     assert after == counts
     assert user.id in model.block2._forward_hooks
 

@@ -25,18 +25,26 @@ def test_select_by_name_glob_type_callable():
     assert select_layers(model, "block1.conv1") == ["block1.conv1"]
     assert select_layers(model, "block?") == ["block1", "block2"]
     assert select_layers(model, "block1.*") == [
-        "block1.conv1", "block1.bn1", "block1.relu1", "block1.conv2", "block1.relu2"
+        "block1.conv1",
+        "block1.bn1",
+        "block1.relu1",
+        "block1.conv2",
+        "block1.relu2",
     ]
     assert select_layers(model, nn.BatchNorm2d) == ["block1.bn1", "block2.bn1"]
     assert select_layers(model, lambda n, m: n.endswith("conv2")) == [
-        "block1.conv2", "block2.conv2"
+        "block1.conv2",
+        "block2.conv2",
     ]
     # model order, no duplicates, :input after the module's own name
     assert select_layers(model, ["fc:input", "block2", "fc", "block2"]) == [
-        "block2", "fc", "fc:input"
+        "block2",
+        "fc",
+        "fc:input",
     ]
     assert select_layers(model, "block*.conv1:input") == [
-        "block1.conv1:input", "block2.conv1:input"
+        "block1.conv1:input",
+        "block2.conv1:input",
     ]
 
 

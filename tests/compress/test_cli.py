@@ -30,8 +30,22 @@ def test_prune_quantize_distill(tmp_path, cnn, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["bits"] == 4 and all(v["max_levels"] <= 15 for v in out["layers"].values())
 
-    assert _run(["distill", str(dense), str(tmp_path / "p.safetensors"), "--dataset",
-                 "digits-imbalanced", "--epochs", "1", "--out", str(tmp_path / "s")]) == 0
+    assert (
+        _run(
+            [
+                "distill",
+                str(dense),
+                str(tmp_path / "p.safetensors"),
+                "--dataset",
+                "digits-imbalanced",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     student = load_model(tmp_path / "s")
     assert (student.fc.weight[~student.fc.weight_mask.bool()] == 0).all()
@@ -41,15 +55,25 @@ def test_prune_quantize_distill(tmp_path, cnn, capsys):
 def test_prune_finetune_needs_dataset(tmp_path, cnn):
     dense = save_model(cnn, tmp_path / "dense")
     with pytest.raises(ConfigError, match="--dataset"):
-        _run(["prune", str(dense), "--sparsity", "0.5", "--epochs", "1", "--out",
-              str(tmp_path / "p")])
+        _run(
+            [
+                "prune",
+                str(dense),
+                "--sparsity",
+                "0.5",
+                "--epochs",
+                "1",
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
 
 
 def test_family_plan_and_build(tmp_path, capsys):
     cfg = tmp_path / "f.toml"
     cfg.write_text(
         '[family]\nname = "cli"\ndataset = "digits"\nmodel = "mlp"\nseeds = [0]\n'
-        'model_options = {hidden = [16]}\n[family.train]\nepochs = 1\n'
+        "model_options = {hidden = [16]}\n[family.train]\nepochs = 1\n"
         '[[family.compression]]\nmethod = "magnitude"\nsparsities = [0.5]\nfinetune_epochs = 1\n'
     )
     cache = str(tmp_path / "cache")

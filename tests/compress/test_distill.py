@@ -32,8 +32,7 @@ def test_kd_loss_hand_computation():
     pt, pst = _softmax(t / T), _softmax(s / T)
     kl = np.sum(pt * (np.log(pt) - np.log(pst))) / 5
     expected = gamma * ce + alpha * T**2 * kl
-    got = kd_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), T=T, alpha=alpha,
-                  gamma=gamma)
+    got = kd_loss(torch.tensor(s), torch.tensor(t), torch.tensor(y), T=T, alpha=alpha, gamma=gamma)
     assert math.isclose(float(got), expected, rel_tol=1e-10)
 
 
@@ -41,8 +40,9 @@ def test_kd_loss_identities():
     z = torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     # identical logits: only the CE term is left
-    assert torch.allclose(kd_loss(z, z, y, gamma=1.0, alpha=5.0),
-                          torch.nn.functional.cross_entropy(z, y))
+    assert torch.allclose(
+        kd_loss(z, z, y, gamma=1.0, alpha=5.0), torch.nn.functional.cross_entropy(z, y)
+    )
     with pytest.raises(ModelError, match="same output size"):
         kd_loss(z, torch.randn(6, 4), y)
 
@@ -70,8 +70,9 @@ def teacher(digits):
 def test_distill_pruned_student_keeps_zeros(teacher, digits):
     student, rec = prune(teacher, 0.9)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    out, res = distill(teacher, student, digits.train, epochs=2, lr=3e-3, seed=0,
-                       test=digits.test, progress=False)
+    out, res = distill(
+        teacher, student, digits.train, epochs=2, lr=3e-3, seed=0, test=digits.test, progress=False
+    )
     mask = out.fc.weight_mask.bool()
     assert (out.fc.weight[~mask] == 0).all()
     assert int((out.fc.weight == 0).sum()) >= rec.layers["fc.weight"]["n_zero"]
@@ -88,18 +89,26 @@ def test_distill_deterministic(teacher, digits):
     a, _ = distill(teacher, small, digits.train, epochs=1, seed=1, progress=False)
     b, res = distill(teacher, small, digits, epochs=1, seed=1, progress=False)
     assert res.test is not None and len(res.test.labels) == len(digits.test)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
-                                                 b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_distill_attention_transfer(teacher, digits):
     student = build_model("cnn", input_shape=(1, 8, 8), n_classes=10, seed=7, width=8)
-    out, res = distill(teacher, student, digits.train, epochs=1, seed=0, progress=False,
-                       attention=["features.relu2", "features.relu3"], beta=10.0)
+    out, res = distill(
+        teacher,
+        student,
+        digits.train,
+        epochs=1,
+        seed=0,
+        progress=False,
+        attention=["features.relu2", "features.relu3"],
+        beta=10.0,
+    )
     assert np.isfinite(res.history[-1]["train_loss"])
     with pytest.raises(LayerNotFoundError, match="features.relu2"):
-        distill(teacher, student, digits.train, epochs=1, attention=["features.relu_2"],
-                progress=False)
+        distill(
+            teacher, student, digits.train, epochs=1, attention=["features.relu_2"], progress=False
+        )
 
 
 def test_different_output_sizes(teacher, digits):

@@ -131,8 +131,12 @@ def test_classifier_is_last_linear(cnn, mlp):
 
 def test_exclude_names_and_globs(cnn):
     _, rec = prune(cnn, 0.5, exclude=["features.conv[12]", "fc.weight"])
-    assert set(rec.excluded) == {"features.conv1.weight", "features.conv2.weight",
-                                 "fc.weight", "classifier.weight"}
+    assert set(rec.excluded) == {
+        "features.conv1.weight",
+        "features.conv2.weight",
+        "fc.weight",
+        "classifier.weight",
+    }
     assert list(rec.layers) == ["features.conv3.weight"]
     with pytest.raises(ConfigError, match="Nothing left"):
         prune(cnn, 0.5, exclude=["*"])
@@ -174,5 +178,6 @@ def test_bias_and_batchnorm_not_pruned(cnn):
     pruned, _ = prune(cnn, 0.9)
     names = [n for n, _ in pruned.named_buffers() if n.endswith("_mask")]
     assert all(n.endswith("weight_mask") for n in names)
-    assert not any(isinstance(dict(pruned.named_modules())[n.rsplit(".", 1)[0]], nn.BatchNorm2d)
-                   for n in names)
+    assert not any(
+        isinstance(dict(pruned.named_modules())[n.rsplit(".", 1)[0]], nn.BatchNorm2d) for n in names
+    )

@@ -15,8 +15,8 @@ def test_levels_per_channel(cnn, bits):
         if hasattr(mod, "weight") and mod.weight is not None and mod.weight.ndim >= 2:
             w = mod.weight.detach().reshape(mod.weight.shape[0], -1)
             for row in w:
-                assert torch.unique(row).numel() <= 2 ** bits - 1
-            assert rec.layers[f"{name}.weight"]["max_levels"] <= 2 ** bits - 1
+                assert torch.unique(row).numel() <= 2**bits - 1
+            assert rec.layers[f"{name}.weight"]["max_levels"] <= 2**bits - 1
     # names unchanged (hookable)
     assert [n for n, _ in q.named_modules()] == [n for n, _ in cnn.named_modules()]
 
@@ -85,8 +85,13 @@ def test_int8_matches_torch_ao(mlp):
 
 def test_activation_quantisation(cnn):
     q, rec = quantize(cnn, 8, activations=True, calibration=X)
-    assert set(rec.activations) == {"features.conv1", "features.conv2", "features.conv3", "fc",
-                                    "classifier"}
+    assert set(rec.activations) == {
+        "features.conv1",
+        "features.conv2",
+        "features.conv3",
+        "fc",
+        "classifier",
+    }
     outs = {}
     q.fc.register_forward_hook(lambda m, i, o: outs.setdefault("fc", o))
     q.eval()

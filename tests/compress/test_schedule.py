@@ -13,22 +13,28 @@ from repsim.train import fit
 
 
 def test_agp_formula_and_events():
-    ev = agp_schedule(100, initial=0.1, final=0.9, start_fraction=0.2, end_fraction=0.6,
-                      n_prunes=4)
+    ev = agp_schedule(100, initial=0.1, final=0.9, start_fraction=0.2, end_fraction=0.6, n_prunes=4)
     steps = [s for s, _ in ev]
     assert steps == [20, 30, 40, 50, 60]
     for j, (step, s) in enumerate(ev):
         assert s == pytest.approx(0.9 + (0.1 - 0.9) * (1 - j / 4) ** 3)
-        assert s == pytest.approx(agp_sparsity(step, initial=0.1, final=0.9, start=20, n=4,
-                                               interval=10))
+        assert s == pytest.approx(
+            agp_sparsity(step, initial=0.1, final=0.9, start=20, n=4, interval=10)
+        )
     assert ev[0][1] == pytest.approx(0.1) and ev[-1][1] == pytest.approx(0.9)
     assert all(b > a for (_, a), (_, b) in zip(ev, ev[1:]))
     assert agp_sparsity(1000, initial=0.1, final=0.9, start=20, n=4, interval=10) == 0.9
 
 
-@pytest.mark.parametrize("kw", [dict(final=1.0), dict(final=0.5, initial=0.6),
-                                dict(final=0.5, start_fraction=0.5, end_fraction=0.5),
-                                dict(final=0.5, n_prunes=0)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(final=1.0),
+        dict(final=0.5, initial=0.6),
+        dict(final=0.5, start_fraction=0.5, end_fraction=0.5),
+        dict(final=0.5, n_prunes=0),
+    ],
+)
 def test_agp_bad_input(kw):
     final = kw.pop("final")
     with pytest.raises(ConfigError):
@@ -44,8 +50,17 @@ def test_gradual_pruning_reaches_final_and_keeps_zeros(cnn, digits):
                 m = state.model.fc.weight_mask.bool()
                 seen.append((int((~m).sum()), bool((state.model.fc.weight[~m] == 0).all())))
 
-    model, rec, res = gradual_prune(cnn, digits.train, 0.9, epochs=4, end_fraction=0.5,
-                                    n_prunes=5, lr=3e-3, progress=False, callbacks=[Watch()])
+    model, rec, res = gradual_prune(
+        cnn,
+        digits.train,
+        0.9,
+        epochs=4,
+        end_fraction=0.5,
+        n_prunes=5,
+        lr=3e-3,
+        progress=False,
+        callbacks=[Watch()],
+    )
     assert rec.n_zero == round(0.9 * rec.n_total)
     assert all(ok for _, ok in seen)
     # sparsity grows, then stays fixed once the schedule is done (epochs 2 and 3)

@@ -10,7 +10,11 @@ from repsim.errors import DataError
 
 def test_registry_lists_all_builtins():
     assert set(list_datasets()) == {
-        "digits", "digits-imbalanced", "digits-colour", "adult", "fashion-mnist"
+        "digits",
+        "digits-imbalanced",
+        "digits-colour",
+        "adult",
+        "fashion-mnist",
     }
 
 
@@ -75,7 +79,11 @@ def test_adult_groups_and_preprocessing():
     assert len(d.train) == 30162 and len(d.test) == 15060
     assert d.train.group_attribute == "sex"
     assert d.train.attribute_names["race"] == (
-        "Amer-Indian-Eskimo", "Asian-Pac-Islander", "Black", "Other", "White"
+        "Amer-Indian-Eskimo",
+        "Asian-Pac-Islander",
+        "Black",
+        "Other",
+        "White",
     )
     assert set(d.train.attributes) == {"sex", "race", "age"}
     # continuous columns standardised on train only
@@ -134,8 +142,13 @@ def test_fashion_mnist_missing_and_corrupt(tmp_path, fashion_dir):
 
 def test_grouped_data_validates_its_arrays():
     x = np.zeros((3, 2), np.float32)
-    ok = dict(y=np.array([0, 1, 0]), groups=np.array([0, 0, 1]), sample_id=np.arange(3),
-              group_names=("a", "b"), class_names=("n", "p"))
+    ok = dict(
+        y=np.array([0, 1, 0]),
+        groups=np.array([0, 0, 1]),
+        sample_id=np.arange(3),
+        group_names=("a", "b"),
+        class_names=("n", "p"),
+    )
     GroupedData(x=x, **ok)
     with pytest.raises(DataError, match="not unique"):
         GroupedData(x=x, **{**ok, "sample_id": np.array([0, 0, 1])})

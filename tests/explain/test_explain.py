@@ -31,9 +31,16 @@ def _family(seed: int = 0, n_seeds: int = 4, sparsities=(0.5, 0.7, 0.9)):
     for s_a in range(n_seeds):
         for s_b in range(s_a + 1, n_seeds):
             for li, layer in enumerate(LAYERS):
-                sim.append({"kind": "dense", "seed": s_a, "seed_b": s_b, "layer": layer,
-                            "measure": "cka", "value": 0.98 - 0.001 * li
-                            + 0.002 * rng.standard_normal()})
+                sim.append(
+                    {
+                        "kind": "dense",
+                        "seed": s_a,
+                        "seed_b": s_b,
+                        "layer": layer,
+                        "measure": "cka",
+                        "value": 0.98 - 0.001 * li + 0.002 * rng.standard_normal(),
+                    }
+                )
     for method in ("magnitude", "random"):
         for sp in sparsities:
             for s in range(n_seeds):
@@ -42,11 +49,27 @@ def _family(seed: int = 0, n_seeds: int = 4, sparsities=(0.5, 0.7, 0.9)):
                     # conv1 sits on the floor, later layers drift with sparsity
                     d = 0.02 + (li > 0) * sp * 0.1 * li + 0.005 * rng.standard_normal()
                     div[layer] = d
-                    sim.append({"kind": "compressed", "method": method, "sparsity": sp,
-                                "seed": s, "layer": layer, "measure": "cka", "value": 1 - d})
-                shifts.append({"method": method, "sparsity": sp, "seed": s,
-                               "cev": 3.0 * div["fc1"] + 0.01 * rng.standard_normal(),
-                               "sde": rng.standard_normal(), "label": "x"})
+                    sim.append(
+                        {
+                            "kind": "compressed",
+                            "method": method,
+                            "sparsity": sp,
+                            "seed": s,
+                            "layer": layer,
+                            "measure": "cka",
+                            "value": 1 - d,
+                        }
+                    )
+                shifts.append(
+                    {
+                        "method": method,
+                        "sparsity": sp,
+                        "seed": s,
+                        "cev": 3.0 * div["fc1"] + 0.01 * rng.standard_normal(),
+                        "sde": rng.standard_normal(),
+                        "label": "x",
+                    }
+                )
     return sim, shifts
 
 
@@ -91,8 +114,10 @@ def test_exact_permutation_matches_brute_force():
     rng = np.random.default_rng(3)
     x, y = rng.standard_normal(6), rng.standard_normal(6)
     r0 = abs(stats.pearsonr(x, y).statistic)
-    hits = sum(abs(stats.pearsonr(x, y[list(p)]).statistic) >= r0 - 1e-12
-               for p in itertools.permutations(range(6)))
+    hits = sum(
+        abs(stats.pearsonr(x, y[list(p)]).statistic) >= r0 - 1e-12
+        for p in itertools.permutations(range(6))
+    )
     p, exact = permutation_pvalue(x, y, "pearson")
     assert exact and p == pytest.approx(hits / 720)
 
@@ -103,8 +128,13 @@ def test_monte_carlo_permutation_close_to_scipy_and_never_zero():
     y = 0.3 * x + rng.standard_normal(15)
     p, exact = permutation_pvalue(x, y, "pearson", n_permutations=4000, seed=1)
     ref = stats.permutation_test(
-        (y,), lambda a, axis: stats.pearsonr(np.broadcast_to(x, a.shape), a, axis=axis).statistic,
-        permutation_type="pairings", n_resamples=4000, vectorized=True, random_state=7).pvalue
+        (y,),
+        lambda a, axis: stats.pearsonr(np.broadcast_to(x, a.shape), a, axis=axis).statistic,
+        permutation_type="pairings",
+        n_resamples=4000,
+        vectorized=True,
+        random_state=7,
+    ).pvalue
     assert not exact and abs(p - ref) < 0.03
     p_strong, _ = permutation_pvalue(x, x, "pearson", n_permutations=500, seed=1)
     assert p_strong == pytest.approx(1 / 501)
@@ -140,8 +170,9 @@ def test_undefined_is_nan_with_warning():
 
 def test_relate_recovers_the_layer_that_drives_cev():
     sim, shifts = _family()
-    rel = relate(sim, shifts, divergence="1-cka", bias=["cev", "sde"], n_boot=300,
-                 n_permutations=500, seed=0)
+    rel = relate(
+        sim, shifts, divergence="1-cka", bias=["cev", "sde"], n_boot=300, n_permutations=500, seed=0
+    )
     assert rel.layers == LAYERS
     fc1 = next(r for r in rel.correlations if r["layer"] == "fc1" and r["bias"] == "cev")
     assert fc1["spearman"] > 0.9 and fc1["spearman_low"] > 0.5 and fc1["pearson_p"] < 0.01
@@ -155,7 +186,8 @@ def test_relate_recovers_the_layer_that_drives_cev():
     assert sde["spearman_low"] < 0 < sde["spearman_high"] or abs(sde["spearman"]) < 0.5
     # noise floor beside every figure
     assert fc1["noise_floor"] == pytest.approx(
-        np.mean([1 - r["value"] for r in sim if r["kind"] == "dense" and r["layer"] == "fc1"]))
+        np.mean([1 - r["value"] for r in sim if r["kind"] == "dense" and r["layer"] == "fc1"])
+    )
     # conv1 stays on the floor; conv2 is the first layer past it
     assert rel.onset_layer["all"] == "conv2"
     assert rel.onset_layer["magnitude@0.5"] == "conv2"
@@ -189,21 +221,52 @@ def test_group_gaps_against_independent_mean():
     sim = []
     for s in range(5):
         for layer in ("a", "b"):
-            for group, n, shift in (("major", 900, 0.0), ("minor", 100, 0.05 if layer == "b"
-                                                              else 0.0)):
-                sim.append({"kind": "compressed", "method": "m", "sparsity": 0.9, "seed": s,
-                            "layer": layer, "measure": "cka", "group": group, "n": n,
-                            "value": 0.9 - shift + 0.001 * rng.standard_normal()})
-            sim.append({"kind": "compressed", "method": "m", "sparsity": 0.9, "seed": s,
-                        "layer": layer, "measure": "cka", "value": 0.9})
+            for group, n, shift in (
+                ("major", 900, 0.0),
+                ("minor", 100, 0.05 if layer == "b" else 0.0),
+            ):
+                sim.append(
+                    {
+                        "kind": "compressed",
+                        "method": "m",
+                        "sparsity": 0.9,
+                        "seed": s,
+                        "layer": layer,
+                        "measure": "cka",
+                        "group": group,
+                        "n": n,
+                        "value": 0.9 - shift + 0.001 * rng.standard_normal(),
+                    }
+                )
+            sim.append(
+                {
+                    "kind": "compressed",
+                    "method": "m",
+                    "sparsity": 0.9,
+                    "seed": s,
+                    "layer": layer,
+                    "measure": "cka",
+                    "value": 0.9,
+                }
+            )
     gaps = group_gaps(sim, n_boot=300)
     assert {g["reference"] for g in gaps} == {"major"}
     b = next(g for g in gaps if g["layer"] == "b")
-    ref = np.mean([
-        next(1 - r["value"] for r in sim if r.get("group") == "minor" and r["seed"] == s
-             and r["layer"] == "b")
-        - next(1 - r["value"] for r in sim if r.get("group") == "major" and r["seed"] == s
-               and r["layer"] == "b") for s in range(5)])
+    ref = np.mean(
+        [
+            next(
+                1 - r["value"]
+                for r in sim
+                if r.get("group") == "minor" and r["seed"] == s and r["layer"] == "b"
+            )
+            - next(
+                1 - r["value"]
+                for r in sim
+                if r.get("group") == "major" and r["seed"] == s and r["layer"] == "b"
+            )
+            for s in range(5)
+        ]
+    )
     assert b["gap"] == pytest.approx(ref)
     assert b["gap_low"] > 0.04
     a = next(g for g in gaps if g["layer"] == "a")
@@ -221,8 +284,19 @@ def test_bad_input_errors():
     with pytest.raises(DataError, match="kind"):
         relate([{"layer": "a", "measure": "cka", "value": 1.0, "seed": 0}], shifts)
     with pytest.raises(DataError, match="different layers"):
-        relate([{"kind": "dense", "seed": 0, "layer_a": "a", "layer_b": "b", "measure": "cka",
-                 "value": 1.0}], shifts)
+        relate(
+            [
+                {
+                    "kind": "dense",
+                    "seed": 0,
+                    "layer_a": "a",
+                    "layer_b": "b",
+                    "measure": "cka",
+                    "value": 1.0,
+                }
+            ],
+            shifts,
+        )
 
 
 def test_relate_without_dense_pairs_warns_and_keeps_correlations():

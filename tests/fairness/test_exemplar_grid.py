@@ -25,13 +25,26 @@ def _setup():
 def test_grid_png(tmp_path):
     images, y, ex = _setup()
     assert len(ex) == 6
-    out = exemplar_grid(images=images, exemplars=ex, y_true=y, path=tmp_path / "g" / "x.png",
-                        max_images=4, ncols=2, dpi=50)
+    out = exemplar_grid(
+        images=images,
+        exemplars=ex,
+        y_true=y,
+        path=tmp_path / "g" / "x.png",
+        max_images=4,
+        ncols=2,
+        dpi=50,
+    )
     assert out.exists() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     arr = imread(out)
     assert abs(arr.shape[1] - 1.9 * 2 * 50) <= 1 and arr.shape[0] > 0
-    flat = exemplar_grid(images=images.reshape(12, 64), exemplars=ex, y_true=y,
-                         path=tmp_path / "f.png", image_shape=(8, 8), class_names=["a", "b", "c"])
+    flat = exemplar_grid(
+        images=images.reshape(12, 64),
+        exemplars=ex,
+        y_true=y,
+        path=tmp_path / "f.png",
+        image_shape=(8, 8),
+        class_names=["a", "b", "c"],
+    )
     assert flat.exists()
 
 

@@ -10,12 +10,10 @@ from repsim.fairness import exemplars
 
 
 def test_modal_known_modes_and_tie_rule():
-    dense = np.array([[0, 1, 2, 3],
-                      [0, 1, 2, 3],
-                      [0, 1, 1, 2]])  # modes 0,1,2,3
-    comp = np.array([[0, 2, 2, 2],
-                     [1, 2, 2, 3],
-                     [0, 1, 1, 2]])  # modes 0,2,2, tie{2,3,2}->2 ; col3 votes 2,3,2 -> 2
+    dense = np.array([[0, 1, 2, 3], [0, 1, 2, 3], [0, 1, 1, 2]])  # modes 0,1,2,3
+    comp = np.array(
+        [[0, 2, 2, 2], [1, 2, 2, 3], [0, 1, 1, 2]]
+    )  # modes 0,2,2, tie{2,3,2}->2 ; col3 votes 2,3,2 -> 2
     r = exemplars(dense_preds=dense, compressed_preds=comp)
     np.testing.assert_array_equal(r.dense_mode, [0, 1, 2, 3])
     np.testing.assert_array_equal(r.compressed_mode, [0, 2, 2, 2])
@@ -33,8 +31,13 @@ def test_tie_goes_to_smallest_label():
 def test_taxicab_distance_and_top_fraction():
     dense = np.array([[0, 0, 0, 0], [0, 0, 0, 0]])
     comp = np.array([[1, 0, 1, 0], [1, 1, 0, 0]])
-    r = exemplars(dense_preds=dense, compressed_preds=comp, method="taxicab", fraction=0.5,
-                  sample_id=[10, 11, 12, 13])
+    r = exemplars(
+        dense_preds=dense,
+        compressed_preds=comp,
+        method="taxicab",
+        fraction=0.5,
+        sample_id=[10, 11, 12, 13],
+    )
     np.testing.assert_allclose(r.scores, [2.0, 1.0, 1.0, 0.0])
     assert r.indices.tolist() == [0, 1]  # ties broken by index
     assert r.sample_ids.tolist() == [10, 11]
@@ -46,10 +49,16 @@ def test_summary_from_scratch():
     y = rng.integers(0, k, n)
     groups = (y == 3).astype(int)
     dense = np.stack([np.where(rng.random(n) < 0.95, y, (y + 1) % k) for _ in range(5)])
-    comp = np.stack([np.where(rng.random(n) < np.where(y == 3, 0.4, 0.9), y, (y + 1) % k)
-                     for _ in range(5)])
-    r = exemplars(dense_preds=dense, compressed_preds=comp, y_true=y, groups=groups,
-                  group_names=["majority", "minority"])
+    comp = np.stack(
+        [np.where(rng.random(n) < np.where(y == 3, 0.4, 0.9), y, (y + 1) % k) for _ in range(5)]
+    )
+    r = exemplars(
+        dense_preds=dense,
+        compressed_preds=comp,
+        y_true=y,
+        groups=groups,
+        group_names=["majority", "minority"],
+    )
     ex = np.zeros(n, bool)
     ex[r.indices] = True
     err = comp != y

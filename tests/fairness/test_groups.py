@@ -66,27 +66,41 @@ def test_fairlearn_metricframe_agrees():
     from sklearn.metrics import accuracy_score, precision_score
 
     mf = fl.MetricFrame(
-        metrics={"accuracy": accuracy_score, "selection_rate": fl.selection_rate,
-                 "tpr": fl.true_positive_rate, "fpr": fl.false_positive_rate,
-                 "fnr": fl.false_negative_rate, "precision": precision_score},
-        y_true=y, y_pred=p, sensitive_features=g)
+        metrics={
+            "accuracy": accuracy_score,
+            "selection_rate": fl.selection_rate,
+            "tpr": fl.true_positive_rate,
+            "fpr": fl.false_positive_rate,
+            "fnr": fl.false_negative_rate,
+            "precision": precision_score,
+        },
+        y_true=y,
+        y_pred=p,
+        sensitive_features=g,
+    )
     for name in ("x", "y", "z"):
         row = r.by_group.row(group=name)
         for m in ("accuracy", "selection_rate", "tpr", "fpr", "fnr", "precision"):
             assert row[m] == pytest.approx(mf.by_group.loc[name, m]), (name, m)
     agg = r.aggregates
     assert agg["demographic_parity_difference"] == pytest.approx(
-        fl.demographic_parity_difference(y, p, sensitive_features=g))
+        fl.demographic_parity_difference(y, p, sensitive_features=g)
+    )
     assert agg["demographic_parity_ratio"] == pytest.approx(
-        fl.demographic_parity_ratio(y, p, sensitive_features=g))
+        fl.demographic_parity_ratio(y, p, sensitive_features=g)
+    )
     assert agg["equalized_odds_difference"] == pytest.approx(
-        fl.equalized_odds_difference(y, p, sensitive_features=g))
+        fl.equalized_odds_difference(y, p, sensitive_features=g)
+    )
     assert agg["equalized_odds_ratio"] == pytest.approx(
-        fl.equalized_odds_ratio(y, p, sensitive_features=g))
+        fl.equalized_odds_ratio(y, p, sensitive_features=g)
+    )
     assert agg["accuracy_difference_to_overall"] == pytest.approx(
-        mf.difference(method="to_overall")["accuracy"])
+        mf.difference(method="to_overall")["accuracy"]
+    )
     assert agg["accuracy_ratio_to_overall"] == pytest.approx(
-        mf.ratio(method="to_overall")["accuracy"])
+        mf.ratio(method="to_overall")["accuracy"]
+    )
 
 
 def test_auc_matches_sklearn_per_group():

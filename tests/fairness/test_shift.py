@@ -43,8 +43,9 @@ def test_conventions_relate_exactly():
     b = compression_shift(y_true=y, dense_preds=dense, compressed_preds=comp, convention="2022")
     assert a.cev == pytest.approx(5000 * b.cev, rel=1e-12)
     assert a.sde == pytest.approx(100 / np.sqrt(2) * b.sde, rel=1e-12)
-    np.testing.assert_allclose(a.per_class.column("delta_fpr"),
-                               100 * b.per_class.column("delta_fpr"))
+    np.testing.assert_allclose(
+        a.per_class.column("delta_fpr"), 100 * b.per_class.column("delta_fpr")
+    )
 
 
 def test_rates_are_population_means_and_formula_from_scratch():
@@ -90,8 +91,9 @@ def test_zero_baseline_nan_warning_and_eps():
     dense3 = np.array([0, 0, 0, 1, 1, 2, 2, 2, 1])  # class 0 perfect, 1 and 2 not
     comp3 = np.array([0, 1, 0, 1, 2, 2, 2, 1, 1])
     with pytest.warns(UndefinedMetricWarning, match="class 0"):
-        dropped = compression_shift(y_true=y3, dense_preds=dense3, compressed_preds=comp3,
-                                    on_undefined="drop")
+        dropped = compression_shift(
+            y_true=y3, dense_preds=dense3, compressed_preds=comp3, on_undefined="drop"
+        )
     assert 0 not in dropped.classes_used and np.isfinite(dropped.cev)
     d = dropped.per_class
     kept = [1, 2]
@@ -117,8 +119,9 @@ def test_hooker_test_matches_scipy_and_flags_hurt_class():
     assert row["significant"] and row["direction"] == "hurt"
 
     def rel(pop):
-        return np.array([[np.mean(m[y == c] == c) - np.mean(m == y) for c in range(k)]
-                         for m in pop])
+        return np.array(
+            [[np.mean(m[y == c] == c) - np.mean(m == y) for c in range(k)] for m in pop]
+        )
 
     tt = stats.ttest_ind(rel(comp), rel(dense), equal_var=False)
     np.testing.assert_allclose(t.column("p_value"), tt.pvalue)
@@ -136,8 +139,9 @@ def test_bh_and_bonferroni_corrections():
     dense = _population(rng, y, 4, 0.9, 3)
     comp = _population(rng, y, 4, 0.8, 3)
     base = per_class_test(y_true=y, dense_preds=dense, compressed_preds=comp)
-    bonf = per_class_test(y_true=y, dense_preds=dense, compressed_preds=comp,
-                          correction="bonferroni")
+    bonf = per_class_test(
+        y_true=y, dense_preds=dense, compressed_preds=comp, correction="bonferroni"
+    )
     bh = per_class_test(y_true=y, dense_preds=dense, compressed_preds=comp, correction="fdr_bh")
     p = base.column("p_value")
     np.testing.assert_allclose(bonf.column("p_adjusted"), np.minimum(3 * p, 1))
@@ -148,8 +152,13 @@ def test_single_model_population_errors_for_test():
     y = np.array([0, 1, 0, 1])
     with pytest.raises(InsufficientDataError, match="at least 2 models"):
         per_class_test(y_true=y, dense_preds=y, compressed_preds=np.stack([y, y]))
-    r = compression_shift(y_true=y, dense_preds=y[None].repeat(2, 0) * 0 + y,
-                          compressed_preds=1 - y, test=False, eps=0.01)
+    r = compression_shift(
+        y_true=y,
+        dense_preds=y[None].repeat(2, 0) * 0 + y,
+        compressed_preds=1 - y,
+        test=False,
+        eps=0.01,
+    )
     assert r.per_class_test is None
     with pytest.raises(InsufficientDataError):
         compression_shift(y_true=y, dense_preds=y, compressed_preds=1 - y, test=True, eps=0.01)

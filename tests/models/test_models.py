@@ -44,8 +44,9 @@ def test_seeded_init_is_reproducible_and_leaves_global_rng():
     b = build_model("cnn", input_shape=(1, 8, 8), n_classes=10, seed=5)
     c = build_model("cnn", input_shape=(1, 8, 8), n_classes=10, seed=6)
     assert torch.equal(before, after)
-    for (k, va), vb, vc in zip(a.state_dict().items(), b.state_dict().values(),
-                               c.state_dict().values(), strict=True):
+    for (k, va), vb, vc in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
+    ):
         assert torch.equal(va, vb)
         if k.endswith("conv1.weight"):
             assert not torch.equal(va, vc)

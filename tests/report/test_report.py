@@ -25,18 +25,42 @@ def _sim_rows(seed: int = 0):
     for a in range(3):
         for b in range(a + 1, 3):
             for layer in ("c1", "c2", "fc"):
-                rows.append({"kind": "dense", "seed": a, "seed_b": b, "layer": layer,
-                             "measure": "cka", "value": 0.97 + 0.01 * rng.random()})
+                rows.append(
+                    {
+                        "kind": "dense",
+                        "seed": a,
+                        "seed_b": b,
+                        "layer": layer,
+                        "measure": "cka",
+                        "value": 0.97 + 0.01 * rng.random(),
+                    }
+                )
     shifts = []
     for m in ("magnitude", "random"):
         for sp in (0.5, 0.8):
             for s in range(3):
                 d = sp * 0.2 + 0.02 * rng.standard_normal()
                 for layer in ("c1", "c2", "fc"):
-                    rows.append({"kind": "compressed", "method": m, "sparsity": sp, "seed": s,
-                                 "layer": layer, "measure": "cka", "value": 1 - d})
-                shifts.append({"method": m, "sparsity": sp, "seed": s, "cev": 10 * d,
-                               "sde": 5 * d + rng.random()})
+                    rows.append(
+                        {
+                            "kind": "compressed",
+                            "method": m,
+                            "sparsity": sp,
+                            "seed": s,
+                            "layer": layer,
+                            "measure": "cka",
+                            "value": 1 - d,
+                        }
+                    )
+                shifts.append(
+                    {
+                        "method": m,
+                        "sparsity": sp,
+                        "seed": s,
+                        "cev": 10 * d,
+                        "sde": 5 * d + rng.random(),
+                    }
+                )
     return rows, shifts
 
 
@@ -47,33 +71,70 @@ def test_tables_roundtrip_exact_and_nan(tmp_path):
     assert list(back[0]) == ["a", "b", "c", "d"]
     assert float(back[0]["b"]) == 0.1 + 0.2 and float(back[1]["b"]) == 1 / 3
     assert back[0]["c"] == "nan" and back[1]["d"] == ""
-    jp = write_json({"x": [np.float32(1.5), math.nan, math.inf], "n": np.int64(3)},
-                    tmp_path / "r.json")
+    jp = write_json(
+        {"x": [np.float32(1.5), math.nan, math.inf], "n": np.int64(3)}, tmp_path / "r.json"
+    )
     assert json.loads(jp.read_text()) == {"x": [1.5, None, None], "n": 3}
 
 
 def test_plots_write_pngs(tmp_path):
     sim, shifts = _sim_rows()
     paths = [
-        plots.similarity_heatmap(np.eye(3) * 0.5 + 0.4, ["a", "b", "c"], ["a", "b", "c"],
-                                 tmp_path / "h.png", title="dense vs pruned"),
+        plots.similarity_heatmap(
+            np.eye(3) * 0.5 + 0.4,
+            ["a", "b", "c"],
+            ["a", "b", "c"],
+            tmp_path / "h.png",
+            title="dense vs pruned",
+        ),
         plots.similarity_vs_sparsity(sim, tmp_path / "s.png"),
         plots.group_error_shifts(
-            [{"method": "m", "sparsity": 0.5, "seed": s, "group": g, "accuracy_change": -0.01 * s}
-             for s in range(3) for g in ("maj", "min")], tmp_path / "g.png"),
+            [
+                {
+                    "method": "m",
+                    "sparsity": 0.5,
+                    "seed": s,
+                    "group": g,
+                    "accuracy_change": -0.01 * s,
+                }
+                for s in range(3)
+                for g in ("maj", "min")
+            ],
+            tmp_path / "g.png",
+        ),
         plots.fpr_fnr_scatter(
-            [{"method": "m", "sparsity": 0.5, "class": c, "delta_fpr": c - 4.5,
-              "delta_fnr": 0.5 * c} for c in range(10)], tmp_path / "f.png"),
-        plots.divergence_bias_scatter(np.arange(6.0), np.arange(6.0) ** 2, tmp_path / "d.png",
-                                      labels=["a"] * 3 + ["b"] * 3, noise_floor=(0.5, 1.0),
-                                      stats={"spearman": 1.0, "spearman_low": 1.0,
-                                             "spearman_high": 1.0, "spearman_p": 0.003}),
+            [
+                {
+                    "method": "m",
+                    "sparsity": 0.5,
+                    "class": c,
+                    "delta_fpr": c - 4.5,
+                    "delta_fnr": 0.5 * c,
+                }
+                for c in range(10)
+            ],
+            tmp_path / "f.png",
+        ),
+        plots.divergence_bias_scatter(
+            np.arange(6.0),
+            np.arange(6.0) ** 2,
+            tmp_path / "d.png",
+            labels=["a"] * 3 + ["b"] * 3,
+            noise_floor=(0.5, 1.0),
+            stats={"spearman": 1.0, "spearman_low": 1.0, "spearman_high": 1.0, "spearman_p": 0.003},
+        ),
     ]
     # identical values whose mean rounds away from them must not give negative error bars
     v = 0.1 + 0.2
-    paths.append(plots.group_error_shifts(
-        [{"method": "m", "sparsity": 0.5, "seed": s, "group": "g", "accuracy_change": v}
-         for s in range(3)], tmp_path / "g2.png"))
+    paths.append(
+        plots.group_error_shifts(
+            [
+                {"method": "m", "sparsity": 0.5, "seed": s, "group": "g", "accuracy_change": v}
+                for s in range(3)
+            ],
+            tmp_path / "g2.png",
+        )
+    )
     for p in paths:
         assert p.is_file() and p.read_bytes().startswith(PNG)
     with pytest.raises(DataError):
@@ -97,15 +158,31 @@ def test_fit_band_contains_ols_line_and_matches_polyfit():
 
 def test_html_is_self_contained_and_embeds_every_image(tmp_path):
     sim, shifts = _sim_rows()
-    figs = [plots.similarity_vs_sparsity(sim, tmp_path / "s.png"),
-            plots.similarity_heatmap(np.eye(2), ["a", "b"], ["a", "b"], tmp_path / "h.png")]
+    figs = [
+        plots.similarity_vs_sparsity(sim, tmp_path / "s.png"),
+        plots.similarity_heatmap(np.eye(2), ["a", "b"], ["a", "b"], tmp_path / "h.png"),
+    ]
     rel = relate(sim, shifts, n_boot=200, n_permutations=200)
-    summary = summarize({"relations": rel.to_dict(), "seeds": [0, 1, 2],
-                         "dense": [{"test_accuracy": 0.98}, {"test_accuracy": 0.97}]})
-    index = write_index(tmp_path / "rep", title="A <study>", summary=summary,
-                        sections=[Section("Similarity", ["text & more"],
-                                          [(figs[0], "vs sparsity"), (figs[1], "heatmap")],
-                                          [("relations", rel.correlations)])])
+    summary = summarize(
+        {
+            "relations": rel.to_dict(),
+            "seeds": [0, 1, 2],
+            "dense": [{"test_accuracy": 0.98}, {"test_accuracy": 0.97}],
+        }
+    )
+    index = write_index(
+        tmp_path / "rep",
+        title="A <study>",
+        summary=summary,
+        sections=[
+            Section(
+                "Similarity",
+                ["text & more"],
+                [(figs[0], "vs sparsity"), (figs[1], "heatmap")],
+                [("relations", rel.correlations)],
+            )
+        ],
+    )
     page = index.read_text()
     srcs = re.findall(r"<img src='([^']*)'", page)
     assert len(srcs) == 2
@@ -132,5 +209,6 @@ def test_summarize_reports_numbers_from_relations():
 
 def test_missing_figure_is_an_error(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        render(title="t", summary=["s"], sections=[Section("x", figures=[(tmp_path / "no.png",
-                                                                           "c")])])
+        render(
+            title="t", summary=["s"], sections=[Section("x", figures=[(tmp_path / "no.png", "c")])]
+        )

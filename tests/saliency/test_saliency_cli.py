@@ -22,9 +22,18 @@ def test_saliency_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     save_model(pruned, tmp_path / "pruned")
     parser = argparse.ArgumentParser()
     add_parser(parser.add_subparsers())
-    args = parser.parse_args(["saliency", str(tmp_path / "dense"), "--dataset",
-                              "digits-imbalanced", "--pruned", str(tmp_path / "pruned"),
-                              "--out", str(tmp_path / "out")])
+    args = parser.parse_args(
+        [
+            "saliency",
+            str(tmp_path / "dense"),
+            "--dataset",
+            "digits-imbalanced",
+            "--pruned",
+            str(tmp_path / "pruned"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert args.handler(args) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["groups"] == ["majority", "minority", "overall"]

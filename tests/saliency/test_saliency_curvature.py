@@ -19,9 +19,12 @@ def tiny() -> tuple[nn.Module, GroupedData]:
     model = model.float()
     rng = np.random.default_rng(0)
     data = GroupedData(
-        x=rng.normal(size=(30, 3)).astype(np.float32), y=rng.integers(0, 3, size=30),
-        groups=(np.arange(30) < 10).astype(np.int64), sample_id=np.arange(30),
-        group_names=("rest", "first10"), class_names=("0", "1", "2"),
+        x=rng.normal(size=(30, 3)).astype(np.float32),
+        y=rng.integers(0, 3, size=30),
+        groups=(np.arange(30) < 10).astype(np.int64),
+        sample_id=np.arange(30),
+        group_names=("rest", "first10"),
+        class_names=("0", "1", "2"),
     )
     return model, data
 
@@ -51,15 +54,19 @@ def exact(model: nn.Module, data: GroupedData, rows: np.ndarray) -> tuple[float,
 def test_gradient_norm_matches_full_batch_gradient() -> None:
     model, data = tiny()
     norms = group_gradient_norm(model, data, batch_size=7)
-    for group, rows in (("rest", np.arange(10, 30)), ("first10", np.arange(10)),
-                        ("overall", np.arange(30))):
+    for group, rows in (
+        ("rest", np.arange(10, 30)),
+        ("first10", np.arange(10)),
+        ("overall", np.arange(30)),
+    ):
         assert norms[group] == pytest.approx(exact(model, data, rows)[0], rel=1e-4)
 
 
 def test_hutchinson_trace_within_tolerance_of_exact() -> None:
     model, data = tiny()
-    est = group_hessian_trace(model, data, n_probes=300, seed=0, batch_size=32,
-                              include_overall=False)
+    est = group_hessian_trace(
+        model, data, n_probes=300, seed=0, batch_size=32, include_overall=False
+    )
     for group, rows in (("rest", np.arange(10, 30)), ("first10", np.arange(10))):
         true = exact(model, data, rows)[1]
         e = est[group]

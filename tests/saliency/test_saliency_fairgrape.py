@@ -36,8 +36,14 @@ def make_data(n: int = 24, seed: int = 0) -> GroupedData:
 def small_cnn(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Dropout(0.2),
-        nn.Linear(4 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 3),
+        nn.Conv2d(1, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+        nn.Linear(4 * 4 * 4, 8),
+        nn.ReLU(),
+        nn.Linear(8, 3),
     )
 
 
@@ -46,8 +52,10 @@ def test_estimation_leaves_weights_bit_identical_and_no_grads_or_hooks() -> None
     model.train()
     data = make_data()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    hooks = [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-             for m in model.modules()]
+    hooks = [
+        (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+        for m in model.modules()
+    ]
     group_importance(model, data, batch_size=5)
     masks = fairgrape_masks(model, data, 0.7, batch_size=5, iterations=2)
     assert model.training
@@ -56,8 +64,10 @@ def test_estimation_leaves_weights_bit_identical_and_no_grads_or_hooks() -> None
     for k in before:
         assert torch.equal(after[k], before[k]), k
     assert all(p.grad is None for p in model.parameters())
-    assert hooks == [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
-                     for m in model.modules()]
+    assert hooks == [
+        (len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+        for m in model.modules()
+    ]
     # as repsim.compress.prune: every Linear/Conv weight but the classifier's by default
     assert set(masks) == {"0.weight", "5.weight"}
     full = fairgrape_masks(model, data, 0.5, exclude_classifier=False)
@@ -69,15 +79,18 @@ def test_importance_equals_hand_computation() -> None:
     model = nn.Sequential(nn.Linear(6, 3))
     rng = np.random.default_rng(1)
     data = GroupedData(
-        x=rng.normal(size=(10, 6)).astype(np.float32), y=rng.integers(0, 3, size=10),
-        groups=np.array([0] * 7 + [1] * 3), sample_id=np.arange(10),
-        group_names=("a", "b"), class_names=("0", "1", "2"),
+        x=rng.normal(size=(10, 6)).astype(np.float32),
+        y=rng.integers(0, 3, size=10),
+        groups=np.array([0] * 7 + [1] * 3),
+        sample_id=np.arange(10),
+        group_names=("a", "b"),
+        class_names=("0", "1", "2"),
     )
     imp = group_importance(model, data, batch_size=3, exclude_classifier=False)
     w = model[0].weight.detach().double()
     for g, rows in (("a", np.arange(7)), ("b", np.arange(7, 10))):
         acc = torch.zeros_like(w)
-        batches = [rows[i: i + 3] for i in range(0, len(rows), 3)]
+        batches = [rows[i : i + 3] for i in range(0, len(rows), 3)]
         for idx in batches:
             x = torch.from_numpy(data.x[idx]).double()
             y = torch.from_numpy(data.y[idx])
@@ -85,8 +98,9 @@ def test_importance_equals_hand_computation() -> None:
             loss = nn.functional.cross_entropy(x @ wv.T + model[0].bias.detach().double(), y)
             (gw,) = torch.autograd.grad(loss, wv)
             acc += (w.abs() * gw.abs()) ** 2
-        np.testing.assert_allclose(imp[g]["0.weight"].numpy(), (acc / len(batches)).numpy(),
-                                   rtol=1e-4, atol=1e-10)
+        np.testing.assert_allclose(
+            imp[g]["0.weight"].numpy(), (acc / len(batches)).numpy(), rtol=1e-4, atol=1e-10
+        )
 
 
 def test_importance_is_zero_on_pruned_weights_and_masks_are_functional() -> None:
@@ -98,10 +112,12 @@ def test_importance_is_zero_on_pruned_weights_and_masks_are_functional() -> None
     pruned = small_cnn()
     prune.custom_from_mask(pruned[5], "weight", mask)
     imp_pruned = group_importance(pruned, data)
-    torch.testing.assert_close(imp_pruned["minority"]["5.weight"],
-                               imp_masked["minority"]["5.weight"])
-    torch.testing.assert_close(imp_pruned["majority"]["0.weight"],
-                               imp_masked["majority"]["0.weight"])
+    torch.testing.assert_close(
+        imp_pruned["minority"]["5.weight"], imp_masked["minority"]["5.weight"]
+    )
+    torch.testing.assert_close(
+        imp_pruned["majority"]["0.weight"], imp_masked["majority"]["0.weight"]
+    )
 
 
 def test_greedy_select_single_group_is_top_k() -> None:
@@ -146,8 +162,9 @@ def test_layerwise_masks_hold_requested_sparsity(sparsity: float) -> None:
 
 def test_global_scope_total_and_exclude() -> None:
     model = small_cnn()
-    masks = fairgrape_masks(model, make_data(), 0.8, scope="global", exclude=["0"],
-                            exclude_classifier=False)
+    masks = fairgrape_masks(
+        model, make_data(), 0.8, scope="global", exclude=["0"], exclude_classifier=False
+    )
     assert set(masks) == {"5.weight", "7.weight"}
     n = sum(m.numel() for m in masks.values())
     assert sum(int(m.sum()) for m in masks.values()) == round(0.2 * n)
@@ -187,9 +204,14 @@ def test_bad_inputs() -> None:
         prunable_parameters(model, ["5.wieght"])
     with pytest.raises(LayerNotFoundError):
         fairgrape_masks(model, data, 0.5, exclude=["conv9"])
-    empty = GroupedData(x=data.x, y=data.y, groups=data.groups, sample_id=data.sample_id,
-                        group_names=("majority", "minority", "nobody"),
-                        class_names=data.class_names)
+    empty = GroupedData(
+        x=data.x,
+        y=data.y,
+        groups=data.groups,
+        sample_id=data.sample_id,
+        group_names=("majority", "minority", "nobody"),
+        class_names=data.class_names,
+    )
     with pytest.raises(InsufficientDataError, match="nobody"):
         group_importance(model, empty)
     with pytest.raises(InsufficientDataError, match="nobody"):
@@ -205,9 +227,14 @@ def test_prune_method_fairgrape_plugs_into_compress_prune():
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     rng = np.random.default_rng(0)
     n = 60
-    data = GroupedData(x=rng.normal(size=(n, 6)).astype(np.float32), y=rng.integers(0, 3, n),
-                       groups=rng.integers(0, 2, n), sample_id=np.arange(n),
-                       group_names=("a", "b"), class_names=("0", "1", "2"))
+    data = GroupedData(
+        x=rng.normal(size=(n, 6)).astype(np.float32),
+        y=rng.integers(0, 3, n),
+        groups=rng.integers(0, 2, n),
+        sample_id=np.arange(n),
+        group_names=("a", "b"),
+        class_names=("0", "1", "2"),
+    )
     via_prune, rec = compress_prune(model, 0.5, method="fairgrape", data=data)
     direct, rec2 = fairgrape_prune(model, data, 0.5)
     a, b = Mask.from_model(via_prune), Mask.from_model(direct)

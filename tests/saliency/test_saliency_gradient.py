@@ -15,8 +15,7 @@ from repsim.errors import ConfigError, InsufficientDataError, LayerNotFoundError
 from repsim.saliency import ParameterNotFoundError, saliency_mask, weight_saliency
 
 
-def make_data(n: int = 11, d: int = 3, k: int = 2, seed: int = 0, n_groups: int = 2
-              ) -> GroupedData:
+def make_data(n: int = 11, d: int = 3, k: int = 2, seed: int = 0, n_groups: int = 2) -> GroupedData:
     rng = np.random.default_rng(seed)
     return GroupedData(
         x=rng.normal(size=(n, d)).astype(np.float32),
@@ -33,14 +32,15 @@ def linear_model(d: int = 3, k: int = 2, seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Linear(d, k))
 
 
-def hand_saliency(model: nn.Module, data: GroupedData, rows: np.ndarray, batch_size: int,
-                  reduce: str) -> tuple[np.ndarray, np.ndarray]:
+def hand_saliency(
+    model: nn.Module, data: GroupedData, rows: np.ndarray, batch_size: int, reduce: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Batch-mean CE gradient of a linear softmax model, in numpy float64."""
     w = model[0].weight.detach().double().numpy()
     b = model[0].bias.detach().double().numpy()
     gw_acc, gb_acc = np.zeros_like(w), np.zeros_like(b)
     for start in range(0, len(rows), batch_size):
-        idx = rows[start: start + batch_size]
+        idx = rows[start : start + batch_size]
         x = data.x[idx].astype(np.float64)
         z = x @ w.T + b
         p = np.exp(z - z.max(1, keepdims=True))
@@ -61,8 +61,11 @@ def test_saliency_equals_hand_computation(reduce: str) -> None:
     model = linear_model()
     sal = weight_saliency(model, data, reduce=reduce, batch_size=2)
     assert list(sal) == ["g0", "g1", "overall"]
-    for group, rows in (("g0", np.arange(0, 11, 2)), ("g1", np.arange(1, 11, 2)),
-                        ("overall", np.arange(11))):
+    for group, rows in (
+        ("g0", np.arange(0, 11, 2)),
+        ("g1", np.arange(1, 11, 2)),
+        ("overall", np.arange(11)),
+    ):
         gw, gb = hand_saliency(model, data, rows, 2, reduce)
         np.testing.assert_allclose(sal[group]["0.weight"].numpy(), gw, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(sal[group]["0.bias"].numpy(), gb, rtol=1e-5, atol=1e-7)
@@ -142,8 +145,14 @@ def test_restrict_parameters_and_unknown_name() -> None:
 
 def test_group_with_no_samples_is_an_error() -> None:
     data = make_data(n=10)
-    empty = GroupedData(x=data.x, y=data.y, groups=data.groups, sample_id=data.sample_id,
-                        group_names=("g0", "g1", "nobody"), class_names=data.class_names)
+    empty = GroupedData(
+        x=data.x,
+        y=data.y,
+        groups=data.groups,
+        sample_id=data.sample_id,
+        group_names=("g0", "g1", "nobody"),
+        class_names=data.class_names,
+    )
     with pytest.raises(InsufficientDataError, match="'nobody' has no samples"):
         weight_saliency(linear_model(), empty)
 
@@ -159,8 +168,11 @@ def test_bad_reduce_and_batch_size() -> None:
 @pytest.mark.parametrize("scope", ["global", "layerwise"])
 def test_mask_holds_requested_fraction(fraction: float, scope: str) -> None:
     gen = torch.Generator().manual_seed(0)
-    sal = {"a": torch.rand(10, 20, generator=gen), "b": torch.rand(7, generator=gen),
-           "c": torch.rand(3, 3, 3, generator=gen) * 10}
+    sal = {
+        "a": torch.rand(10, 20, generator=gen),
+        "b": torch.rand(7, generator=gen),
+        "c": torch.rand(3, 3, 3, generator=gen) * 10,
+    }
     mask = saliency_mask(sal, fraction, scope=scope)
     assert {k: v.shape for k, v in mask.items()} == {k: v.shape for k, v in sal.items()}
     assert all(v.dtype == torch.bool for v in mask.values())

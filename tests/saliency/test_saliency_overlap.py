@@ -66,7 +66,8 @@ def test_random_mask_removes_about_the_sparsity() -> None:
         assert abs(r["chance"] - sparsity) < 0.01
     o = overall(rows)
     assert o["chance_layer_matched"] == pytest.approx(
-        sum(r["n_salient"] * r["chance"] for r in rows[:-1]) / o["n_salient"])
+        sum(r["n_salient"] * r["chance"] for r in rows[:-1]) / o["n_salient"]
+    )
 
 
 def test_counts_are_consistent_with_a_direct_count() -> None:
@@ -86,15 +87,22 @@ def test_counts_are_consistent_with_a_direct_count() -> None:
 def test_salient_removed_per_group_from_pruned_model() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
-    prune.global_unstructured([(model[0], "weight"), (model[2], "weight")],
-                              pruning_method=prune.L1Unstructured, amount=0.8)
+    prune.global_unstructured(
+        [(model[0], "weight"), (model[2], "weight")],
+        pruning_method=prune.L1Unstructured,
+        amount=0.8,
+    )
     keep = pruning_mask(model)
     assert set(keep) == {"0.weight", "2.weight"}
-    magnitude = {"0.weight": model[0].weight_orig.detach().abs(),
-                 "2.weight": model[2].weight_orig.detach().abs(),
-                 "0.bias": torch.rand(30)}
-    sal = {"big": magnitude, "random": scores(7, {"0.weight": (30, 20), "2.weight": (5, 30),
-                                                  "0.bias": (30,)})}
+    magnitude = {
+        "0.weight": model[0].weight_orig.detach().abs(),
+        "2.weight": model[2].weight_orig.detach().abs(),
+        "0.bias": torch.rand(30),
+    }
+    sal = {
+        "big": magnitude,
+        "random": scores(7, {"0.weight": (30, 20), "2.weight": (5, 30), "0.bias": (30,)}),
+    }
     rows = salient_removed(sal, model, fraction=0.1)
     assert {r["group"] for r in rows} == {"big", "random"}
     # the largest-magnitude weights are never removed by magnitude pruning
@@ -130,8 +138,11 @@ def test_jaccard_identities() -> None:
     not_a = {n: ~m for n, m in a.items()}
     assert jaccard(a, not_a) == 0.0
     with pytest.warns(RuntimeWarning):
-        assert math.isnan(jaccard({"x": torch.zeros(3, dtype=torch.bool)},
-                                  {"x": torch.zeros(3, dtype=torch.bool)}))
+        assert math.isnan(
+            jaccard(
+                {"x": torch.zeros(3, dtype=torch.bool)}, {"x": torch.zeros(3, dtype=torch.bool)}
+            )
+        )
     with pytest.raises(MaskError):
         jaccard(a, {"a.weight": a["a.weight"]})
 

@@ -17,8 +17,13 @@ from repsim.saliency import (
 
 def test_plots_save(tmp_path: Path) -> None:
     gen = torch.Generator().manual_seed(0)
-    sal = {g: {"a.weight": torch.rand(20, 10, generator=gen),
-               "b.weight": torch.rand(5, 20, generator=gen)} for g in ("minority", "majority")}
+    sal = {
+        g: {
+            "a.weight": torch.rand(20, 10, generator=gen),
+            "b.weight": torch.rand(5, 20, generator=gen),
+        }
+        for g in ("minority", "majority")
+    }
     keep = saliency_mask(sal["majority"], 0.3)
     rows = salient_removed(sal, keep, fraction=0.2)
     fig = plot_salient_removed(rows, path=tmp_path / "removed.png")

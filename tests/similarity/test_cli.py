@@ -21,10 +21,21 @@ def test_similarity_command_writes_table(tmp_path, capsys):
     ids = np.arange(50)
     groups = np.array(["g0", "g1"] * 25)
     np.savez(tmp_path / "dense.npz", fc=X, sample_id=ids, groups=groups)
-    np.savez(tmp_path / "pruned.npz", fc=X + 0.3 * rng.normal(size=X.shape), sample_id=ids,
-             groups=groups)
-    args = parse(["similarity", str(tmp_path / "dense.npz"), str(tmp_path / "pruned.npz"),
-                  "--measure", "cka", "--by-groups", "--out", str(tmp_path / "t.csv")])
+    np.savez(
+        tmp_path / "pruned.npz", fc=X + 0.3 * rng.normal(size=X.shape), sample_id=ids, groups=groups
+    )
+    args = parse(
+        [
+            "similarity",
+            str(tmp_path / "dense.npz"),
+            str(tmp_path / "pruned.npz"),
+            "--measure",
+            "cka",
+            "--by-groups",
+            "--out",
+            str(tmp_path / "t.csv"),
+        ]
+    )
     assert args.handler(args) == 0
     rows = list(csv.DictReader((tmp_path / "t.csv").open()))
     assert [r["group"] for r in rows] == ["", "g0", "g1"]
@@ -34,6 +45,7 @@ def test_similarity_command_writes_table(tmp_path, capsys):
     np.savez(tmp_path / "other.npz", fc=Y, sample_id=ids[::-1])
     args = parse(["similarity", str(tmp_path / "dense.npz"), str(tmp_path / "other.npz")])
     from repsim.errors import SampleOrderError
+
     with pytest.raises(SampleOrderError):
         args.handler(args)
     args = parse(["similarity", str(tmp_path / "missing.npz"), str(tmp_path / "other.npz")])

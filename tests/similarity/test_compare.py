@@ -73,16 +73,22 @@ def test_wide_layers_use_gram_route_consistently():
     t = compare(a, b, pairs="all", measures=["cka", "cka_debiased"])
     for r in t:
         deb = r["measure"] == "cka_debiased"
-        assert r["value"] == pytest.approx(cka(a[r["layer_a"]], b[r["layer_b"]], debiased=deb), abs=1e-10)
+        assert r["value"] == pytest.approx(
+            cka(a[r["layer_a"]], b[r["layer_b"]], debiased=deb), abs=1e-10
+        )
 
 
 def test_streaming_path_equals_in_memory(tmp_path):
     a, b = make_captures(3, n=300)
     za, zb = {}, {}
     for k in a:
-        za[k] = zarr.create_array(tmp_path / f"a_{k}", shape=a[k].shape, chunks=(64, a[k].shape[1]), dtype="f8")
+        za[k] = zarr.create_array(
+            tmp_path / f"a_{k}", shape=a[k].shape, chunks=(64, a[k].shape[1]), dtype="f8"
+        )
         za[k][:] = a[k]
-        zb[k] = zarr.create_array(tmp_path / f"b_{k}", shape=b[k].shape, chunks=(64, b[k].shape[1]), dtype="f8")
+        zb[k] = zarr.create_array(
+            tmp_path / f"b_{k}", shape=b[k].shape, chunks=(64, b[k].shape[1]), dtype="f8"
+        )
         zb[k][:] = b[k]
     za = Capture(za, a.sample_id, a.groups, "dense")
     zb = Capture(zb, b.sample_id, b.groups, "pruned")
@@ -102,7 +108,11 @@ def test_group_conditional_values():
     groups = {r["group"] for r in t}
     assert groups == {None, "majority", "minority"}
     for r in t:
-        idx = np.arange(len(a.groups)) if r["group"] is None else np.flatnonzero(a.groups == r["group"])
+        idx = (
+            np.arange(len(a.groups))
+            if r["group"] is None
+            else np.flatnonzero(a.groups == r["group"])
+        )
         X, Y = a[r["layer_a"]][idx], b[r["layer_b"]][idx]
         want = cka(X, Y) if r["measure"] == "cka" else svcca(X, Y)
         assert r["value"] == pytest.approx(want, abs=1e-10)
@@ -185,7 +195,16 @@ def test_table_exports(tmp_path):
     with path.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(t)
-    assert list(rows[0]) == ["model_a", "layer_a", "model_b", "layer_b", "measure", "value", "group", "n"]
+    assert list(rows[0]) == [
+        "model_a",
+        "layer_a",
+        "model_b",
+        "layer_b",
+        "measure",
+        "value",
+        "group",
+        "n",
+    ]
     assert float(rows[0]["value"]) == pytest.approx(t.rows[0]["value"])
     recs = t.to_records()
     assert recs == [{c: r.get(c) for c in t.columns} for r in t.rows]

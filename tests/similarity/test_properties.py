@@ -26,7 +26,9 @@ def pairs(draw, min_n=30, max_n=60):
     dy = draw(st.integers(1, 8))
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, dx)) * rng.uniform(0.2, 5.0, dx) + rng.normal(0, 10, dx)
-    Y = np.tanh(X @ rng.normal(size=(dx, dy))) + draw(st.floats(0.05, 2.0)) * rng.normal(size=(n, dy))
+    Y = np.tanh(X @ rng.normal(size=(dx, dy))) + draw(st.floats(0.05, 2.0)) * rng.normal(
+        size=(n, dy)
+    )
     return X, Y, rng
 
 
@@ -87,8 +89,16 @@ def test_routes_agree(data):
 def test_registry_entries_are_complete():
     names = [m.name for m in measures()]
     assert len(names) == len(set(names))
-    assert {"cka", "cka_debiased", "cka_rbf", "minibatch_cka", "svcca", "pwcca", "mean_cca",
-            "procrustes"} <= set(names)
+    assert {
+        "cka",
+        "cka_debiased",
+        "cka_rbf",
+        "minibatch_cka",
+        "svcca",
+        "pwcca",
+        "mean_cca",
+        "procrustes",
+    } <= set(names)
     for m in measures():
         assert callable(m.function) and m.source and m.invariances
         assert isinstance(m.larger_is_similar, bool)

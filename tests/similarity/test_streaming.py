@@ -71,7 +71,9 @@ def test_float32_batches_with_offset_give_float64_answer():
 def test_torch_batches():
     X, Y = data(3)
     acc = feed(torch.tensor(X, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32), UNEVEN)
-    want = cka(torch.tensor(X, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32), debiased=True)
+    want = cka(
+        torch.tensor(X, dtype=torch.float32), torch.tensor(Y, dtype=torch.float32), debiased=True
+    )
     assert acc.result(True) == pytest.approx(want, abs=1e-10)
 
 

@@ -26,10 +26,17 @@ def make_data(n=120, seed=0, split="train"):
     x[:, 0] += y
     x[:, 1] += 2 * bias
     return GroupedData(
-        x=x, y=y, groups=(bias != y).astype(np.int64), sample_id=np.arange(n) + 1000 * seed,
-        group_names=("aligned", "conflicting"), class_names=("a", "b", "c"),
-        group_attribute="bias", attributes={"colour": bias},
-        attribute_names={"colour": ("r", "g", "b")}, name="toy", split=split,
+        x=x,
+        y=y,
+        groups=(bias != y).astype(np.int64),
+        sample_id=np.arange(n) + 1000 * seed,
+        group_names=("aligned", "conflicting"),
+        class_names=("a", "b", "c"),
+        group_attribute="bias",
+        attributes={"colour": bias},
+        attribute_names={"colour": ("r", "g", "b")},
+        name="toy",
+        split=split,
     )
 
 

@@ -9,8 +9,18 @@ import torch
 from repsim.subnetwork import search
 from tests.subnetwork.conftest import Tiny, make_data
 
-KILL_KW = dict(steps=60, batch_size=32, eval_every=10, lr=0.05, head_lr=0.05, gamma=1.0,
-               progress=False, granularity="weight", checkpoint_every=5, reweight=1.0)
+KILL_KW = dict(
+    steps=60,
+    batch_size=32,
+    eval_every=10,
+    lr=0.05,
+    head_lr=0.05,
+    gamma=1.0,
+    progress=False,
+    granularity="weight",
+    checkpoint_every=5,
+    reweight=1.0,
+)
 
 
 def model() -> Tiny:
@@ -26,5 +36,12 @@ if __name__ == "__main__":
         beacon.write_text(str(step))
         time.sleep(0.05)  # give the parent time to kill us mid-run
 
-    search(model(), make_data(120, 0, "train"), bias_labels="colour",
-           val=make_data(60, 1, "val"), run_dir=run_dir, on_step=slow, **KILL_KW)
+    search(
+        model(),
+        make_data(120, 0, "train"),
+        bias_labels="colour",
+        val=make_data(60, 1, "val"),
+        run_dir=run_dir,
+        on_step=slow,
+        **KILL_KW,
+    )

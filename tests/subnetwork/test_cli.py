@@ -62,7 +62,9 @@ def test_search_and_report_end_to_end(tmp_path):
     assert (run / "report.csv").is_file()
     d = report["minus_vanilla"]["subnetwork"]["test_acc"]["mean"]
     s = report["summary"]
-    assert d == pytest.approx(s["subnetwork"]["test_acc"]["mean"] - s["vanilla"]["test_acc"]["mean"])
+    assert d == pytest.approx(
+        s["subnetwork"]["test_acc"]["mean"] - s["vanilla"]["test_acc"]["mean"]
+    )
 
 
 def test_bad_config_names_the_key(tmp_path):

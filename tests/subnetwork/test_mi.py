@@ -61,8 +61,9 @@ def test_matches_reference_and_is_bounded():
 def test_differentiable():
     rng = np.random.default_rng(2)
     b = torch.from_numpy(rng.integers(0, 3, 50))
-    logits = torch.randn(50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0),
-                         requires_grad=True)
+    logits = torch.randn(
+        50, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True
+    )
     mutual_information(b, torch.softmax(logits, 1)).backward()
     assert torch.isfinite(logits.grad).all()
 

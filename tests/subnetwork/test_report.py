@@ -19,8 +19,15 @@ def test_compare_subnetwork_rows(tiny_model, toy):
     train, val = toy
     keep = torch.ones_like(tiny_model.fc1.weight, dtype=torch.bool)
     keep[:, 1] = False  # drop the input that carries the bias
-    rep = compare_subnetwork(tiny_model, {"fc1.weight": keep}, train=train, test=val,
-                             bias_labels="colour", biased_test=train, conflict_attribute="bias")
+    rep = compare_subnetwork(
+        tiny_model,
+        {"fc1.weight": keep},
+        train=train,
+        test=val,
+        bias_labels="colour",
+        biased_test=train,
+        conflict_attribute="bias",
+    )
     rows = {r["model"]: r for r in rep["rows"]}
     assert set(rows) == {"vanilla", "subnetwork", "magnitude"}
     assert rows["subnetwork"]["sparsity"] == pytest.approx(1 / 6)
@@ -41,8 +48,9 @@ def test_compare_subnetwork_rows(tiny_model, toy):
 def test_compare_subnetwork_full_mask_has_cka_one(tiny_model, toy):
     train, val = toy
     keep = torch.ones_like(tiny_model.fc1.weight, dtype=torch.bool)
-    rep = compare_subnetwork(tiny_model, {"fc1.weight": keep}, train=train, test=val,
-                             bias_labels="colour")
+    rep = compare_subnetwork(
+        tiny_model, {"fc1.weight": keep}, train=train, test=val, bias_labels="colour"
+    )
     for r in rep["cka"]:
         if r["model"] == "subnetwork":
             assert r["cka"] == pytest.approx(1.0, abs=1e-12)

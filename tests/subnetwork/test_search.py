@@ -9,8 +9,9 @@ from repsim.compress import Mask
 from repsim.errors import ConfigError, DataError, ModelError, ShapeError
 from repsim.subnetwork import apply_mask, cell_weights, search
 
-FAST = dict(steps=40, batch_size=32, eval_every=10, lr=0.05, head_lr=0.05, gamma=1.0,
-            progress=False)
+FAST = dict(
+    steps=40, batch_size=32, eval_every=10, lr=0.05, head_lr=0.05, gamma=1.0, progress=False
+)
 
 
 def _run(model, toy, **kw):
@@ -50,8 +51,18 @@ def test_deterministic(tiny_model, toy):
 
 
 def test_annealing_reaches_binary_gates(tiny_model, toy):
-    res = _run(tiny_model, toy, steps=400, eval_every=5, plateau_patience=1, plateau_delta=10.0,
-               tau_decay=0.3, tau_min=1e-3, target_sparsity=0.4, sparsity_weight=5.0)
+    res = _run(
+        tiny_model,
+        toy,
+        steps=400,
+        eval_every=5,
+        plateau_patience=1,
+        plateau_delta=10.0,
+        tau_decay=0.3,
+        tau_min=1e-3,
+        target_sparsity=0.4,
+        sparsity_weight=5.0,
+    )
     assert res.record["final_tau"] < 1e-3
     assert res.record["final_step"] < 400  # stopped by the temperature, not the step budget
     assert res.record["max_off_gate"] < 1e-3  # every pruned gate is (numerically) off
@@ -119,8 +130,14 @@ def test_cell_weights_balance_cells():
 
 @pytest.mark.parametrize("selection", ["bias-head", "val-acc"])
 def test_model_selection_rule(tiny_model, toy, selection):
-    res = _run(tiny_model, toy, selection=selection, max_acc_drop=0.05, target_sparsity=0.5,
-               sparsity_weight=2.0)
+    res = _run(
+        tiny_model,
+        toy,
+        selection=selection,
+        max_acc_drop=0.05,
+        target_sparsity=0.5,
+        sparsity_weight=2.0,
+    )
     vanilla = res.record["vanilla_val_acc"]
     eligible = [e for e in res.evals if e["val_acc"] >= vanilla - 0.05]
     assert [e["eligible"] for e in res.evals] == [e in eligible for e in res.evals]
@@ -146,12 +163,18 @@ def test_sigkilled_run_resumes_to_the_same_mask(tmp_path):
     root = Path(__file__).resolve().parents[2]
     run_dir, beacon = tmp_path / "run", tmp_path / "beacon"
     env = {**os.environ, "PYTHONPATH": str(root)}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.subnetwork.kill_worker", str(run_dir),
-                             str(beacon)], cwd=root, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.subnetwork.kill_worker", str(run_dir), str(beacon)],
+        cwd=root,
+        env=env,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
-        if beacon.exists() and beacon.read_text().strip().isdigit() \
-                and int(beacon.read_text()) >= 27:
+        if (
+            beacon.exists()
+            and beacon.read_text().strip().isdigit()
+            and int(beacon.read_text()) >= 27
+        ):
             break
         time.sleep(0.02)
     assert proc.poll() is None, "the worker finished before it could be killed"
@@ -159,10 +182,12 @@ def test_sigkilled_run_resumes_to_the_same_mask(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     train, val = make_data(120, 0, "train"), make_data(60, 1, "val")
-    resumed = search(model(), train, bias_labels="colour", val=val, run_dir=run_dir,
-                     resume=True, **KILL_KW)
-    full = search(model(), train, bias_labels="colour", val=val, run_dir=tmp_path / "full",
-                  **KILL_KW)
+    resumed = search(
+        model(), train, bias_labels="colour", val=val, run_dir=run_dir, resume=True, **KILL_KW
+    )
+    full = search(
+        model(), train, bias_labels="colour", val=val, run_dir=tmp_path / "full", **KILL_KW
+    )
     assert resumed.log == full.log
     assert all(torch.equal(resumed.mask[k], full.mask[k]) for k in full.mask)
     assert resumed.record["chosen_step"] == full.record["chosen_step"]
