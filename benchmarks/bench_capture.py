@@ -64,7 +64,7 @@ class PeakRSS:
 def one(n: int, batch_size: int, repeats: int) -> dict:
     import torch
 
-    from repsim.cache import ActivationStore
+    from repsim.capture.store import ActivationStore
     from repsim.capture import record_reductions
     from repsim.data import load_dataset
     from repsim.models import ResNetCIFAR

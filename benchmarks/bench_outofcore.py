@@ -4,7 +4,7 @@ Writes synthetic activations to Zarr chunk by chunk (``X``: ``[n_max, d]`` float
 signal plus noise, post-ReLU; ``Y``: ``[n_max, d_y]``, a noisy projection of ``X``), compressed
 like the activation store (Blosc/zstd level 1, about 2 MiB chunks of whole rows). Then, for each
 ``n``, a *fresh subprocess* streams linear CKA (biased and debiased from one pass) over the first
-``n`` rows with :func:`repsim.outofcore.stream_cka` and reports
+``n`` rows with :func:`repsim.similarity.outofcore.stream_cka` and reports
 
 * wall time and CPU time (user + system, all threads), each per 1000 rows (linear scaling
   means a constant; CPU time is the steadier figure on a shared machine),
@@ -112,7 +112,7 @@ def one(workdir: Path, n: int, batch_size: int, use_dask: bool) -> dict:
     import numpy as np
     import zarr
 
-    from repsim.outofcore import iter_rows
+    from repsim._core.rows import iter_rows
     from repsim.similarity import LinearCKAAccumulator
 
     rss_imports = _vm_hwm_mb()
@@ -152,7 +152,7 @@ def one(workdir: Path, n: int, batch_size: int, use_dask: bool) -> dict:
         "rss_after_imports_mb": rss_imports,
     }
     if use_dask:
-        from repsim.distributed import distributed_cka
+        from repsim.scale.dask import distributed_cka
 
         t0 = time.perf_counter()
         v = distributed_cka(Xn, Yn, chunk_rows=batch_size)

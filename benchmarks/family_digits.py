@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from repsim.data import load_dataset
-from repsim.family import build
+from repsim.pipeline.family import build
 from repsim.train import evaluate
 
 

@@ -97,8 +97,8 @@ def suite_dask(quick: bool, timeout: int) -> dict:
     import zarr
 
     sys.path.insert(0, str(ROOT))
-    from repsim.distributed import distributed_cka
-    from repsim.outofcore import stream_cka
+    from repsim.scale.dask import distributed_cka
+    from repsim.similarity.outofcore import stream_cka
 
     n, d = (20_000, 256) if quick else (100_000, 1024)
     rng = np.random.default_rng(0)

@@ -1,106 +1,101 @@
 """repsim: layer-wise representation similarity to explain why compression makes models unfair.
 
-The public API is re-exported here; each stage also lives in its own module (``repsim.data``,
-``repsim.models``, ``repsim.train``, ...) and can be called alone.
+The public API, grouped by pipeline stage (see docs/architecture.md for the data flow). Each
+stage also lives in its own subpackage (``repsim.data``, ``repsim.capture``,
+``repsim.similarity``, ...) and can be called alone. Names are imported on first use, so
+``import repsim`` (and the ``repsim`` command's ``--help``) stays fast.
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import Any
 
-from repsim.cache import ActivationStore  # noqa: E402
-from repsim.capture import Capture, record, record_reductions  # noqa: E402
-from repsim.compress import Mask, distill, prune, quantize  # noqa: E402
-from repsim.data import GroupedData, GroupedDataset, list_datasets, load_dataset  # noqa: E402
-from repsim.errors import RepsimError  # noqa: E402
-from repsim.explain import Relations, relate  # noqa: E402
-from repsim.fairness import (  # noqa: E402
-    CompressionShift,
-    Exemplars,
-    GroupMetrics,
-    MetricTable,
-    UndefinedMetricWarning,
-    bias_amplification,
-    compression_shift,
-    exemplars,
-    group_metrics,
-    per_class_test,
-)
-from repsim.layers import available_layers, select_layers  # noqa: E402
-from repsim.models import build_model, load_model, save_model  # noqa: E402
-from repsim.outofcore import stream_cca, stream_cka, stream_group_metrics  # noqa: E402
-from repsim.saliency import (  # noqa: E402
-    fairgrape_prune,
-    group_hessian_trace,
-    group_layer_attributions,
-    saliency_mask,
-    salient_removed,
-    weight_saliency,
-)
-from repsim.similarity import (  # noqa: E402
-    SimilarityTable,
-    cka,
-    compare,
-    mean_cca,
-    measures,
-    procrustes,
-    pwcca,
-    svcca,
-)
-from repsim.study import run_study  # noqa: E402
-from repsim.train import Evaluation, evaluate, fit  # noqa: E402
+from repsim._core import deprecation as _deprecation
+from repsim._version import __version__
+from repsim.errors import RepsimError, UndefinedMetricWarning
+
+_deprecation.install()
+
+#: Public name -> the module that defines it, in pipeline order.
+_API: dict[str, str] = {
+    # data
+    "GroupedData": "repsim.data",
+    "GroupedDataset": "repsim.data",
+    "list_datasets": "repsim.data",
+    "load_dataset": "repsim.data",
+    # models and layers
+    "build_model": "repsim.models",
+    "load_model": "repsim.models",
+    "save_model": "repsim.models",
+    "available_layers": "repsim.layers",
+    "select_layers": "repsim.layers",
+    # training
+    "Evaluation": "repsim.train",
+    "evaluate": "repsim.train",
+    "fit": "repsim.train",
+    # compression
+    "Mask": "repsim.compress",
+    "distill": "repsim.compress",
+    "fairgrape_prune": "repsim.compress",
+    "prune": "repsim.compress",
+    "quantize": "repsim.compress",
+    # capture
+    "ActivationStore": "repsim.capture",
+    "Capture": "repsim.capture",
+    "record": "repsim.capture",
+    "record_reductions": "repsim.capture",
+    # similarity
+    "SimilarityTable": "repsim.similarity",
+    "cka": "repsim.similarity",
+    "compare": "repsim.similarity",
+    "mean_cca": "repsim.similarity",
+    "measures": "repsim.similarity",
+    "procrustes": "repsim.similarity",
+    "pwcca": "repsim.similarity",
+    "stream_cca": "repsim.similarity",
+    "stream_cka": "repsim.similarity",
+    "svcca": "repsim.similarity",
+    # fairness
+    "CompressionShift": "repsim.fairness",
+    "Exemplars": "repsim.fairness",
+    "GroupMetrics": "repsim.fairness",
+    "MetricTable": "repsim.fairness",
+    "bias_amplification": "repsim.fairness",
+    "compression_shift": "repsim.fairness",
+    "exemplars": "repsim.fairness",
+    "group_metrics": "repsim.fairness",
+    "per_class_test": "repsim.fairness",
+    "stream_group_metrics": "repsim.fairness",
+    # saliency
+    "group_hessian_trace": "repsim.saliency",
+    "group_layer_attributions": "repsim.saliency",
+    "saliency_mask": "repsim.saliency",
+    "salient_removed": "repsim.saliency",
+    "weight_saliency": "repsim.saliency",
+    # explain
+    "Relations": "repsim.explain",
+    "relate": "repsim.explain",
+    # pipeline
+    "run_study": "repsim.pipeline",
+}
 
 __all__ = [
-    "fairgrape_prune",
-    "group_hessian_trace",
-    "group_layer_attributions",
-    "saliency_mask",
-    "salient_removed",
-    "weight_saliency",
-    "stream_cca",
-    "stream_cka",
-    "stream_group_metrics",
-    "Relations",
-    "relate",
-    "run_study",
-    "SimilarityTable",
-    "cka",
-    "compare",
-    "mean_cca",
-    "measures",
-    "procrustes",
-    "pwcca",
-    "svcca",
-    "Mask",
-    "distill",
-    "prune",
-    "quantize",
-    "ActivationStore",
-    "Capture",
-    "available_layers",
-    "record",
-    "record_reductions",
-    "select_layers",
-    "CompressionShift",
-    "Evaluation",
-    "Exemplars",
-    "GroupMetrics",
-    "MetricTable",
-    "UndefinedMetricWarning",
-    "bias_amplification",
-    "compression_shift",
-    "exemplars",
-    "group_metrics",
-    "per_class_test",
-    "GroupedData",
-    "GroupedDataset",
-    "RepsimError",
     "__version__",
-    "build_model",
-    "evaluate",
-    "fit",
-    "list_datasets",
-    "load_dataset",
-    "load_model",
-    "save_model",
+    "RepsimError",
+    "UndefinedMetricWarning",
+    *_API,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'repsim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

@@ -1,7 +1,8 @@
-"""Exception types raised by repsim.
+"""Every exception and warning class repsim raises.
 
 Every error repsim raises on bad input derives from :class:`RepsimError`, so callers can catch
-one type, and the command line turns any of them into a message and exit code 2.
+one type, and the command line turns any of them into a message and exit code 2. Warnings say
+that a value is undefined (NaN) or computed on reduced data; they are never silent.
 """
 
 from __future__ import annotations
@@ -49,12 +50,50 @@ class CacheError(RepsimError):
     """The activation cache is unusable: a path that is a file, a foreign or corrupt entry."""
 
 
+class OutputError(RepsimError, OSError):
+    """A file cannot be written or read back: read-only or full disk, a damaged file."""
+
+
 class MaskError(RepsimError, ValueError):
     """A pruning mask does not fit a model (unknown parameter names, wrong shapes)."""
 
 
 class InsufficientDataError(RepsimError, ValueError):
     """Too few samples (overall, or in a group) for a statistic to be defined."""
+
+
+class MaskKeyError(MaskError, KeyError):
+    """A parameter name the mask has no entry for (a ``KeyError``, so mapping idioms work)."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ParameterNotFoundError(LayerNotFoundError):
+    """A requested parameter name does not exist in the model (or in a mask/map)."""
+
+
+class ClusterError(RepsimError):
+    """A Dask cluster cannot be reached, or lost workers beyond what retries can cover."""
+
+
+# ------------------------------------------------------------------------------ warnings
+
+
+class UndefinedMetricWarning(RuntimeWarning):
+    """A metric is undefined (empty group, zero denominator) and was set to NaN."""
+
+
+class SimilarityWarning(UserWarning):
+    """A similarity value is undefined (returned as NaN), ill-posed, or computed on reduced data.
+
+    Raised as a warning, never silently: dropped dead units, CCA with too few samples for the
+    kept dimensions, a zero-variance layer, a negative debiased HSIC.
+    """
+
+
+class RelationWarning(UserWarning):
+    """A relation statistic is undefined (NaN): too few members or a constant input."""
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 
+from repsim._core.fingerprints import unwrap_model
 from repsim.errors import ConfigError, LayerNotFoundError, did_you_mean
-from repsim.fingerprints import unwrap_model
 
 INPUT_SUFFIX = ":input"
 

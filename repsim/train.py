@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.fingerprints import unwrap_model
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, DataError
-from repsim.fingerprints import unwrap_model
 
 #: A loss takes the model, an input batch and its labels and returns a scalar tensor.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]

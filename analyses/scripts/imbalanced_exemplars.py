@@ -1,6 +1,6 @@
 """Which classes does pruning hurt on digits-imbalanced? CIEs, Hooker's per-class test, CEV/SDE.
 
-Builds (or reuses from ``cache/``) a family with :func:`repsim.family.build`: small CNNs on
+Builds (or reuses from ``cache/``) a family with :func:`repsim.pipeline.family.build`: small CNNs on
 ``digits-imbalanced`` (classes 3, 5, 8 cut to 10% of their training samples; the test split
 stays balanced), ``--seeds`` dense seeds, each pruned by global weight magnitude (classifier
 dense, as in Simon Says) to 80/90/95% sparsity with a 5-epoch fine-tune. Per sparsity it prints
@@ -19,7 +19,7 @@ import numpy as np
 
 from repsim import load_dataset
 from repsim.fairness import UndefinedMetricWarning, compression_shift, exemplars
-from repsim.family import build
+from repsim.pipeline.family import build
 from repsim.train import evaluate
 
 SPARSITIES = (0.8, 0.9, 0.95)

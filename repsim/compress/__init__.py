@@ -1,4 +1,4 @@
-"""Compression: pruning, masks, quantisation and knowledge distillation.
+"""Compression: pruning (magnitude, random, structured, FairGRAPE), masks, quantisation, distillation.
 
 Every function returns a new model (unless asked to work in place) and a record of what it did.
 """
@@ -9,6 +9,12 @@ from repsim.compress.distill import (
     attention_transfer_loss,
     distill,
     kd_loss,
+)
+from repsim.compress.fairgrape import (
+    fairgrape_masks,
+    fairgrape_prune,
+    greedy_select,
+    group_importance,
 )
 from repsim.compress.mask import Mask, bake
 from repsim.compress.prune import (
@@ -40,7 +46,11 @@ __all__ = [
     "bake",
     "classifier_name",
     "distill",
+    "fairgrape_masks",
+    "fairgrape_prune",
     "gradual_prune",
+    "greedy_select",
+    "group_importance",
     "kd_loss",
     "one_shot_prune",
     "prunable_parameters",

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repsim._core.fingerprints import unwrap_model
 from repsim.compress.prune import clone_model
 from repsim.data.base import GroupedData, GroupedDataset
 from repsim.errors import ConfigError, LayerNotFoundError, ModelError, did_you_mean
-from repsim.fingerprints import unwrap_model
 from repsim.train import FitResult, fit, resolve_device
 
 

@@ -19,8 +19,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import prune as tprune
 
-from repsim.errors import MaskError, did_you_mean
-from repsim.fingerprints import model_fingerprint, unwrap_model
+from repsim._core.fingerprints import model_fingerprint, unwrap_model
+from repsim.errors import MaskError, MaskKeyError, did_you_mean
 
 FORMAT_VERSION = 1
 
@@ -40,13 +40,6 @@ def _current_tensor(module: nn.Module, tensor: str) -> torch.Tensor | None:
     """The parameter ``tensor`` of ``module`` (its ``_orig`` when pruned), or ``None``."""
     params = dict(module.named_parameters(recurse=False))
     return params.get(tensor + "_orig", params.get(tensor))
-
-
-class MaskKeyError(MaskError, KeyError):
-    """A parameter name the mask has no entry for (a ``KeyError``, so mapping idioms work)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 class Mask(Mapping[str, torch.Tensor]):

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as tprune
 
+from repsim._core.fingerprints import unwrap_model
 from repsim.errors import ConfigError, LayerNotFoundError, did_you_mean
-from repsim.fingerprints import unwrap_model
 
 METHODS = ("magnitude", "random", "ln_structured", "fairgrape")
 SCOPES = ("global", "layerwise")
@@ -284,7 +284,7 @@ def prune(
     if method == "fairgrape":
         if data is None:
             raise ConfigError("method='fairgrape' estimates group importance on data: pass data=.")
-        from repsim.saliency.fairgrape import fairgrape_prune
+        from repsim.compress.fairgrape import fairgrape_prune
 
         return fairgrape_prune(
             model,

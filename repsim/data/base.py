@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from repsim._core.fingerprints import array_fingerprint
 from repsim.errors import DataError, did_you_mean
-from repsim.fingerprints import array_fingerprint
 
 
 @dataclass(frozen=True, eq=False)

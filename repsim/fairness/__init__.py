@@ -6,7 +6,8 @@ disagree.
 
 from __future__ import annotations
 
-from repsim.fairness._validate import UndefinedMetricWarning
+from repsim.errors import UndefinedMetricWarning
+from repsim.fairness.counts import ConfusionCounter, group_metrics_from_counts, stream_group_metrics
 from repsim.fairness.exemplars import Exemplars, exemplars, label_histograms, modal_labels
 from repsim.fairness.groups import GroupMetrics, group_metrics
 from repsim.fairness.shift import (
@@ -20,6 +21,7 @@ from repsim.fairness.shift import (
 from repsim.fairness.table import MetricTable
 
 __all__ = [
+    "ConfusionCounter",
     "CompressionShift",
     "Exemplars",
     "GroupMetrics",
@@ -30,8 +32,10 @@ __all__ = [
     "compression_shift",
     "exemplars",
     "group_metrics",
+    "group_metrics_from_counts",
     "label_histograms",
     "modal_labels",
     "per_class_test",
     "relative_change",
+    "stream_group_metrics",
 ]

@@ -8,11 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from repsim.errors import DataError, NonFiniteError, ShapeError
-
-
-class UndefinedMetricWarning(RuntimeWarning):
-    """A metric is undefined (empty group, zero denominator) and was set to NaN."""
+from repsim.errors import DataError, NonFiniteError, ShapeError, UndefinedMetricWarning
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import prune
 
+from repsim._core.fingerprints import model_fingerprint, unwrap_model
 from repsim.errors import ModelError
-from repsim.fingerprints import model_fingerprint, unwrap_model
 from repsim.models.registry import build_model
 
 

@@ -1,6 +1,6 @@
 """Write a study's report directory: tidy CSVs, PNG figures and the self-contained index.html.
 
-:func:`write_report` takes the plain tables :func:`repsim.study.run_study` computed (or any
+:func:`write_report` takes the plain tables :func:`repsim.pipeline.study.run_study` computed (or any
 caller's tables in the same schema) and writes::
 
     results.json             (written by the caller, after timings are known)

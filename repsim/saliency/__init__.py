@@ -3,7 +3,7 @@
 - :mod:`~repsim.saliency.gradient`: SalUn gradient weight saliency per group, saliency masks.
 - :mod:`~repsim.saliency.overlap`: share of each group's salient weights a pruning mask removed
   (vs chance), Jaccard between groups' salient sets.
-- :mod:`~repsim.saliency.fairgrape`: FairGRAPE group-aware importance and pruning.
+- :mod:`~repsim.compress.fairgrape`: FairGRAPE group-aware importance and pruning.
 - :mod:`~repsim.saliency.curvature`: per-group gradient norm and Hutchinson Hessian trace
   (Tran et al. 2022).
 - :mod:`~repsim.saliency.attribution`: captum layer attributions per group and per unit.
@@ -16,13 +16,6 @@ from repsim.saliency.curvature import (
     disparate_impact_predictors,
     group_gradient_norm,
     group_hessian_trace,
-)
-from repsim.saliency.fairgrape import (
-    fairgrape_masks,
-    fairgrape_prune,
-    greedy_select,
-    group_importance,
-    prunable_parameters,
 )
 from repsim.saliency.gradient import (
     ParameterNotFoundError,
@@ -43,17 +36,12 @@ __all__ = [
     "TraceEstimate",
     "attribution_share",
     "disparate_impact_predictors",
-    "fairgrape_masks",
-    "fairgrape_prune",
-    "greedy_select",
     "group_gradient_norm",
     "group_hessian_trace",
-    "group_importance",
     "group_layer_attributions",
     "jaccard",
     "plot_saliency_histograms",
     "plot_salient_removed",
-    "prunable_parameters",
     "pruned_units",
     "pruning_mask",
     "removed_share",
@@ -62,3 +50,9 @@ __all__ = [
     "salient_removed",
     "weight_saliency",
 ]
+
+
+def __getattr__(name: str) -> object:
+    from repsim._core.deprecation import moved_attribute
+
+    return moved_attribute(__name__, name)

@@ -33,9 +33,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.fingerprints import unwrap_model
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, LayerNotFoundError, MaskError, did_you_mean
-from repsim.fingerprints import unwrap_model
 from repsim.saliency.gradient import (
     check_batch_size,
     eval_mode,

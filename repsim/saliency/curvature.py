@@ -27,10 +27,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.fingerprints import unwrap_model
+from repsim._core.table import Table as MetricTable
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError
-from repsim.fairness.table import MetricTable
-from repsim.fingerprints import unwrap_model
 from repsim.saliency.gradient import (
     LossFn,
     check_batch_size,

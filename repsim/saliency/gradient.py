@@ -29,15 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.fingerprints import unwrap_model
 from repsim.data.base import GroupedData
 from repsim.errors import (
     ConfigError,
     DataError,
     InsufficientDataError,
-    LayerNotFoundError,
+    ParameterNotFoundError,
     did_you_mean,
 )
-from repsim.fingerprints import unwrap_model
 
 #: A loss takes the model, an input batch and its labels and returns the batch-mean loss.
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -46,10 +46,6 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 SaliencyMap = dict[str, torch.Tensor]
 
 OVERALL = "overall"
-
-
-class ParameterNotFoundError(LayerNotFoundError):
-    """A requested parameter name does not exist in the model (or in a mask/map)."""
 
 
 # ----------------------------------------------------------------------------- helpers

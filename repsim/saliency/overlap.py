@@ -27,9 +27,9 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from repsim._core.fingerprints import unwrap_model
+from repsim._core.table import Table as MetricTable
 from repsim.errors import ConfigError, MaskError, did_you_mean
-from repsim.fairness.table import MetricTable
-from repsim.fingerprints import unwrap_model
 from repsim.saliency.gradient import SaliencyMap, saliency_mask, user_name
 
 ALL_PARAMETERS = "(all)"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from repsim.errors import InsufficientDataError, NonFiniteError, ShapeError
+from repsim.errors import InsufficientDataError, NonFiniteError, ShapeError, SimilarityWarning
 
 try:  # torch is a hard dependency of repsim, but keep this module importable without it
     import torch
@@ -22,14 +22,6 @@ except ImportError:  # pragma: no cover
     torch = None  # type: ignore[assignment]
 
 Matrix = Any  # np.ndarray (float64) or torch.Tensor (float64); both support @, .T, .sum, .mean
-
-
-class SimilarityWarning(UserWarning):
-    """A similarity value is undefined (returned as NaN), ill-posed, or computed on reduced data.
-
-    Raised as a warning, never silently: dropped dead units, CCA with too few samples for the
-    kept dimensions, a zero-variance layer, a negative debiased HSIC.
-    """
 
 
 def warn(message: str, stacklevel: int = 3) -> None:

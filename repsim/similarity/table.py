@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from repsim._core.table import Table
 from repsim.errors import ConfigError
 
 BASE_COLUMNS = ("model_a", "layer_a", "model_b", "layer_b", "measure", "value")
@@ -30,67 +29,30 @@ class LabelledMatrix:
         return self.values if dtype is None else self.values.astype(dtype)
 
 
-@dataclass
-class SimilarityTable:
+class SimilarityTable(Table):
     """Rows ``(model_a, layer_a, model_b, layer_b, measure, value)`` and, when relevant, ``group``
     (group-conditional rows; ``None`` for all samples), ``n`` (samples used), ``ci_low``,
     ``ci_high`` and ``n_boot`` (bootstrap interval).
 
-    ``rows`` is a plain ``list[dict]``; nothing here needs pandas.
+    A :class:`repsim._core.table.Table` whose columns are the base columns followed by whichever
+    extra columns any row carries, with a layer-by-layer :meth:`matrix` view.
     """
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(
+        self, rows: Iterable[Mapping[str, Any]] = (), columns: Sequence[str] | None = None
+    ) -> None:
+        rows = [dict(r) for r in rows]
+        if columns is None:
+            present = {k for r in rows for k in r}
+            columns = list(BASE_COLUMNS) + [c for c in EXTRA_COLUMNS if c in present]
+        super().__init__(rows, columns)
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.rows)
-
-    def __repr__(self) -> str:
-        return f"SimilarityTable({len(self.rows)} rows, columns={self.columns})"
-
-    @property
-    def columns(self) -> list[str]:
-        """The base columns followed by whichever extra columns any row carries."""
-        present = {k for r in self.rows for k in r}
-        return list(BASE_COLUMNS) + [c for c in EXTRA_COLUMNS if c in present]
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """A copy of the rows, each a dict with every column (missing ones as None)."""
-        cols = self.columns
-        return [{c: r.get(c) for c in cols} for r in self.rows]
-
-    def to_csv(self, path: str | Path) -> Path:
-        """Write the table as CSV (NaN as ``nan``, None as empty); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(self.to_records())
-        return path
-
-    def to_pandas(self) -> Any:
-        """A ``pandas.DataFrame`` of the rows (needs pandas, which repsim does not depend on)."""
-        try:
-            import pandas as pd
-        except ImportError as exc:
-            raise ImportError("to_pandas() needs pandas; use to_records() or to_csv().") from exc
-        return pd.DataFrame(self.to_records(), columns=self.columns)
-
-    def filter(self, **equal: Any) -> SimilarityTable:
-        """Rows whose columns equal the given values, e.g. ``table.filter(measure="cka")``."""
-        return SimilarityTable(
-            [r for r in self.rows if all(r.get(k) == v for k, v in equal.items())]
-        )
-
-    def value(self, **equal: Any) -> float:
+    def value(self, column: str = "value", **equal: Any) -> Any:
         """The single value matching the filter; raises ConfigError unless exactly one row."""
         rows = self.filter(**equal).rows
         if len(rows) != 1:
             raise ConfigError(f"{len(rows)} rows match {equal}; narrow the filter to one row.")
-        return rows[0]["value"]
+        return rows[0][column]
 
     def matrix(self, measure: str | None = None, *, group: Any = None) -> LabelledMatrix:
         """The layer_a x layer_b matrix of one measure (NaN where a pair was not computed).

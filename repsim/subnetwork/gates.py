@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from repsim._core.fingerprints import unwrap_model
 from repsim.compress.prune import classifier_name as _last_linear
 from repsim.compress.prune import prunable_parameters as _compress_prunable
 from repsim.errors import ConfigError, LayerNotFoundError, ModelError, did_you_mean
-from repsim.fingerprints import unwrap_model
 
 GRANULARITIES = ("weight", "channel")
 

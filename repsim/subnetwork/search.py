@@ -40,10 +40,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.fingerprints import model_fingerprint, unwrap_model
 from repsim.compress import Mask, bake
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, DataError, ShapeError, did_you_mean
-from repsim.fingerprints import model_fingerprint, unwrap_model
 from repsim.subnetwork.gates import (
     GRANULARITIES,
     classifier_name,

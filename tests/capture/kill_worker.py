@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
-from repsim.cache import ActivationStore
 from repsim.capture import record
+from repsim.capture.store import ActivationStore
 from repsim.data import load_dataset
-from tests.capture.models import tiny_resnet
+from tests.helpers import tiny_resnet
 
 LAYERS = ["stem", "block1", "block2.conv2"]
 CHUNK_BYTES = 4096

@@ -3,7 +3,7 @@ from torch import nn
 
 from repsim.errors import ConfigError, LayerNotFoundError
 from repsim.layers import available_layers, default_layers, select_layers
-from tests.capture.models import tiny_resnet
+from tests.helpers import tiny_resnet
 
 
 def test_available_layers_lists_dotted_paths_in_order():

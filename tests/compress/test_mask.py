@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from repsim._core.fingerprints import model_fingerprint
 from repsim.compress import Mask, bake, prune, pruned_parameters
 from repsim.errors import MaskError
-from repsim.fingerprints import model_fingerprint
 from repsim.models import build_model, load_model, load_state_dict_pruned, save_model
 
 X = torch.from_numpy(np.random.default_rng(0).random((7, 1, 8, 8), dtype=np.float32))

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from repsim.subnetwork import search
-from tests.subnetwork.conftest import Tiny, make_data
+from tests.helpers import Tiny, make_data
 
 KILL_KW = dict(
     steps=60,

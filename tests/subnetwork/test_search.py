@@ -157,7 +157,7 @@ def test_sigkilled_run_resumes_to_the_same_mask(tmp_path):
     import time
     from pathlib import Path
 
-    from tests.subnetwork.conftest import make_data
+    from tests.helpers import make_data
     from tests.subnetwork.kill_worker import KILL_KW, model
 
     root = Path(__file__).resolve().parents[2]

@@ -1,0 +1,144 @@
+"""Atomic file writes: the one place repsim puts bytes on disk.
+
+Every writer takes the content first and the path second (as :func:`json.dump` does) and
+writes to a unique temporary name in the target's directory and renames it
+into place (``os.replace``, atomic on one filesystem), so a killed process or a concurrent
+writer never leaves a half-written file under the final name, and two processes saving the
+same path never collide on a shared temporary name. The temporary file is removed on any
+error. An operating-system failure (read-only directory, full disk, a path that is a file)
+becomes an :class:`repsim.errors.OutputError` naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repsim.errors import OutputError
+
+__all__ = [
+    "atomic_write",
+    "read_json",
+    "to_jsonable",
+    "write_bytes",
+    "write_json",
+    "write_text",
+]
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}.tmp")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` to fill a temporary file, then rename it to ``path``.
+
+    Parameters
+    ----------
+    path : path-like
+        Final location; its parent directories are created.
+    write : callable
+        Writes the complete content to the temporary path it is given.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        When the directory cannot be created or written (read-only, full disk, a file in the
+        way); nothing is left behind under ``path`` or the temporary name.
+    """
+    path = Path(path)
+    tmp = _temp_name(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        reason = exc.strerror or str(exc)
+        raise OutputError(
+            f"cannot write {path}: {reason}. Choose a writable location with free space."
+        ) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays, tuples, sets and paths made JSON-native.
+
+    Non-finite floats become ``None`` (JSON has no NaN).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(
+    obj: Any, path: str | os.PathLike, *, indent: int | None = 2, allow_nan: bool = False
+) -> Path:
+    """Write ``obj`` as JSON atomically.
+
+    With ``allow_nan=False`` (default) the object goes through :func:`to_jsonable` (NaN and
+    infinities become ``null``: strict JSON); with ``allow_nan=True`` floats are written as
+    Python's ``json`` writes them (``NaN``, ``Infinity``), which :func:`read_json` reads back.
+    """
+    if allow_nan:
+        text = json.dumps(obj, indent=indent, default=str, allow_nan=True)
+    else:
+        text = json.dumps(to_jsonable(obj), indent=indent, allow_nan=False, default=str)
+    return write_text(text, path)
+
+
+def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> Any:
+    """Read a JSON file; a missing, unreadable or malformed file raises ``OutputError``.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    what : str
+        What the file is, for the message (``"model spec"``, ``"mask report"``).
+    """
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise OutputError(f"{what} {p} does not exist.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise OutputError(f"{what} {p} is unreadable or not valid JSON ({exc}).") from None

@@ -1,0 +1,45 @@
+"""Capture: record what chosen layers compute on a dataset and cache it in Zarr.
+
+- :mod:`~repsim.capture.hooks`: forward hooks that copy activations inside the hook, and the
+  reductions of conv maps to ``[n, features]``.
+- :mod:`~repsim.capture.record`: :func:`record` / :func:`record_reductions`, the one forward
+  loop, and :class:`Capture`, the mapping of layer -> activations it returns.
+- :mod:`~repsim.capture.store`: :class:`ActivationStore`, the Zarr cache with atomic entries.
+- :mod:`~repsim.capture.shards`: capture split by sample ranges across workers.
+"""
+
+from __future__ import annotations
+
+from repsim.capture.hooks import reduce_activation
+from repsim.capture.record import Capture, data_fingerprint, record, record_reductions
+from repsim.capture.shards import finalize_shards, record_shard, shard_ranges, shard_status
+from repsim.capture.store import (
+    META_ARRAYS,
+    REDUCTIONS,
+    ActivationStore,
+    EntryInfo,
+    Problem,
+    array_name,
+    entry_key,
+    parse_array_name,
+)
+
+__all__ = [
+    "META_ARRAYS",
+    "REDUCTIONS",
+    "ActivationStore",
+    "Capture",
+    "EntryInfo",
+    "Problem",
+    "array_name",
+    "data_fingerprint",
+    "entry_key",
+    "finalize_shards",
+    "parse_array_name",
+    "record",
+    "record_reductions",
+    "record_shard",
+    "reduce_activation",
+    "shard_ranges",
+    "shard_status",
+]

@@ -1,0 +1,614 @@
+"""Record what chosen layers of a model compute on a dataset, batch by batch.
+
+:func:`record` runs the model under ``torch.inference_mode()`` with forward hooks on the chosen
+layers. Each hook detaches the layer's output, reduces it to ``[batch, n_features]`` and copies
+it to CPU ``float32`` *inside the hook*, before the next module runs, so an in-place ReLU or an
+``out += identity`` after the layer cannot change what was captured. Batches stream to an
+:class:`~repsim.capture.store.ActivationStore` (written by a background thread, one full chunk at a time)
+or, without a store, into memory. The result is a :class:`Capture`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from tqdm.auto import tqdm
+
+from repsim._core.fingerprints import model_fingerprint, unwrap_model
+from repsim.capture.hooks import _first_tensor, _Hooks
+from repsim.capture.store import META_ARRAYS, REDUCTIONS, ActivationStore, RowWriter, array_name
+from repsim.data.base import GroupedData
+from repsim.errors import ConfigError, DataError, NonFiniteError, SampleOrderError, ShapeError
+from repsim.layers import LayerSpec, select_layers
+
+
+class Capture(Mapping[str, Any]):
+    """Activations of one model on one dataset: a mapping from layer name to a 2-D array.
+
+    Each value is ``[n_samples, n_features]`` float32: a read-only ``zarr.Array`` when the
+    capture went to an :class:`~repsim.capture.store.ActivationStore`, a ``numpy.ndarray`` otherwise.
+    Rows follow ``sample_id``.
+
+    Attributes
+    ----------
+    sample_id : numpy.ndarray
+        ``int64 [n]``, the data's order (positions ``0..n-1`` for a torch ``Dataset``).
+    logits : numpy.ndarray
+        ``float32 [n, C]`` model outputs.
+    predictions : numpy.ndarray
+        ``int64 [n]``: ``argmax`` of the logits (``logit > 0`` when ``C == 1``).
+    labels, groups : numpy.ndarray
+        ``int64 [n]`` true labels and group codes (all 0 when the data gives no groups).
+    name : str
+        Model label (default: the model's class name).
+    model_fingerprint, data_fingerprint : str
+        The cache key parts.
+    reduction : str
+        ``"flatten"``, ``"mean"`` or ``"max"``.
+    """
+
+    def __init__(
+        self,
+        arrays: Mapping[str, Any],
+        *,
+        sample_id: np.ndarray,
+        logits: np.ndarray,
+        predictions: np.ndarray,
+        labels: np.ndarray,
+        groups: np.ndarray,
+        name: str,
+        model_fingerprint: str,
+        data_fingerprint: str,
+        reduction: str,
+        store: ActivationStore | None = None,
+    ) -> None:
+        self._arrays = dict(arrays)
+        self.sample_id = sample_id
+        self.logits = logits
+        self.predictions = predictions
+        self.labels = labels
+        self.groups = groups
+        self.name = name
+        self.model_fingerprint = model_fingerprint
+        self.data_fingerprint = data_fingerprint
+        self.reduction = reduction
+        self.store = store
+
+    def __getitem__(self, layer: str) -> Any:
+        try:
+            return self._arrays[layer]
+        except KeyError:
+            from repsim.errors import LayerNotFoundError, did_you_mean
+
+            raise LayerNotFoundError(
+                f"Capture {self.name!r} has no layer {layer!r}.{did_you_mean(layer, self._arrays)}"
+                f" Captured layers: {list(self._arrays)}."
+            ) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples (rows)."""
+        return len(self.sample_id)
+
+    def numpy(self, layer: str) -> np.ndarray:
+        """The activations of ``layer`` as an in-memory ``numpy.ndarray``."""
+        return np.asarray(self[layer][...])
+
+    def __repr__(self) -> str:
+        where = "memory" if self.store is None else str(self.store.path)
+        return (
+            f"Capture(name={self.name!r}, n={self.n_samples}, reduction={self.reduction!r}, "
+            f"layers={len(self)}, model={self.model_fingerprint}, data={self.data_fingerprint}, "
+            f"in={where})"
+        )
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class _Source:
+    n: int
+    sample_id: np.ndarray
+    batches: Any  # callable -> iterator of (x, y, group-or-None)
+    fingerprint: str | None  # None: compute from the inputs
+
+
+def _split_item(item: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    if isinstance(item, list | tuple) and len(item) in (2, 3):
+        x, y = item[0], item[1]
+        g = item[2] if len(item) == 3 else None
+        return torch.as_tensor(x), torch.as_tensor(y), None if g is None else torch.as_tensor(g)
+    raise DataError(
+        "Each batch must be a tuple (x, y) or (x, y, group); got "
+        f"{type(item).__name__}{'' if not hasattr(item, '__len__') else f' of length {len(item)}'}."
+        " Wrap the dataset so it yields such tuples."
+    )
+
+
+def _source(data: Any, batch_size: int) -> _Source:
+    if isinstance(data, GroupedData):
+        x, y, g = data.tensors()
+
+        def gd_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+            for start in range(0, len(data), batch_size):
+                stop = min(start + batch_size, len(data))
+                yield x[start:stop], y[start:stop], g[start:stop]
+
+        return _Source(
+            len(data), np.asarray(data.sample_id, dtype=np.int64), gd_batches, data.fingerprint()
+        )
+    if isinstance(data, DataLoader):
+        loader = data
+        sampler = getattr(loader.batch_sampler, "sampler", loader.sampler)
+        if not isinstance(sampler, SequentialSampler):
+            raise SampleOrderError(
+                "The DataLoader does not iterate its dataset in order (shuffle=True or a custom "
+                "sampler); sample ids would not match rows. Pass a DataLoader with "
+                "shuffle=False, or the Dataset itself."
+            )
+    elif isinstance(data, Dataset):
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    else:
+        raise DataError(
+            f"Cannot capture on a {type(data).__name__}; pass a GroupedData, a torch Dataset "
+            "yielding (x, y) or (x, y, group), or a DataLoader over one."
+        )
+    try:
+        n = len(loader.dataset)  # type: ignore[arg-type]
+    except TypeError:
+        raise DataError(
+            "The dataset has no length (an IterableDataset?); capture needs to know the number "
+            "of samples. Use a map-style Dataset or a GroupedData."
+        ) from None
+
+    def loader_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        for item in loader:
+            yield _split_item(item)
+
+    return _Source(n, np.arange(n, dtype=np.int64), loader_batches, None)
+
+
+class _InputHash:
+    """Streaming equivalent of ``array_fingerprint(sample_id, x)`` (as GroupedData uses)."""
+
+    def __init__(self, sample_id: np.ndarray) -> None:
+        self.sample_id = sample_id
+        self.h: Any = None
+
+    def update(self, x: torch.Tensor) -> None:
+        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+        if self.h is None:
+            self.h = hashlib.sha256()
+            sid = np.ascontiguousarray(self.sample_id)
+            self.h.update(f"0|{sid.dtype.str}|{sid.shape}|".encode())
+            self.h.update(sid.tobytes())
+            shape = (len(self.sample_id), *(int(s) for s in arr.shape[1:]))
+            self.h.update(f"1|{arr.dtype.str}|{shape}|".encode())
+        self.h.update(arr.tobytes())
+
+    def hexdigest(self, length: int = 16) -> str:
+        return self.h.hexdigest()[:length] if self.h is not None else "0" * length
+
+
+def data_fingerprint(data: Any, batch_size: int = 256) -> str:
+    """Fingerprint of the inputs a capture would see, in order, as the cache keys use.
+
+    For a ``GroupedData`` this is ``data.fingerprint()``; for a torch ``Dataset`` or
+    ``DataLoader`` the same hash of ``(sample_id = 0..n-1, x as float32)``, computed by one pass.
+    """
+    src = _source(data, batch_size)
+    if src.fingerprint is not None:
+        return src.fingerprint
+    h = _InputHash(src.sample_id)
+    for x, _, _ in src.batches():
+        h.update(x)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------- sinks
+
+
+class _MemorySink:
+    def __init__(self) -> None:
+        self.parts: dict[str, list[np.ndarray]] = {}
+
+    def write(self, batch: dict[str, np.ndarray]) -> None:
+        for k, v in batch.items():
+            self.parts.setdefault(k, []).append(v)
+
+    def result(self) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) for k, v in self.parts.items()}
+
+
+class _StoreSink:
+    """Stream batches to a PendingEntry from a background thread (bounded queue)."""
+
+    def __init__(self, pending: Any, attrs: dict[str, dict[str, Any]], depth: int = 4) -> None:
+        self.pending = pending
+        self.attrs = attrs
+        self.writers: dict[str, Any] = {}
+        self.queue: queue.Queue[dict[str, np.ndarray] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="repsim-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                for k, v in item.items():
+                    self.writers[k].append(v)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                self.error = exc
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def write(self, batch: dict[str, np.ndarray]) -> None:
+        self._check()
+        for k, v in batch.items():
+            if k not in self.writers:
+                arr = self.pending.create_array(
+                    k, None if v.ndim == 1 else v.shape[1], v.dtype, self.attrs.get(k, {})
+                )
+                self.writers[k] = RowWriter(arr)
+        while True:
+            try:
+                self.queue.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                if not self.thread.is_alive():
+                    self._check()
+                    raise RuntimeError("repsim writer thread ended unexpectedly") from None
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        self._check()
+        for k, w in self.writers.items():
+            w.flush()
+            self.pending.finish(k)
+
+    def stop(self) -> None:
+        """Stop the thread without finishing (error path)."""
+        while self.thread.is_alive():
+            try:
+                self.queue.put(None, timeout=0.1)
+                break
+            except queue.Full:
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    pass
+        self.thread.join(timeout=30)
+
+
+# ---------------------------------------------------------------------------- record
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _logits_of(output: Any) -> torch.Tensor:
+    if hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
+        output = output.logits
+    t = _first_tensor(output)
+    if t is None:
+        raise ShapeError("The model returned no tensor; capture needs [N, C] logits.")
+    if t.ndim == 1:
+        t = t.reshape(-1, 1)
+    if t.ndim != 2:
+        raise ShapeError(f"The model returned shape {tuple(t.shape)}; capture needs [N, C] logits.")
+    return t.detach().to(device="cpu", dtype=torch.float32, copy=True)
+
+
+def record(
+    model: nn.Module,
+    data: GroupedData | Dataset | DataLoader,
+    layers: LayerSpec | Sequence[LayerSpec] | None = None,
+    *,
+    reduction: str = "flatten",
+    store: ActivationStore | str | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    progress: bool | None = None,
+) -> Capture:
+    """Record the activations of ``layers`` of ``model`` on every sample of ``data``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (``DataParallel``/DDP wrappers are unwrapped). It runs in eval mode under
+        ``torch.inference_mode()``; its train/eval flags and device are restored afterwards.
+    data : GroupedData, torch Dataset or DataLoader
+        A Dataset must yield ``(x, y)`` or ``(x, y, group)``; a DataLoader must not shuffle.
+        Sample ids are ``data.sample_id`` for GroupedData, positions ``0..n-1`` otherwise.
+    layers : selector(s) or None
+        See :func:`repsim.layers.select_layers`; ``None`` records every leaf module.
+    reduction : {"flatten", "mean", "max"}
+        How each ``[N, C, ...]`` activation becomes ``[N, n_features]``; see
+        :func:`reduce_activation`. Tuple outputs contribute their first tensor.
+    store : ActivationStore, path or None
+        Where to write. Layers already complete in the store are served from it without a
+        forward pass; the others are captured and published atomically. ``None`` keeps
+        everything in memory.
+    batch_size : int
+        Samples per forward pass (ignored for a DataLoader, which batches itself).
+    device : str, torch.device or None
+        Device of the forward pass; default CUDA when available, else CPU.
+    seed : int
+        Seeds torch's RNG (in a forked RNG state) for models with random layers; recorded.
+    name : str or None
+        Model label; default the model's class name.
+    progress : bool or None
+        Show a tqdm bar; ``None`` shows it only on a terminal.
+
+    Returns
+    -------
+    Capture
+        Layer name -> ``[n_samples, n_features]`` float32 array, plus logits, predictions,
+        labels, groups and sample ids.
+
+    Raises
+    ------
+    NonFiniteError
+        If a layer (or the logits) holds NaN or inf; the message names the layer and the batch.
+        Nothing is written to the store for that capture.
+    ShapeError
+        If a layer's feature count changes between batches, or its output is not batch-first.
+    LayerNotFoundError, ConfigError, DataError, SampleOrderError, CacheError
+        For bad layers, options, data or cache paths.
+    """
+    return record_reductions(
+        model,
+        data,
+        {reduction: layers},
+        store=store,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        name=name,
+        progress=progress,
+    )[reduction]
+
+
+def record_reductions(
+    model: nn.Module,
+    data: GroupedData | Dataset | DataLoader,
+    layers_by_reduction: Mapping[str, LayerSpec | Sequence[LayerSpec] | None],
+    *,
+    store: ActivationStore | str | None = None,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    progress: bool | None = None,
+) -> dict[str, Capture]:
+    """Record several reductions in one forward pass: one :class:`Capture` per reduction.
+
+    ``record_reductions(model, data, {"mean": "layer*.*", "flatten": "layer3.*"})`` gives
+    ``{"mean": Capture, "flatten": Capture}`` from a single pass over the data; a layer may
+    appear under several reductions. Other parameters and errors are those of :func:`record`.
+    """
+    if not layers_by_reduction:
+        raise ConfigError("layers_by_reduction is empty; give at least one reduction.")
+    for reduction in layers_by_reduction:
+        if reduction not in REDUCTIONS:
+            raise ConfigError(f"Unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    model = unwrap_model(model)
+    names = {red: select_layers(model, spec) for red, spec in layers_by_reduction.items()}
+    pairs = [(layer, red) for red, layers in names.items() for layer in layers]
+    label = name or type(model).__name__
+    if store is not None and not isinstance(store, ActivationStore):
+        store = ActivationStore(store)
+    src = _source(data, batch_size)
+    if src.n == 0:
+        raise DataError("The data holds no samples.")
+    m_fp = model_fingerprint(model)
+    d_fp = src.fingerprint
+    if store is not None and d_fp is None:
+        d_fp = data_fingerprint(data, batch_size)
+
+    if store is not None:
+        wanted = {array_name(layer, red): (layer, red) for layer, red in pairs}
+        missing = set(store.missing(m_fp, d_fp, [*wanted, *META_ARRAYS], src.n))
+        todo = [pair for a, pair in wanted.items() if a in missing]
+        need_meta = bool(missing & set(META_ARRAYS))
+        if todo or need_meta:
+            _run(model, src, todo, store, m_fp, d_fp, label, seed, device, progress, meta=need_meta)
+        out: dict[str, Any] = {a: store.open(m_fp, d_fp, a) for a in wanted}
+        out.update({k: np.asarray(store.open(m_fp, d_fp, k)[...]) for k in META_ARRAYS})
+    else:
+        out, d_fp_mem = _run(
+            model, src, pairs, None, m_fp, d_fp, label, seed, device, progress, meta=True
+        )
+        d_fp = d_fp or d_fp_mem
+    return {
+        red: Capture(
+            {layer: out[array_name(layer, red)] for layer in layers},
+            sample_id=out["sample_id"],
+            logits=out["logits"],
+            predictions=out["predictions"],
+            labels=out["labels"],
+            groups=out["groups"],
+            name=label,
+            model_fingerprint=m_fp,
+            data_fingerprint=d_fp,
+            reduction=red,
+            store=store,
+        )
+        for red, layers in names.items()
+    }
+
+
+def _run(
+    model: nn.Module,
+    src: _Source,
+    pairs: list[tuple[str, str]],
+    store: ActivationStore | None,
+    m_fp: str,
+    d_fp: str | None,
+    label: str,
+    seed: int,
+    device: str | torch.device | None,
+    progress: bool | None,
+    *,
+    meta: bool,
+) -> tuple[dict[str, np.ndarray], str]:
+    """One pass over the data with hooks; returns in-memory arrays (empty for a store)."""
+    dev = torch.device(device) if device is not None else _default_device()
+    modes = {m: m.training for m in model.modules()}
+    first_param = next(iter(model.parameters()), None)
+    home = first_param.device if first_param is not None else None
+    hasher = _InputHash(src.sample_id) if d_fp is None else None
+    hooks: _Hooks | None = None
+    sink: Any = None
+    pending = None
+    layer_attrs: dict[str, dict[str, Any]] = {}
+    if store is not None:
+        pending = store.begin(
+            m_fp,
+            d_fp,
+            src.n,
+            {
+                "name": label,
+                "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+                "seed": seed,
+            },
+        )
+        for layer, reduction in pairs:
+            layer_attrs[array_name(layer, reduction)] = {
+                "layer": layer,
+                "reduction": reduction,
+                "seed": seed,
+                "model": label,
+            }
+        layer_attrs["logits"] = {"seed": seed}
+    try:
+        sink = _StoreSink(pending, layer_attrs) if pending is not None else _MemorySink()
+        model.eval()
+        if home is not None and home != dev:
+            model.to(dev)
+        hooks = _Hooks(model, pairs)
+        feats: dict[str, tuple[int, ...]] = {}
+        bar = tqdm(
+            total=src.n,
+            desc=f"capture {label}",
+            unit="sample",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
+        row = 0
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(), bar:
+            torch.manual_seed(seed)
+            for b, (x, y, g) in enumerate(src.batches()):
+                if hasher is not None:
+                    hasher.update(x)
+                k = len(x)
+                hooks.reset()
+                logits = _logits_of(model(x.to(dev, non_blocking=True)))
+                batch: dict[str, np.ndarray] = {}
+                for layer, reduction in pairs:
+                    if (layer, reduction) not in hooks.out:
+                        raise ShapeError(
+                            f"Layer {layer!r} did not run in batch {b}; it is not part of the "
+                            "model's forward pass. Choose layers that run."
+                        )
+                    act = hooks.out[layer, reduction]
+                    if act.shape[0] != k:
+                        raise ShapeError(
+                            f"Layer {layer!r} output has leading size {act.shape[0]} in batch {b}"
+                            f" but the batch has {k} samples; capture needs batch-first outputs."
+                        )
+                    shape = tuple(act.shape[1:])
+                    key = f"{layer}@{reduction}"
+                    if feats.setdefault(key, shape) != shape:
+                        raise ShapeError(
+                            f"Layer {layer!r} changed its output from {feats[key][0]} features "
+                            f"to {shape[0]} in batch {b} (samples {row}-{row + k - 1}); the model"
+                            " must give every sample the same shape."
+                        )
+                    arr = act.numpy()
+                    if not np.isfinite(arr).all():
+                        raise NonFiniteError(
+                            f"Layer {layer!r} produced NaN or inf in batch {b} (samples "
+                            f"{row}-{row + k - 1}). Fix the model or its inputs; nothing was "
+                            "cached for this capture."
+                        )
+                    batch[array_name(layer, reduction)] = arr
+                if meta:
+                    lg = logits.numpy()
+                    if logits.shape[0] != k:
+                        raise ShapeError(
+                            f"The model returned {logits.shape[0]} rows for a "
+                            f"batch of {k} samples (batch {b})."
+                        )
+                    if feats.setdefault(":logits", tuple(lg.shape[1:])) != lg.shape[1:]:
+                        raise ShapeError(
+                            f"The model's output changed from {feats[':logits']} "
+                            f"to {lg.shape[1:]} classes in batch {b}."
+                        )
+                    if not np.isfinite(lg).all():
+                        raise NonFiniteError(
+                            f"The model's logits hold NaN or inf in batch {b} (samples "
+                            f"{row}-{row + k - 1}); nothing was cached for this capture."
+                        )
+                    preds = (lg[:, 0] > 0) if lg.shape[1] == 1 else lg.argmax(axis=1)
+                    batch["logits"] = lg
+                    batch["predictions"] = preds.astype(np.int64)
+                    batch["labels"] = y.reshape(-1).numpy().astype(np.int64)
+                    batch["groups"] = (
+                        np.zeros(k, np.int64)
+                        if g is None
+                        else g.reshape(-1).numpy().astype(np.int64)
+                    )
+                    batch["sample_id"] = src.sample_id[row : row + k]
+                sink.write(batch)
+                row += k
+                bar.update(k)
+        if row != src.n:
+            raise DataError(f"The data yielded {row} samples but reports {src.n}.")
+        if pending is not None:
+            sink.close()
+            pending.commit()
+            return {}, d_fp or ""
+        return sink.result(), hasher.hexdigest() if hasher is not None else (d_fp or "")
+    except BaseException:
+        if isinstance(sink, _StoreSink):
+            sink.stop()
+        if pending is not None:
+            pending.abort()
+        raise
+    finally:
+        if hooks is not None:
+            hooks.remove()
+        if home is not None and home != dev:
+            model.to(home)
+        for m, mode in modes.items():
+            m.training = mode

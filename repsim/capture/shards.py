@@ -1,0 +1,380 @@
+"""Capture split by sample ranges: many workers write one store entry, published when complete.
+
+``record_shard(model, data, layers, shard=(i, k), store=...)`` runs the forward pass on shard
+``i`` of ``k`` only: the samples ``[a_i, b_i)`` where the boundaries are multiples of a common
+row-chunk size ``R`` (:func:`shard_ranges`), so each worker writes whole Zarr chunks of its own
+rows and no two workers ever touch the same chunk. Layout while shards are running::
+
+    <store>/.shards/<model_fp>-<data_fp>@<reduction>/
+        zarr.json                 group attrs as a normal entry (fingerprints, n_samples, ...)
+        <layer>@<reduction>/ ...  [n, f] arrays, chunks (R, f), created by whichever worker is
+                                  first (identical metadata from every worker)
+        logits labels ...         the meta arrays, written the same way
+        .done/<i>-of-<k>.json     written (atomically) when shard i has flushed every row
+
+The entry is **complete only when all k markers exist**: the worker that writes the last marker
+(or anyone calling :func:`finalize_shards`) claims the directory by one atomic rename into the
+store's ``.tmp`` area, marks every array complete and publishes it exactly like a normal capture
+(:meth:`repsim.capture.store.PendingEntry.commit`). Readers never see a partial entry; a worker that dies
+leaves no marker, and rerunning its shard rewrites the same rows (idempotent). Two workers
+racing to finalize: the rename succeeds for one; the other finds the directory gone and returns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+import zarr.codecs
+import zarr.errors
+import zarr.storage
+from tqdm.auto import tqdm
+
+from repsim.capture.store import (
+    META_ARRAYS,
+    REDUCTIONS,
+    SCHEMA_VERSION,
+    ActivationStore,
+    PendingEntry,
+    RowWriter,
+    array_name,
+    entry_key,
+    provenance,
+)
+from repsim.errors import CacheError, ConfigError, DataError, NonFiniteError, ShapeError
+
+__all__ = ["finalize_shards", "record_shard", "shard_ranges", "shard_status"]
+
+_SHARDS = ".shards"
+
+
+def shard_ranges(n: int, k: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """Split ``n`` samples into ``k`` contiguous ranges whose boundaries are multiples of
+    ``chunk_rows`` (the last range ends at ``n``). Ranges may be empty when ``k`` exceeds the
+    number of chunks.
+    """
+    if k < 1 or chunk_rows < 1 or n < 0:
+        raise ConfigError(
+            f"need k >= 1 shards and chunk_rows >= 1, got k={k}, chunk_rows={chunk_rows}."
+        )
+    n_chunks = -(-n // chunk_rows)
+    bounds = [min(n, (n_chunks * i // k) * chunk_rows) for i in range(k + 1)]
+    bounds[-1] = n
+    return [(bounds[i], bounds[i + 1]) for i in range(k)]
+
+
+def _shard_dir(store: ActivationStore, key: str, reduction: str) -> Path:
+    return store.path / _SHARDS / f"{key}@{reduction}"
+
+
+def _create_or_open(
+    group_path: Path,
+    name: str,
+    n: int,
+    n_features: int | None,
+    dtype: Any,
+    rows: int,
+    clevel: int,
+    attrs: dict[str, Any],
+) -> zarr.Array:
+    """Create the shared array, or open the one another worker created (same metadata)."""
+    dtype = np.dtype(dtype)
+    shape: tuple[int, ...] = (n,) if n_features is None else (n, n_features)
+    path = group_path / name
+    try:
+        return zarr.create_array(
+            zarr.storage.LocalStore(path),
+            shape=shape,
+            chunks=(rows, *shape[1:]),
+            dtype=dtype,
+            fill_value=np.nan if dtype.kind == "f" else -1,
+            compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=clevel, shuffle="shuffle"),
+            attributes={
+                **attrs,
+                "repsim_schema": SCHEMA_VERSION,
+                "complete": False,
+                "dtype": dtype.str,
+                **({} if n_features is None else {"n_features": int(n_features)}),
+            },
+        )
+    except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError, FileExistsError):
+        pass
+    arr = zarr.open_array(zarr.storage.LocalStore(path), mode="r+")
+    if tuple(arr.shape) != shape or int(arr.chunks[0]) != rows or arr.dtype != dtype:
+        raise CacheError(
+            f"shard array {name} exists with shape {arr.shape}, chunks {arr.chunks}, dtype "
+            f"{arr.dtype} but this worker needs {shape}, rows {rows}, {dtype}: the workers run "
+            "different models, layers or chunk_rows. Use the same arguments on every worker, "
+            f"or delete {group_path} to start over."
+        )
+    return arr
+
+
+def record_shard(
+    model: torch.nn.Module,
+    data: Any,
+    layers: Any = None,
+    *,
+    shard: tuple[int, int],
+    store: ActivationStore | str,
+    reduction: str = "flatten",
+    chunk_rows: int = 1024,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+    seed: int = 0,
+    name: str | None = None,
+    progress: bool | None = None,
+) -> bool:
+    """Capture shard ``i`` of ``k`` (``shard=(i, k)``) of ``data`` into a shared store entry.
+
+    Every worker must pass the same ``model`` (weights), ``data``, ``layers``, ``reduction``,
+    ``chunk_rows`` and ``k``; worker ``i`` runs the forward pass only on its samples
+    ``shard_ranges(n, k, chunk_rows)[i]`` and writes them as whole chunks of the shared arrays.
+    When the last shard finishes, the entry is published atomically and ``record(...,
+    store=store)`` then serves it without a forward pass. With ``chunk_rows`` a multiple of
+    ``batch_size`` (and the same ``batch_size`` as a single-process ``record``) every forward
+    batch is the same, so the arrays are bit-identical to a single-process capture; otherwise
+    they differ only by float32 rounding of batch-size-dependent kernels.
+
+    Parameters
+    ----------
+    shard : (int, int)
+        ``(i, k)``: this worker's index ``0 <= i < k`` and the number of shards.
+    chunk_rows : int
+        Rows per Zarr chunk of every array of the entry; shard boundaries are multiples of it.
+    model, data, layers, reduction, batch_size, device, seed, name, progress
+        As in :func:`repsim.capture.record`.
+
+    Returns
+    -------
+    bool
+        True when this call published the complete entry (it finished the last shard); False
+        when other shards are still missing, or the store already held every array.
+
+    Raises
+    ------
+    ConfigError
+        Bad ``shard`` or ``reduction``.
+    CacheError
+        Workers disagree on the array layout.
+    NonFiniteError, ShapeError, DataError
+        As :func:`repsim.capture.record`; this shard's marker is then not written.
+    """
+    from repsim._core.fingerprints import model_fingerprint, unwrap_model
+    from repsim.capture import data_fingerprint
+    from repsim.capture.hooks import _Hooks
+    from repsim.capture.record import _logits_of, _source
+    from repsim.layers import select_layers
+
+    try:
+        i, k = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ConfigError(f"shard must be a pair (index, count), got {shard!r}.") from None
+    if k < 1 or not 0 <= i < k:
+        raise ConfigError(f"shard (i, k) needs 0 <= i < k, got {shard!r}.")
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"Unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}.")
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore(store)
+    model = unwrap_model(model)
+    pairs = [(layer, reduction) for layer in select_layers(model, layers)]
+    label = name or type(model).__name__
+    src = _source(data, batch_size)
+    if src.n == 0:
+        raise DataError("The data holds no samples.")
+    m_fp = model_fingerprint(model)
+    d_fp = src.fingerprint or data_fingerprint(data, batch_size)
+    key = entry_key(m_fp, d_fp)
+    wanted = [array_name(layer, red) for layer, red in pairs] + list(META_ARRAYS)
+    if not store.missing(m_fp, d_fp, wanted, src.n):
+        return False  # already captured and published: nothing to do
+    a, b = shard_ranges(src.n, k, chunk_rows)[i]
+    gdir = _shard_dir(store, key, reduction)
+    gdir.mkdir(parents=True, exist_ok=True)
+    group_attrs = {
+        "name": label,
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "seed": seed,
+        "repsim_schema": SCHEMA_VERSION,
+        "model_fingerprint": m_fp,
+        "data_fingerprint": d_fp,
+        "n_samples": int(src.n),
+        "versions": provenance(),
+        "shards": k,
+        "chunk_rows": int(chunk_rows),
+    }
+    if not (gdir / "zarr.json").exists():
+        tmp_meta = gdir / f".zarr.json.{uuid.uuid4().hex}"
+        tmp_meta.write_text(
+            json.dumps({"zarr_format": 3, "node_type": "group", "attributes": group_attrs})
+        )
+        os.replace(tmp_meta, gdir / "zarr.json")
+
+    dev = (
+        torch.device(device)
+        if device is not None
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    modes = {m: m.training for m in model.modules()}
+    writers: dict[str, RowWriter] = {}
+    home = next(iter(model.parameters()), torch.empty(0)).device
+    hooks = _Hooks(model, pairs)
+    try:
+        model.eval()
+        model.to(dev)
+        row = 0
+        bar = tqdm(
+            total=b - a,
+            desc=f"capture {label} shard {i}/{k}",
+            unit="sample",
+            disable=None if progress is None else not progress,
+            leave=False,
+        )
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(), bar:
+            torch.manual_seed(seed)
+            for x, y, g in src.batches():
+                lo, hi = max(a, row), min(b, row + len(x))
+                start = row
+                row += len(x)
+                if hi <= lo:
+                    if row >= b:
+                        break
+                    continue
+                sl = slice(lo - start, hi - start)
+                x, y = x[sl], y[sl]
+                g = None if g is None else g[sl]
+                hooks.reset()
+                lg = _logits_of(model(x.to(dev))).numpy()
+                batch = {
+                    array_name(layer, red): hooks.out[layer, red].numpy() for layer, red in pairs
+                }
+                batch["logits"] = lg
+                preds = (lg[:, 0] > 0) if lg.shape[1] == 1 else lg.argmax(axis=1)
+                batch["predictions"] = preds.astype(np.int64)
+                batch["labels"] = y.reshape(-1).numpy().astype(np.int64)
+                batch["groups"] = (
+                    np.zeros(len(x), np.int64)
+                    if g is None
+                    else g.reshape(-1).numpy().astype(np.int64)
+                )
+                batch["sample_id"] = src.sample_id[lo:hi]
+                for nm, v in batch.items():
+                    if v.dtype.kind == "f" and not np.isfinite(v).all():
+                        raise NonFiniteError(
+                            f"{nm} holds NaN or inf for samples {lo}-{hi - 1}; fix the model or "
+                            "its inputs. This shard's marker was not written."
+                        )
+                    if nm not in writers:
+                        attrs = (
+                            {
+                                "layer": pairs_by_name(pairs)[nm],
+                                "reduction": reduction,
+                                "seed": seed,
+                                "model": label,
+                            }
+                            if nm not in META_ARRAYS
+                            else {"seed": seed}
+                        )
+                        arr = _create_or_open(
+                            gdir,
+                            nm,
+                            src.n,
+                            None if v.ndim == 1 else v.shape[1],
+                            v.dtype,
+                            int(chunk_rows),
+                            store.clevel,
+                            attrs,
+                        )
+                        if v.ndim == 2 and arr.shape[1] != v.shape[1]:
+                            raise ShapeError(
+                                f"{nm} has {v.shape[1]} features here but "
+                                f"{arr.shape[1]} in the shared array."
+                            )
+                        writers[nm] = RowWriter(arr)
+                        writers[nm].start = lo
+                    writers[nm].append(v)
+                bar.update(hi - lo)
+                if row >= b:
+                    break
+        for w in writers.values():
+            w.flush()
+    finally:
+        hooks.remove()
+        model.to(home)
+        for m, mode in modes.items():
+            m.training = mode
+    done = gdir / ".done"
+    done.mkdir(exist_ok=True)
+    tmp = done / f".{i}-of-{k}.{uuid.uuid4().hex}"
+    tmp.write_text(json.dumps({"shard": i, "of": k, "rows": [a, b], "pid": os.getpid()}))
+    os.replace(tmp, done / f"{i}-of-{k}.json")
+    return finalize_shards(store, m_fp, d_fp, reduction=reduction)
+
+
+def pairs_by_name(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Array name -> layer name."""
+    return {array_name(layer, red): layer for layer, red in pairs}
+
+
+def shard_status(
+    store: ActivationStore | str,
+    model_fingerprint: str,
+    data_fingerprint: str,
+    *,
+    reduction: str = "flatten",
+) -> dict[str, Any]:
+    """Which shards of an entry in progress are done: ``{"shards": k, "done": [i, ...]}``."""
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore(store)
+    gdir = _shard_dir(store, entry_key(model_fingerprint, data_fingerprint), reduction)
+    try:
+        attrs = json.loads((gdir / "zarr.json").read_text())["attributes"]
+    except (OSError, ValueError, KeyError):
+        return {"shards": None, "done": []}
+    k = int(attrs["shards"])
+    done = sorted(i for i in range(k) if (gdir / ".done" / f"{i}-of-{k}.json").exists())
+    return {"shards": k, "done": done, "missing": sorted(set(range(k)) - set(done))}
+
+
+def finalize_shards(
+    store: ActivationStore | str,
+    model_fingerprint: str,
+    data_fingerprint: str,
+    *,
+    reduction: str = "flatten",
+) -> bool:
+    """Publish a sharded entry if every shard is done; return whether this call published it.
+
+    Safe to call from several processes at once: one atomic rename claims the directory.
+    """
+    if not isinstance(store, ActivationStore):
+        store = ActivationStore(store)
+    key = entry_key(model_fingerprint, data_fingerprint)
+    status = shard_status(store, model_fingerprint, data_fingerprint, reduction=reduction)
+    if status["shards"] is None or status["missing"]:
+        return False
+    gdir = _shard_dir(store, key, reduction)
+    claimed = store.path / ".tmp" / f"{os.getpid()}-{uuid.uuid4().hex}"
+    claimed.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.rename(gdir, claimed)
+    except OSError:
+        return False  # another worker is publishing it
+    n = int(json.loads((claimed / "zarr.json").read_text())["attributes"]["n_samples"])
+    for junk in (claimed / ".done",):
+        for f in junk.iterdir():
+            f.unlink()
+        junk.rmdir()
+    pending = PendingEntry(store, key, claimed, n)
+    for sub in sorted(p.name for p in claimed.iterdir() if p.is_dir()):
+        pending.arrays[sub] = zarr.open_array(zarr.storage.LocalStore(claimed / sub), mode="r+")
+        pending.finish(sub)
+    pending.commit()
+    return True

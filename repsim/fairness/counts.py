@@ -1,0 +1,189 @@
+"""Streaming group metrics: confusion counts per group, accumulated batch by batch.
+
+:class:`ConfusionCounter` counts ``(group, true, predicted)`` triples; the tables come from the
+shared :mod:`repsim.fairness.groups` formulas applied to those counts, so labels and
+predictions never need to be in memory together. Merging adds counts, so the counter also runs
+as a reduction over Zarr chunks (:mod:`repsim.scale.dask`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from repsim._core.rows import iter_rows
+from repsim.errors import DataError, ShapeError
+from repsim.fairness._validate import encode, encode_groups, positive_index, warn_undefined
+from repsim.fairness.groups import (
+    RATE_METRICS,
+    GroupMetrics,
+    _accuracy_kappa,
+    _compute_agg_only,
+    _ovr,
+    _tables,
+    apply_min_group_size,
+)
+
+__all__ = ["ConfusionCounter", "group_metrics_from_counts", "stream_group_metrics"]
+
+
+def _vector(a: Any, name: str) -> np.ndarray:
+    if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor
+        a = a.detach().cpu().numpy()
+    arr = np.asarray(a)
+    if arr.ndim != 1:
+        raise ShapeError(f"'{name}' must be 1-D (one entry per sample), got shape {arr.shape}.")
+    return arr
+
+
+class ConfusionCounter:
+    """Counts of ``(group, true label, predicted label)`` triples, batch by batch.
+
+    Memory: one entry per distinct triple (at most ``G K^2``), whatever ``n``. Merging adds
+    counts, so the counter runs as a reduction over chunks.
+    """
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[Any, Any, Any]] = Counter()
+        self.n = 0
+
+    def __repr__(self) -> str:
+        return f"ConfusionCounter(n={self.n}, cells={len(self.counts)})"
+
+    def update(self, y_true: Any, y_pred: Any, groups: Any) -> ConfusionCounter:
+        """Add a batch of labels, predictions and group labels (1-D, equal length)."""
+        yt, yp, g = _vector(y_true, "y_true"), _vector(y_pred, "y_pred"), _vector(groups, "groups")
+        if not len(yt) == len(yp) == len(g):
+            raise ShapeError(
+                f"y_true, y_pred and groups hold {len(yt)}, {len(yp)} and {len(g)} entries; "
+                "pass one entry per sample, in the same order."
+            )
+        if len(yt) == 0:
+            return self
+        rec = np.rec.fromarrays([g, yt, yp], names="g,t,p")
+        cells, counts = np.unique(rec, return_counts=True)
+        for cell, c in zip(cells.tolist(), counts.tolist()):
+            self.counts[tuple(cell)] += int(c)
+        self.n += len(yt)
+        return self
+
+    def merge(self, other: ConfusionCounter) -> ConfusionCounter:
+        """Add another counter's cells into ``self``; returns ``self``."""
+        if not isinstance(other, ConfusionCounter):
+            raise TypeError(f"can only merge a ConfusionCounter, got {type(other).__name__}.")
+        self.counts.update(other.counts)
+        self.n += other.n
+        return self
+
+    def result(self, **options: Any) -> Any:
+        """:func:`group_metrics_from_counts` of the counts so far."""
+        return group_metrics_from_counts(self, **options)
+
+
+def group_metrics_from_counts(
+    counts: ConfusionCounter,
+    *,
+    group_names: Sequence[str] | None = None,
+    labels: Sequence[Any] | None = None,
+    pos_label: Any = None,
+    min_group_size: int = 1,
+) -> Any:
+    """Per-group metrics from confusion counts: the same result as ``group_metrics``.
+
+    Applies the formulas of :func:`repsim.fairness.group_metrics` (one-vs-rest rates, accuracy,
+    Cohen's kappa, between-group gaps; see docs/fairness.md) to the ``[G, K, K]`` confusion
+    matrices, so the labels and predictions never need to be in memory together. AUC (which
+    needs scores, not counts) and bootstrap intervals (which resample samples) are not available
+    here; call ``group_metrics`` on the vectors for those.
+
+    Parameters
+    ----------
+    counts : ConfusionCounter
+        The counts.
+    group_names, labels, pos_label, min_group_size
+        As in :func:`repsim.fairness.group_metrics`.
+
+    Returns
+    -------
+    repsim.fairness.GroupMetrics
+    """
+    if counts.n == 0:
+        raise DataError("no samples counted; update() the counter with batches first.")
+    cells = list(counts.counts.items())
+    g_raw = np.array([c[0][0] for c in cells])
+    t_raw = np.array([c[0][1] for c in cells])
+    p_raw = np.array([c[0][2] for c in cells])
+    w = np.array([c[1] for c in cells], dtype=float)
+    lab = (
+        np.unique(np.concatenate([t_raw, p_raw]))
+        if labels is None
+        else np.unique(np.asarray(list(labels)))
+    )
+    yt = encode(t_raw, lab, "y_true")
+    yp = encode(p_raw, lab, "y_pred")
+    g, names = encode_groups(g_raw, len(g_raw), group_names)
+    k, n_groups = len(lab), len(names)
+    pos = positive_index(lab, pos_label)
+    cm = np.zeros((n_groups, k, k))
+    np.add.at(cm, (g, yt, yp), w)
+    cm_all = cm.sum(0)
+    ovr_g, ovr_o = _ovr(cm), _ovr(cm_all)
+    acc_g, kappa_g = _accuracy_kappa(cm)
+    acc_o, kappa_o = _accuracy_kappa(cm_all)
+    ovr_o["ppv_ratio_to_best"] = np.full(k, np.nan)
+    res = {
+        "cm": cm,
+        "cm_all": cm_all,
+        "ovr_g": ovr_g,
+        "ovr_o": ovr_o,
+        "acc_g": acc_g,
+        "acc_o": float(acc_o),
+        "kappa_g": kappa_g,
+        "kappa_o": float(kappa_o),
+        "n_g": cm.sum((1, 2)),
+        "rate_names": list(RATE_METRICS),
+    }
+    res["agg"] = _compute_agg_only(res, k, pos, None)
+    res, _, undefined = apply_min_group_size(res, names, min_group_size, k, pos, None)
+    by_group, by_class, by_group_class, overall = _tables(res, names, lab, pos, k, None, undefined)
+    warn_undefined(undefined, "group_metrics_from_counts")
+    confusion = {names[j]: cm[j].astype(np.int64) for j in range(n_groups)}
+    confusion["overall"] = cm_all.astype(np.int64)
+    return GroupMetrics(
+        by_group=by_group,
+        by_class=by_class,
+        by_group_class=by_group_class,
+        overall=overall,
+        aggregates=res["agg"],
+        aggregates_ci=None,
+        confusion=confusion,
+        labels=lab.tolist(),
+        pos_label=None if pos is None else lab[pos].item(),
+        group_names=names,
+    )
+
+
+def stream_group_metrics(
+    y_true: Any,
+    y_pred: Any,
+    groups: Any,
+    *,
+    batch_size: int = 1 << 20,
+    progress: bool | None = None,
+    **options: Any,
+) -> Any:
+    """:func:`repsim.fairness.group_metrics` of 1-D arrays read ``batch_size`` entries at a time.
+
+    ``y_true``, ``y_pred``, ``groups`` may be the store's ``labels``, ``predictions`` and
+    ``groups`` arrays. ``options``: ``group_names``, ``labels``, ``pos_label``,
+    ``min_group_size``.
+    """
+    counter = ConfusionCounter()
+    for yt, yp, g in iter_rows(
+        [y_true, y_pred, groups], batch_size, progress=progress, desc="group counts"
+    ):
+        counter.update(yt, yp, g)
+    return group_metrics_from_counts(counter, **options)

@@ -1,0 +1,237 @@
+"""Subnetwork runs from a study config: the pipeline behind ``repsim subnetwork search|report``.
+
+A config is a study TOML with ``[study]``, ``[data]``, ``[model]``, ``[train]`` (the vanilla
+models, trained or loaded from the model cache, one per seed) and a ``[subnetwork]`` section
+with the settings of :func:`repsim.subnetwork.search`. Runs go to
+``<out_dir>/<study name>/seed<k>/`` (checkpoint, JSON log, mask, record); the report of a
+finished run directory compares vanilla, subnetwork and magnitude pruning per seed and across
+seeds (mean with a Student-t 95% interval).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from repsim.errors import ConfigError, DataError
+from repsim.pipeline.config import Field, Section, dataset_from_config, load_config
+
+_F = (int, float)
+SUBNETWORK_SECTION = Section(
+    {
+        "bias": Field((str,), help="attribute holding the bias label (colour, sex)"),
+        "granularity": Field((str,), "weight", ("weight", "channel")),
+        "objective": Field((str,), "ce+mi", ("ce+mi", "ce")),
+        "gamma": Field(_F, 1.0),
+        "reweight": Field(_F, 1.0),
+        "target_sparsity": Field(_F, None),
+        "sparsity_weight": Field(_F, 1.0),
+        "steps": Field((int,), 600),
+        "batch_size": Field((int,), 128),
+        "lr": Field(_F, 5e-3),
+        "head_lr": Field(_F, 1e-2),
+        "tau": Field(_F, 0.1),
+        "tau_decay": Field(_F, 0.5),
+        "tau_min": Field(_F, 1e-3),
+        "plateau_patience": Field((int,), 2),
+        "plateau_delta": Field(_F, 1e-3),
+        "eval_every": Field((int,), 25),
+        "max_acc_drop": Field(_F, 0.02),
+        "selection": Field((str,), "bias-head", ("bias-head", "val-acc")),
+        "gate_init": Field(_F, 0.1),
+        "checkpoint_every": Field((int,), 100),
+        "val_fraction": Field(_F, 0.15, help="share of train held out when data has no val"),
+        "biased_test": Field((dict,), None, help="dataset options giving a biased test split"),
+        "conflict_attribute": Field((str,), "bias"),
+    },
+    required=True,
+)
+SEARCH_KEYS = (
+    "granularity",
+    "objective",
+    "gamma",
+    "reweight",
+    "target_sparsity",
+    "sparsity_weight",
+    "steps",
+    "batch_size",
+    "lr",
+    "head_lr",
+    "tau",
+    "tau_decay",
+    "tau_min",
+    "plateau_patience",
+    "plateau_delta",
+    "eval_every",
+    "max_acc_drop",
+    "selection",
+    "gate_init",
+    "checkpoint_every",
+)
+
+
+def _schema() -> dict[str, Section]:
+    """The study schema plus a required ``[subnetwork]`` section (a copy: the shared schema is
+    left as it is, so other studies do not need the section)."""
+    from repsim.pipeline.config import SCHEMA
+
+    return {**SCHEMA, "subnetwork": SUBNETWORK_SECTION}
+
+
+def _splits(config: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """train, val, test and the optional biased test split of a subnetwork config."""
+    data = dataset_from_config(config)
+    sec = config["subnetwork"]
+    train, val = data.train, data.val
+    if val is None:
+        rng = np.random.default_rng(config["study"]["seed"])
+        order = rng.permutation(len(train))
+        n_val = int(round(sec["val_fraction"] * len(train)))
+        if n_val < 2:
+            raise ConfigError("subnetwork.val_fraction leaves no validation samples.")
+        val = train.subset(np.sort(order[:n_val]))
+        train = train.subset(np.sort(order[n_val:]))
+    biased = None
+    if sec["biased_test"]:
+        cfg = {**config, "data": {**config["data"], **sec["biased_test"]}}
+        biased = dataset_from_config(cfg).test
+    return train, val, data.test, biased
+
+
+def _seeds(config: dict[str, Any]) -> list[int]:
+    s = config["study"]
+    return list(s["seeds"]) if s["seeds"] is not None else [s["seed"]]
+
+
+def run_search(
+    config_path: str | Path,
+    *,
+    resume: bool = False,
+    seed: int | None = None,
+    progress: bool | None = None,
+) -> Path:
+    """Search a subnetwork for every seed of the config; return the run directory."""
+    from repsim.pipeline.study import train_dense
+    from repsim.subnetwork import search
+
+    config = load_config(config_path, schema=_schema())
+    sec = config["subnetwork"]
+    out = Path(config["study"]["out_dir"]) / config["study"]["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "study.json").write_text(
+        json.dumps({k: v for k, v in config.items()}, indent=1, default=str)
+    )
+    train, val, _test, _ = _splits(config)
+    for s in [seed] if seed is not None else _seeds(config):
+        model, _ = train_dense(config, s, progress=progress)
+        run_dir = out / f"seed{s}"
+        resume_this = resume and (run_dir / "checkpoint.pt").exists()
+        res = search(
+            model,
+            train,
+            bias_labels=sec["bias"],
+            val=val,
+            run_dir=run_dir,
+            resume=resume_this,
+            seed=s,
+            progress=progress,
+            **{k: sec[k] for k in SEARCH_KEYS},
+        )
+        print(
+            f"seed {s}: chosen step {res.record['chosen_step']}, sparsity "
+            f"{res.record['sparsity']['overall']:.4f} -> {run_dir}"
+        )
+    return out
+
+
+def _t_interval(values: list[float]) -> dict[str, float]:
+    from scipy import stats
+
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
+    if len(v) < 2:
+        return {
+            "mean": float(v.mean()) if len(v) else math.nan,
+            "lo": math.nan,
+            "hi": math.nan,
+            "n": len(v),
+        }
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return {
+        "mean": float(v.mean()),
+        "lo": float(v.mean() - half),
+        "hi": float(v.mean() + half),
+        "n": len(v),
+    }
+
+
+def run_report(run_dir: str | Path) -> dict[str, Any]:
+    """Compare vanilla, subnetwork and magnitude pruning for each seed of a finished run."""
+    from repsim.compress import Mask
+    from repsim.pipeline.study import train_dense
+    from repsim.subnetwork.report import compare_subnetwork
+
+    run = Path(run_dir)
+    if not (run / "study.json").is_file():
+        raise DataError(
+            f"{run} is not a subnetwork run directory (no study.json); pass the "
+            "directory 'repsim subnetwork search' wrote, <out_dir>/<study name>."
+        )
+    config = json.loads((run / "study.json").read_text())
+    sec = config["subnetwork"]
+    train, _val, test, biased = _splits(config)
+    per_seed, rows = [], []
+    for s in _seeds(config):
+        mask_file = run / f"seed{s}" / "mask.safetensors"  # written by Mask.save
+        if not mask_file.is_file():
+            raise DataError(
+                f"{mask_file} is missing: seed {s} has not finished; run "
+                "'repsim subnetwork search CONFIG --resume'."
+            )
+        model, _ = train_dense(config, s)
+        mask = Mask.load(run / f"seed{s}" / "mask")
+        rep = compare_subnetwork(
+            model,
+            mask,
+            train=train,
+            test=test,
+            bias_labels=sec["bias"],
+            biased_test=biased,
+            conflict_attribute=sec.get("conflict_attribute"),
+        )
+        record = json.loads((run / f"seed{s}" / "record.json").read_text())
+        per_seed.append({"seed": s, **rep, "chosen_step": record["chosen_step"]})
+        rows += [{"seed": s, **r} for r in rep["rows"]]
+    metrics = [k for k in rows[0] if k not in ("seed", "model")]
+    summary = {
+        m: {k: _t_interval([r[k] for r in rows if r["model"] == m]) for k in metrics}
+        for m in ("vanilla", "subnetwork", "magnitude")
+    }
+    # paired over seeds: each compressed model minus its own vanilla model
+    paired = {}
+    for m in ("subnetwork", "magnitude"):
+        paired[m] = {}
+        for k in metrics:
+            diffs = [
+                a[k] - v[k]
+                for a, v in zip(
+                    [r for r in rows if r["model"] == m],
+                    [r for r in rows if r["model"] == "vanilla"],
+                )
+            ]
+            paired[m][k] = _t_interval(diffs)
+    report = {
+        "study": config["study"]["name"],
+        "summary": summary,
+        "minus_vanilla": paired,
+        "per_seed": per_seed,
+    }
+    (run / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    with open(run / "report.csv", "w") as fh:
+        fh.write(",".join(["seed", "model", *metrics]) + "\n")
+        for r in rows:
+            fh.write(",".join(str(r.get(k, "")) for k in ["seed", "model", *metrics]) + "\n")
+    return report

@@ -1,0 +1,356 @@
+"""Out-of-core similarity: stream linear CKA and the CCA family from row-aligned arrays.
+
+Every function here reads its inputs in row batches (``zarr.Array`` objects from
+:class:`repsim.capture.ActivationStore`, numpy arrays or torch tensors: only ``.shape`` and row
+slicing are used), accumulates in float64, and keeps memory bounded by one batch plus a
+``d x d`` state, whatever the number of samples ``n``. Each accumulator has ``update``,
+``merge`` and ``result``-style methods, so :mod:`repsim.scale.dask` runs the same code as a
+reduction over Zarr chunks.
+
+* Linear CKA (biased and debiased): :class:`repsim.similarity.LinearCKAAccumulator`
+  (the shared exact accumulator; :func:`stream_cka` drives it).
+* SVCCA, PWCCA, mean CCA: :class:`CCAAccumulator`, a tall-skinny QR (TSQR; Demmel, Grigori,
+  Hoemmen, Langou 2012) of the centered, concatenated activations ``[X Y]``. Its triangular
+  factor ``R`` determines every CCA-family measure *without squaring the condition number*
+  (as a covariance matrix would): ``X_c = Q R_x`` and ``Y_c = Q R_y`` with one orthonormal
+  ``Q``, so the singular values and right singular vectors of ``R_x`` are those of ``X_c``, and
+  ``U_x^T U_y = U'_x^T U'_y`` with ``U'`` the left singular vectors of ``R_x``, ``R_y``.
+
+See docs/scale.md for the derivations and the memory bounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from repsim._core.rows import iter_rows
+from repsim.errors import ConfigError, InsufficientDataError, NonFiniteError, ShapeError
+from repsim.similarity._validate import SimilarityWarning
+from repsim.similarity.cca import CCAResult, n_kept
+from repsim.similarity.streaming import LinearCKAAccumulator
+
+__all__ = [
+    "QR_MEASURES",
+    "CCAAccumulator",
+    "cca_from_accumulator",
+    "stream_cca",
+    "stream_cka",
+]
+
+
+QR_MEASURES = ("svcca", "pwcca", "mean_cca", "procrustes")
+"""Measures computed from a :class:`CCAAccumulator` (:func:`cca_from_accumulator`)."""
+
+
+def _is_torch(a: Any) -> bool:
+    return torch is not None and isinstance(a, torch.Tensor)
+
+
+def _as_float64(a: Any, name: str) -> Any:
+    """A finite float64 ``[m, d]`` batch: numpy, or torch on the tensor's own device."""
+    if _is_torch(a):
+        m = a.detach().to(torch.float64)
+        finite = bool(torch.isfinite(m).all().item())
+    else:
+        m = np.asarray(a, dtype=np.float64)
+        finite = bool(np.isfinite(m).all())
+    if m.ndim != 2:
+        raise ShapeError(
+            f"{name} must be 2-D [n_samples, n_features], got shape {tuple(m.shape)}; flatten "
+            "or pool conv maps at capture (reduction='flatten' or 'mean')."
+        )
+    if not finite:
+        raise NonFiniteError(
+            f"{name} holds NaN or infinite values in this batch; a NaN row in a store array is a "
+            "row never written: run `repsim cache verify` and re-capture the entry."
+        )
+    return m
+
+
+# --------------------------------------------------------------------------- linear CKA
+def _to_device(batch: Any, device: Any) -> Any:
+    if device is None:
+        return batch
+    if _is_torch(batch):
+        return batch.to(device)
+    return torch.as_tensor(np.asarray(batch)).to(device)
+
+
+def stream_cka(
+    X: Any,
+    Y: Any,
+    *,
+    debiased: bool = False,
+    batch_size: int = 4096,
+    device: Any = None,
+    progress: bool | None = None,
+) -> float:
+    """Exact linear CKA of two row-aligned arrays read ``batch_size`` rows at a time.
+
+    ``CKA(X, Y) = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019),
+    or the debiased form with Song et al.'s (2012) unbiased HSIC; accumulated with the shared
+    :class:`repsim.similarity.LinearCKAAccumulator`. Memory: one batch plus
+    ``d_x^2 + d_y^2 + d_x d_y`` float64 values. Equal to ``repsim.similarity.cka(X[:], Y[:])``.
+    With ``device`` (e.g. ``"cuda"``), each batch is moved there as a torch tensor and the
+    accumulator keeps its float64 state on that device.
+    """
+    acc = LinearCKAAccumulator(debiased=debiased)
+    for xb, yb in iter_rows([X, Y], batch_size, progress=progress, desc="linear CKA"):
+        acc.update(_to_device(xb, device), _to_device(yb, device))
+    return acc.result()
+
+
+# --------------------------------------------------------------------------- CCA family
+def _qr_r(a: Any) -> Any:
+    if _is_torch(a):
+        return torch.linalg.qr(a, mode="r")[1]
+    return np.linalg.qr(a, mode="r")
+
+
+class CCAAccumulator:
+    """Streaming state for SVCCA, PWCCA and mean CCA: a TSQR of centered ``[X Y]``.
+
+    Holds ``n``, the column means ``mu`` of ``Z = [X Y]``, the upper-triangular ``R`` with
+    ``R^T R = (Z - 1 mu^T)^T (Z - 1 mu^T)``, and per-column minimum and maximum (to find
+    constant, dead units exactly as the in-memory measures do: ``max == min``).
+
+    Update with a batch ``B`` (``m`` rows, mean ``b``): ``R <- qr([R; qr(B - 1 b^T);
+    sqrt(n m / (n + m)) (mu - b)^T])``, ``mu <- (n mu + m b) / (n + m)``; merging two states is
+    the same formula with the other state's ``R`` and mean. This is the centered TSQR of
+    Demmel et al. (2012) with Chan, Golub, LeVeque's (1979) pairwise mean correction; the result
+    is exact in exact arithmetic and backward stable in floating point.
+
+    Memory: ``(d_x + d_y)^2`` float64 values plus one batch. Accepts numpy arrays or torch
+    tensors (CPU or CUDA; the state then stays on that device in float64).
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.dx = 0
+        self.dy = 0
+        self.mu: Any = None
+        self.R: Any = None
+        self.lo: Any = None
+        self.hi: Any = None
+
+    def __repr__(self) -> str:
+        return f"CCAAccumulator(n={self.n}, dx={self.dx}, dy={self.dy})"
+
+    def _match(self, a: Any) -> Any:
+        if self.R is None:
+            return a
+        if _is_torch(self.R) and not _is_torch(a):
+            return torch.as_tensor(a, device=self.R.device)
+        if not _is_torch(self.R) and _is_torch(a):
+            return a.cpu().numpy()
+        return a
+
+    def update(self, x_batch: Any, y_batch: Any) -> CCAAccumulator:
+        """Add row batches ``[m, d_x]`` and ``[m, d_y]`` of the same samples; returns ``self``."""
+        xb = self._match(_as_float64(x_batch, "X"))
+        yb = self._match(_as_float64(y_batch, "Y"))
+        if xb.shape[0] != yb.shape[0]:
+            raise ShapeError(
+                f"the X batch has {xb.shape[0]} rows but the Y batch {yb.shape[0]}; they must "
+                "be the same samples."
+            )
+        m = int(xb.shape[0])
+        if m == 0:
+            return self
+        z = torch.cat([xb, yb], 1) if _is_torch(xb) else np.concatenate([xb, yb], 1)
+        other = CCAAccumulator()
+        other.n, other.dx, other.dy = m, int(xb.shape[1]), int(yb.shape[1])
+        other.mu = z.mean(0)
+        other.R = _qr_r(z - other.mu[None, :])
+        if _is_torch(z):
+            other.lo, other.hi = z.amin(0), z.amax(0)
+        else:
+            other.lo, other.hi = z.min(0), z.max(0)
+        return self._absorb(other)
+
+    def merge(self, other: CCAAccumulator) -> CCAAccumulator:
+        """Fold another accumulator (other rows of the same two layers) into ``self``."""
+        if not isinstance(other, CCAAccumulator):
+            raise TypeError(f"can only merge a CCAAccumulator, got {type(other).__name__}.")
+        return self._absorb(copy.deepcopy(other))
+
+    def _absorb(self, o: CCAAccumulator) -> CCAAccumulator:
+        if o.n == 0:
+            return self
+        if self.n == 0:
+            self.n, self.dx, self.dy = o.n, o.dx, o.dy
+            self.mu, self.R, self.lo, self.hi = o.mu, o.R, o.lo, o.hi
+            return self
+        if (o.dx, o.dy) != (self.dx, self.dy):
+            raise ShapeError(
+                f"batches have {o.dx} and {o.dy} features but the accumulator holds {self.dx} "
+                f"and {self.dy}; every batch must come from the same two layers."
+            )
+        mu, R, lo, hi = (self._match(v) for v in (o.mu, o.R, o.lo, o.hi))
+        n, m = self.n, o.n
+        corr = (np.sqrt(n * m / (n + m)) * (self.mu - mu))[None, :]
+        if _is_torch(self.R):
+            self.R = _qr_r(torch.cat([self.R, R, corr], 0))
+            self.lo, self.hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
+        else:
+            self.R = _qr_r(np.concatenate([self.R, R, corr], 0))
+            self.lo, self.hi = np.minimum(self.lo, lo), np.maximum(self.hi, hi)
+        self.mu = (n * self.mu + m * mu) / (n + m)
+        self.n = n + m
+        return self
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, SimilarityWarning, stacklevel=3)
+
+
+def _side_basis(Rs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """SVD of one side's R block, truncated to the numerical rank of the centered data.
+
+    The rank tolerance is the one the in-memory measures use on ``X_c`` (numpy's
+    ``matrix_rank``): ``s_0 max(n, d) eps``; ``R_s`` has the same singular values as ``X_c``.
+    """
+    U, s, Vt = np.linalg.svd(Rs, full_matrices=False)
+    if s.size == 0 or s[0] == 0:
+        r = 0
+    else:
+        r = int((s > s[0] * max(n, Rs.shape[1]) * np.finfo(np.float64).eps).sum())
+    return U[:, :r], s[:r], Vt[:r]
+
+
+def _procrustes(Rx: np.ndarray, Ry: np.ndarray) -> float:
+    """``2 - 2 ||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)`` with ``X_c^T Y_c = R_x^T R_y``."""
+    nx, ny = float(np.linalg.norm(Rx)), float(np.linalg.norm(Ry))
+    if nx == 0 or ny == 0:
+        _warn(
+            f"Procrustes distance is undefined: {'X' if nx == 0 else 'Y'} has zero variance "
+            "(every unit constant); returning NaN."
+        )
+        return float("nan")
+    nuc = float(np.linalg.svd((Rx / nx).T @ (Ry / ny), compute_uv=False).sum())
+    return float(min(max(2.0 - 2.0 * nuc, 0.0), 2.0))
+
+
+def cca_from_accumulator(
+    acc: CCAAccumulator,
+    measure: str = "svcca",
+    *,
+    keep: float = 0.99,
+    rule: Literal["variance", "singular_values"] = "variance",
+    n_components: int | None = None,
+    return_details: bool = False,
+) -> Any:
+    """SVCCA, PWCCA, mean CCA or the Procrustes distance of all rows an accumulator has seen.
+
+    Follows :mod:`repsim.similarity.cca` step by step on the factor ``R`` instead of the data:
+    drop constant units (``max == min``), take each side's SVD (of ``R_x``, ``R_y``: same
+    singular values and right vectors as ``X_c``, ``Y_c``), truncate (SVCCA: ``keep`` of the
+    variance, Raghu et al. 2017; the rank for PWCCA and mean CCA), and take the canonical
+    correlations as the singular values of ``U'_x^T U'_y`` (Bjorck & Golub 1973). PWCCA weights
+    (Morcos et al. 2018) use ``A^T diag(s) V^T`` on the side with fewer live units (X on a
+    tie), as the in-memory code and google/svcca do. The result equals
+    the in-memory measure to rounding (about 1e-12 on well-conditioned data).
+
+    ``measure="procrustes"``: the squared orthogonal Procrustes distance of centered, unit-norm
+    data, ``2 - 2 ||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)`` (Schoenemann 1966; Ding et al.
+    2021), with ``X_c^T Y_c = R_x^T R_y`` (constant units contribute exactly zero, as there).
+
+    Returns
+    -------
+    float or repsim.similarity.CCAResult
+        NaN with a :class:`repsim.similarity.SimilarityWarning` when ill-posed
+        (``k_x + k_y > n - 1``) or a side has zero variance.
+    """
+    if measure not in QR_MEASURES:
+        raise ConfigError(
+            f"measure must be one of {', '.join(QR_MEASURES)} for a CCAAccumulator, got "
+            f"{measure!r}; linear CKA streams with repsim.similarity.LinearCKAAccumulator."
+        )
+    if acc.n < 2:
+        raise InsufficientDataError(
+            f"{measure} needs at least 2 samples; the accumulator has seen {acc.n}."
+        )
+
+    def np_(a: Any) -> np.ndarray:
+        return a.detach().cpu().numpy() if _is_torch(a) else np.asarray(a)
+
+    R, lo, hi = np_(acc.R), np_(acc.lo), np_(acc.hi)
+    const = lo == hi
+    cx, cy = const[: acc.dx], const[acc.dx :]
+    dx, dy = int(cx.sum()), int(cy.sum())
+    label = {"svcca": "SVCCA", "pwcca": "PWCCA", "mean_cca": "mean CCA"}.get(measure, measure)
+    if (dx or dy) and measure != "procrustes":
+        _warn(
+            f"{label}: dropped {dx} constant (dead) unit(s) of {acc.dx} from X and {dy} of "
+            f"{acc.dy} from Y before CCA."
+        )
+    Rx = R[:, : acc.dx][:, ~cx]
+    Ry = R[:, acc.dx :][:, ~cy]
+    n = acc.n
+    if measure == "procrustes":
+        return _procrustes(Rx, Ry)
+    Ux, sx, Vx = _side_basis(Rx, n)
+    Uy, sy, Vy = _side_basis(Ry, n)
+    if measure == "svcca":
+        kx = n_kept(sx, keep, rule, n_components)
+        ky = n_kept(sy, keep, rule, n_components)
+    else:
+        kx, ky = len(sx), len(sy)
+
+    def nan_result() -> Any:
+        res = CCAResult(float("nan"), np.empty(0), kx, ky, dx, dy, n)
+        return res if return_details else res.value
+
+    if kx == 0 or ky == 0:
+        _warn(
+            f"{label} is undefined: {'X' if kx == 0 else 'Y'} has zero variance (every unit "
+            "constant); returning NaN."
+        )
+        return nan_result()
+    if kx + ky > n - 1:
+        _warn(
+            f"{label} is ill-posed: {kx} + {ky} dimensions enter CCA but n = {n} samples span "
+            f"only {n - 1} dimensions after centering; returning NaN. Use more samples."
+        )
+        return nan_result()
+    if measure == "pwcca" and Rx.shape[1] > Ry.shape[1]:  # fewer live units, as google/svcca
+        A, rho, _ = np.linalg.svd(Uy[:, :ky].T @ Ux[:, :kx], full_matrices=False)
+        side, s, Vt = "Y", sy, Vy
+    else:
+        A, rho, _ = np.linalg.svd(Ux[:, :kx].T @ Uy[:, :ky], full_matrices=False)
+        side, s, Vt = "X", sx, Vx
+    rho = np.clip(rho, 0.0, 1.0)
+    if measure == "pwcca":
+        a = np.abs(A.T @ (s[:, None] * Vt)).sum(axis=1)
+        alpha = a / a.sum()
+        res = CCAResult(float(alpha @ rho), rho, kx, ky, dx, dy, n, alpha, side)
+    else:
+        res = CCAResult(float(rho.mean()), rho, kx, ky, dx, dy, n)
+    return res if return_details else res.value
+
+
+def stream_cca(
+    X: Any,
+    Y: Any,
+    measure: str = "svcca",
+    *,
+    batch_size: int = 4096,
+    device: Any = None,
+    progress: bool | None = None,
+    **options: Any,
+) -> Any:
+    """SVCCA / PWCCA / mean CCA of row-aligned arrays read ``batch_size`` rows at a time.
+
+    Memory: one batch plus ``(d_x + d_y)^2`` float64 values. ``options`` go to
+    :func:`cca_from_accumulator` (``keep``, ``rule``, ``n_components``, ``return_details``).
+    With ``device`` (e.g. ``"cuda"``), the per-batch QR runs there in float64.
+    """
+    acc = CCAAccumulator()
+    for xb, yb in iter_rows([X, Y], batch_size, progress=progress, desc=measure):
+        acc.update(_to_device(xb, device), _to_device(yb, device))
+    return cca_from_accumulator(acc, measure, **options)
