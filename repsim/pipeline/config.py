@@ -281,7 +281,8 @@ def _check_value(value: Any, field: Field, key: str) -> Any:
         return None
     _check_type(value, field, key)
     if field.choices is not None and value not in field.choices:
-        hint = did_you_mean(value, field.choices) if isinstance(value, str) else ""
+        names = [c for c in field.choices if isinstance(c, str)]
+        hint = did_you_mean(value, names) if isinstance(value, str) else ""
         raise ConfigError(f"'{key}' = {value!r} is not one of {list(field.choices)}.{hint}")
     if field.section is not None:
         if not field.many:
@@ -325,7 +326,7 @@ def validate_section(
         Naming the first unknown, missing, mistyped or invalid key.
     """
     if not isinstance(values, Mapping):
-        raise ConfigError(f"'{where}' must be a table ([{where}]), got {values!r}.")
+        raise ConfigError(f"'{where}' must be a table, got {values!r}.")
     out = dict(values)
     if section.extra is None:
         for key in out:

@@ -29,6 +29,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,6 +52,7 @@ from repsim.data import load_dataset
 from repsim.errors import ConfigError, ModelError
 from repsim.models import build_model, load_model, save_model
 from repsim.pipeline.config import (
+    SCHEMA,
     Field,
     Section,
     check_dataset,
@@ -97,30 +99,22 @@ def _drop_unset(values: dict[str, Any], where: str) -> dict[str, Any]:
 
 _NUMBER = (int, float)
 
+_STUDY_TRAIN = SCHEMA["train"].fields
+_FINETUNE_KEYS = ("batch_size", "lr", "optimizer", "weight_decay", "momentum", "scheduler")
+
 TRAIN_SECTION = Section(
     {
-        "epochs": Field((int,), 10),
-        "batch_size": Field((int,), 64),
+        **_STUDY_TRAIN,
         "lr": Field(_NUMBER, 3e-3),
-        "optimizer": Field((str,), "adam", ("adam", "adamw", "sgd")),
-        "weight_decay": Field(_NUMBER, 0.0),
-        "momentum": Field(_NUMBER, 0.9),
         "scheduler": Field((str, _NONE), "cosine", ("cosine", "none", None)),
-        "patience": Field((int,), None, help="early stopping on the dataset's val split"),
     },
     help="dense training (repsim.train.fit options)",
 )
-"""``[family.train]``: the :func:`repsim.train.fit` options of dense training."""
+"""``[family.train]``: the study's ``[train]`` keys (:func:`repsim.train.fit` options), with
+``lr = 3e-3`` by default and ``scheduler`` also accepting ``None``."""
 
 FINETUNE_SECTION = Section(
-    {
-        "batch_size": Field((int,), None),
-        "lr": Field(_NUMBER, None),
-        "optimizer": Field((str,), None, ("adam", "adamw", "sgd")),
-        "weight_decay": Field(_NUMBER, None),
-        "momentum": Field(_NUMBER, None),
-        "scheduler": Field((str,), None, ("cosine", "none")),
-    },
+    {key: dataclasses.replace(_STUDY_TRAIN[key], default=None) for key in _FINETUNE_KEYS},
     help="overrides of [family.train] for fine-tuning; unset keys are dropped",
     check=_drop_unset,
 )

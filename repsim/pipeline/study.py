@@ -36,7 +36,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from torch import nn
@@ -53,6 +53,9 @@ from repsim.pipeline.config import (
     register_section,
     study_seeds,
 )
+
+if TYPE_CHECKING:
+    from repsim.capture.record import Capture
 
 RECOVERIES = ("none", "ft", "kd")
 METRICS = ("cev", "sde", "worst_group_drop", "acc_drop")
@@ -429,8 +432,8 @@ class Captures:
         Activation-store entries this call wrote (0 when everything was cached).
     """
 
-    dense: dict[int, Any]
-    compressed: dict[Key, Any]
+    dense: dict[int, Capture]
+    compressed: dict[Key, Capture]
     new: int = 0
 
 
