@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from tqdm.auto import tqdm
 
-from repsim._core.fingerprints import model_fingerprint, unwrap_model
+from repsim._core.fingerprints import array_fingerprint, model_fingerprint, unwrap_model
 from repsim.capture.hooks import _first_tensor, _Hooks
 from repsim.capture.store import META_ARRAYS, REDUCTIONS, ActivationStore, RowWriter, array_name
 from repsim.data.base import GroupedData
@@ -108,6 +108,93 @@ class Capture(Mapping[str, Any]):
     def numpy(self, layer: str) -> np.ndarray:
         """The activations of ``layer`` as an in-memory ``numpy.ndarray``."""
         return np.asarray(self[layer][...])
+
+    def _like(self, arrays: Mapping[str, np.ndarray], rows: Any, data_fingerprint: str) -> Capture:
+        def meta(values: np.ndarray) -> np.ndarray:
+            return np.asarray(values)[rows]
+
+        return Capture(
+            arrays,
+            sample_id=meta(self.sample_id),
+            logits=meta(self.logits),
+            predictions=meta(self.predictions),
+            labels=meta(self.labels),
+            groups=meta(self.groups),
+            name=self.name,
+            model_fingerprint=self.model_fingerprint,
+            data_fingerprint=data_fingerprint,
+            reduction=self.reduction,
+        )
+
+    def load(self) -> Capture:
+        """This capture in memory: every layer read into a ``numpy.ndarray``.
+
+        A capture backed by an :class:`~repsim.capture.store.ActivationStore` reads each layer
+        once; the result holds no reference to the store (``store`` is ``None``), so repeated
+        reads (e.g. a layer compared with several others) cost no decompression. The metadata
+        (sample ids, logits, predictions, labels, groups, name, fingerprints, reduction) is
+        the same.
+
+        Returns
+        -------
+        Capture
+            The in-memory copy (arrays that were already in memory are shared, not copied).
+        """
+        arrays = {layer: np.asarray(self[layer][...]) for layer in self}
+        return self._like(arrays, slice(None), self.data_fingerprint)
+
+    def subset(self, rows: Any) -> Capture:
+        """The capture restricted to some samples, in memory.
+
+        Parameters
+        ----------
+        rows : array-like of int, or of bool
+            Row positions (``0 <= r < n_samples``, in the order wanted, repeats allowed), or a
+            boolean mask of length ``n_samples``.
+
+        Returns
+        -------
+        Capture
+            Every layer, ``sample_id``, ``logits``, ``predictions``, ``labels`` and ``groups``
+            taken at ``rows``. The model fingerprint is kept; ``data_fingerprint`` is derived
+            from this capture's and ``rows`` (the subset is other data, so it never shares a
+            cache key with the whole).
+
+        Raises
+        ------
+        DataError
+            If ``rows`` is not a 1-D set of integer positions in range or a mask of the right
+            length.
+        """
+        idx = np.asarray(rows)
+        n = self.n_samples
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise DataError(
+                    f"a boolean row mask must have length n_samples = {n}, got shape {idx.shape}."
+                )
+            idx = np.flatnonzero(idx)
+        elif idx.size == 0:
+            idx = idx.astype(np.intp)
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise DataError(
+                f"rows must be a 1-D array of integer positions or a boolean mask, got "
+                f"{idx.dtype} of shape {idx.shape}."
+            )
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise DataError(
+                f"rows must lie in [0, {n}) (positions, not sample ids); got "
+                f"{int(idx.min())} to {int(idx.max())}."
+            )
+        arrays = {}
+        for layer in self:
+            arr = self[layer]
+            oindex = getattr(arr, "oindex", None)
+            arrays[layer] = np.asarray(oindex[idx]) if oindex is not None else np.asarray(arr)[idx]
+        fingerprint = array_fingerprint(
+            np.frombuffer(self.data_fingerprint.encode(), dtype=np.uint8), idx.astype(np.int64)
+        )
+        return self._like(arrays, idx, fingerprint)
 
     def __repr__(self) -> str:
         where = "memory" if self.store is None else str(self.store.path)

@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ import zarr
 import zarr.codecs
 import zarr.storage
 
+from repsim._core.provenance import provenance
 from repsim.errors import CacheError
 
 SCHEMA_VERSION = 1
@@ -80,21 +80,6 @@ def parse_array_name(name: str) -> tuple[str, str] | None:
         return None
     layer, reduction = name.rsplit("@", 1)
     return unquote(layer).replace("+", ":"), reduction
-
-
-def provenance() -> dict[str, str]:
-    """Versions of repsim, torch, zarr, numpy and Python, for the entry attrs."""
-    import torch
-
-    from repsim._version import __version__
-
-    return {
-        "repsim": __version__,
-        "torch": torch.__version__,
-        "zarr": zarr.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-    }
 
 
 def _pid_alive(pid: int) -> bool:

@@ -101,8 +101,9 @@ def compare_report(
     cap_a = record(model_a, test, names, name=Path(a).stem, **opts)
     cap_b = record(model_b, test, names, name=Path(b).stem, **opts)
     by = np.asarray(test.group_names, dtype=object)[test.groups] if by_group else None
-    if scheduler is None:
-        records = compare(
+
+    def in_process() -> list[dict[str, Any]]:
+        return compare(
             cap_a,
             cap_b,
             layers=names,
@@ -112,6 +113,9 @@ def compare_report(
             seed=seed,
             progress=progress,
         ).to_records()
+
+    if scheduler is None:
+        records = in_process()
     else:
         # whole-sample values reduced on Dask; per-group rows (and their CIs) in this process
         from repsim.scale.dask import compare_distributed
@@ -120,17 +124,7 @@ def compare_report(
             cap_a, cap_b, layers=names, measures=list(measures), **scheduler
         ).to_records()
         if by is not None:
-            local = compare(
-                cap_a,
-                cap_b,
-                layers=names,
-                measures=list(measures),
-                by=by,
-                n_boot=n_boot,
-                seed=seed,
-                progress=progress,
-            ).to_records()
-            records += [r for r in local if r.get("group") is not None]
+            records += [r for r in in_process() if r.get("group") is not None]
     rows = [
         {"layer": r["layer_a"], **{k: v for k, v in r.items() if k not in ("layer_a", "layer_b")}}
         for r in records

@@ -1,16 +1,26 @@
-"""Study and training configs: TOML files validated on load, with errors that name the key.
+"""Every config of repsim: TOML files validated on load, with errors that name the key.
 
 A config is a TOML file read with :mod:`tomllib`. Every section and key is declared in a schema
-(:data:`SCHEMA`); an unknown or mistyped key raises :class:`~repsim.errors.ConfigError` naming it
-(``train.epocs``) with the closest valid names, before any long work starts. The ``[data]`` and
-``[model]`` sections take ``name`` plus the options of that dataset or architecture, which are
-checked against the loader's or model's signature. Later stages register their own sections with
-:func:`register_section`.
+of :class:`Section` and :class:`Field` objects; an unknown or mistyped key raises
+:class:`~repsim.errors.ConfigError` naming it (``train.epocs``, ``family.compression[0].bits``)
+with the closest valid names, before any long work starts. This one machinery validates
+
+- study configs (:data:`SCHEMA`, extended by the study stages with :func:`register_section`,
+  and by subnetwork runs with :func:`extend_schema`);
+- model families (``[family]``, :data:`repsim.pipeline.family.FAMILY_SECTION`), whose nested
+  tables (``[family.train]``) and lists of tables (``[[family.compression]]``) are declared with
+  :func:`table` and :func:`tables`.
+
+The ``[data]`` and ``[model]`` sections take ``name`` plus the options of that dataset or
+architecture, which are checked against the loader's or model's signature
+(:func:`check_dataset`, :func:`check_model`).
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -21,15 +31,44 @@ from repsim.errors import ConfigError, RepsimError, did_you_mean
 
 _REQUIRED = object()
 
+Check = Callable[[Any, str], Any]
+"""``check(value, key) -> value``: validate (and normalise) one value; ``key`` is its dotted
+name (``"family.seeds"``) for the message of the :class:`~repsim.errors.ConfigError` it raises."""
+
 
 @dataclass(frozen=True)
 class Field:
-    """One config key: accepted types, default (or required), allowed values, help text."""
+    """One config key: accepted types, default (or required), allowed values, help text.
+
+    Attributes
+    ----------
+    types : tuple of type
+        Accepted Python types (``bool`` is accepted only where listed, never as an ``int``).
+    default : Any
+        Value when the key is absent; without one the key is required.
+    choices : tuple, optional
+        The allowed values.
+    help : str
+        What the key means (shown in the message of a missing key).
+    check : callable, optional
+        ``check(value, key) -> value`` run after the type and choice checks, on given values
+        and defaults alike: it raises :class:`~repsim.errors.ConfigError` naming ``key``, and
+        returns the (normalised) value that goes into the validated config.
+    section : Section, optional
+        For a nested table (see :func:`table`) or a list of tables (:func:`tables`): the
+        schema of each table.
+    many : bool
+        With ``section``: the value is a list of tables (a single table counts as a list of
+        one).
+    """
 
     types: tuple[type, ...]
     default: Any = _REQUIRED
     choices: tuple[Any, ...] | None = None
     help: str = ""
+    check: Check | None = None
+    section: Section | None = None
+    many: bool = False
 
     @property
     def required(self) -> bool:
@@ -46,48 +85,120 @@ def _float_field(default: Any = _REQUIRED, help: str = "") -> Field:
 
 @dataclass(frozen=True)
 class Section:
-    """A config section: its fields, and for open sections a validator of the extra keys."""
+    """A config table: its fields, and the checks that span several of them.
+
+    Attributes
+    ----------
+    fields : mapping of str to Field
+        The declared keys, in the order they are checked.
+    required : bool
+        Whether a top-level section must be present.
+    extra : callable, optional
+        For an open section (one that takes keys beyond ``fields``, e.g. a dataset's options):
+        ``extra(values, where)`` validates the whole table, raising ``ConfigError``.
+    help : str
+        What the section describes.
+    check : callable, optional
+        ``check(values, where) -> values`` run after every field: checks that involve several
+        keys (e.g. ``bits`` only for ``method = "quantize"``) and normalisation.
+    """
 
     fields: Mapping[str, Field]
     required: bool = False
     extra: Callable[[dict[str, Any], str], None] | None = None
     help: str = ""
+    check: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
 
 
-def _check_dataset_options(section: dict[str, Any], where: str) -> None:
+def table(section: Section, help: str = "") -> Field:
+    """A key holding a nested table (``[family.train]``), validated by ``section``.
+
+    Absent, it is the table of ``section``'s defaults.
+    """
+    return Field((Mapping,), {}, help=help, section=section)
+
+
+def tables(section: Section, help: str = "") -> Field:
+    """A key holding a list of tables (``[[family.compression]]``), each validated by ``section``.
+
+    Absent, it is an empty list; a single table is accepted as a list of one.
+    """
+    return Field((list, tuple, Mapping), [], help=help, section=section, many=True)
+
+
+def check_dataset(name: Any, options: Mapping[str, Any], name_key: str, options_key: str) -> None:
+    """Check that ``name`` is a built-in dataset and that it takes every key of ``options``.
+
+    ``name_key`` and ``options_key`` are the dotted config names the message uses
+    (``"data.name"``, ``"data"``; ``"family.dataset"``, ``"family.dataset_options"``).
+    """
     from repsim.data import DATASETS
 
-    name = section.get("name")
     if name not in DATASETS:
         raise ConfigError(
-            f"{where}.name = {name!r} is not a dataset; built-in datasets are "
+            f"{name_key} = {name!r} is not a dataset; built-in datasets are "
             f"{sorted(DATASETS)}.{did_you_mean(str(name), DATASETS)}"
         )
     params = inspect.signature(DATASETS[name]).parameters
-    for key in section:
-        if key not in ("name", "groups") and key not in params:
+    for key in options:
+        if key not in params:
             raise ConfigError(
-                f"unknown key '{where}.{key}' for dataset {name!r}; its options are "
+                f"unknown key '{options_key}.{key}' for dataset {name!r}; its options are "
                 f"{sorted(params)}.{did_you_mean(key, params)}"
             )
 
 
-def _check_model_options(section: dict[str, Any], where: str) -> None:
+def check_model(name: Any, options: Mapping[str, Any], name_key: str, options_key: str) -> None:
+    """Check that ``name`` is a model architecture and that it takes every key of ``options``.
+
+    See :func:`check_dataset` for ``name_key`` and ``options_key``.
+    """
     from repsim.models import MODELS, model_options
 
-    name = section.get("name")
     if name not in MODELS:
         raise ConfigError(
-            f"{where}.name = {name!r} is not a model; models are {sorted(MODELS)}."
+            f"{name_key} = {name!r} is not a model; models are {sorted(MODELS)}."
             + did_you_mean(str(name), MODELS)
         )
     allowed = model_options(name)
-    for key in section:
-        if key != "name" and key not in allowed:
+    for key in options:
+        if key not in allowed:
             raise ConfigError(
-                f"unknown key '{where}.{key}' for model {name!r}; its options are "
+                f"unknown key '{options_key}.{key}' for model {name!r}; its options are "
                 f"{allowed}.{did_you_mean(key, allowed)}"
             )
+
+
+def _check_dataset_options(section: dict[str, Any], where: str) -> None:
+    options = {k: v for k, v in section.items() if k not in ("name", "groups")}
+    check_dataset(section.get("name"), options, f"{where}.name", where)
+
+
+def _check_model_options(section: dict[str, Any], where: str) -> None:
+    options = {k: v for k, v in section.items() if k != "name"}
+    check_model(section.get("name"), options, f"{where}.name", where)
+
+
+def _check_seed_list(seeds: list[Any], key: str) -> list[Any]:
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ConfigError(f"'{key}' must be a non-empty list of integers, got {seeds!r}.")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"'{key}' repeats a seed: {seeds}.")
+    return seeds
+
+
+def study_seeds(config: Mapping[str, Any]) -> list[int]:
+    """The dense seeds of a study config: ``study.seeds``, else ``[study.seed]``.
+
+    Raises
+    ------
+    ConfigError
+        If the seeds are not distinct integers (a config :func:`validate` passed never
+        raises).
+    """
+    study = config["study"]
+    seeds = study["seeds"] if study["seeds"] is not None else [study["seed"]]
+    return list(_check_seed_list(seeds, "study.seeds"))
 
 
 SCHEMA: dict[str, Section] = {
@@ -96,7 +207,12 @@ SCHEMA: dict[str, Section] = {
             "name": Field((str,), help="study name; the report goes to <out_dir>/<name>/"),
             "description": Field((str,), ""),
             "seed": _int_field(0, "seed of everything random"),
-            "seeds": Field((list,), None, help="seeds of the dense population (default [seed])"),
+            "seeds": Field(
+                (list,),
+                None,
+                help="seeds of the dense population (default [seed])",
+                check=_check_seed_list,
+            ),
             "out_dir": Field((str,), "reports", help="where reports are written"),
             "cache_dir": Field((str,), "cache", help="activation/model cache"),
         },
@@ -131,18 +247,123 @@ SCHEMA: dict[str, Section] = {
 
 
 def register_section(name: str, section: Section) -> None:
-    """Declare a config section (stages beyond the foundation add theirs)."""
+    """Declare a section of the study schema :data:`SCHEMA` (the study stages add theirs)."""
     SCHEMA[name] = section
+
+
+def extend_schema(sections: Mapping[str, Section]) -> dict[str, Section]:
+    """:data:`SCHEMA` as it stands plus ``sections``: a new schema, the shared one unchanged.
+
+    Used for configs that need sections other studies do not have (``[subnetwork]``).
+    """
+    return {**SCHEMA, **sections}
 
 
 def _type_name(types: tuple[type, ...]) -> str:
     return " or ".join(t.__name__ for t in types)
 
 
+def _check_type(value: Any, field: Field, key: str) -> None:
+    ok = isinstance(value, field.types) and not (
+        isinstance(value, bool) and bool not in field.types
+    )
+    if ok:
+        return
+    if field.section is not None:
+        what = "a list of tables ([[{0}]])" if field.many else "a table ([{0}])"
+        raise ConfigError(f"'{key}' must be {what.format(key)}, got {value!r}.")
+    raise ConfigError(f"'{key}' must be {_type_name(field.types)}, got {value!r}.")
+
+
+def _check_value(value: Any, field: Field, key: str) -> Any:
+    """One present value: type, choices, nested tables, the field's own check."""
+    if value is None and field.default is None:
+        return None
+    _check_type(value, field, key)
+    if field.choices is not None and value not in field.choices:
+        names = [c for c in field.choices if isinstance(c, str)]
+        hint = did_you_mean(value, names) if isinstance(value, str) else ""
+        raise ConfigError(f"'{key}' = {value!r} is not one of {list(field.choices)}.{hint}")
+    if field.section is not None:
+        if not field.many:
+            value = validate_section(value, field.section, key)
+        else:
+            items = [value] if isinstance(value, Mapping) else list(value)
+            value = [
+                validate_section(item, field.section, f"{key}[{i}]") for i, item in enumerate(items)
+            ]
+    if field.check is not None:
+        value = field.check(value, key)
+    return value
+
+
+def validate_section(
+    values: Any, section: Section, where: str, *, present: bool = True
+) -> dict[str, Any]:
+    """Check one table against ``section`` and return a copy with defaults filled in.
+
+    Parameters
+    ----------
+    values : mapping
+        The table as read (a TOML table or a dict).
+    section : Section
+        Its schema.
+    where : str
+        Its dotted name, the prefix of every key in messages (``"train"``,
+        ``"family.compression[0]"``).
+    present : bool
+        ``False`` for an optional top-level section the config leaves out: its required keys
+        are then not demanded and its ``extra`` validator does not run.
+
+    Returns
+    -------
+    dict
+        The given keys first (in their order), then the defaults of the absent ones.
+
+    Raises
+    ------
+    ConfigError
+        Naming the first unknown, missing, mistyped or invalid key.
+    """
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"'{where}' must be a table, got {values!r}.")
+    out = dict(values)
+    if section.extra is None:
+        for key in out:
+            if key not in section.fields:
+                raise ConfigError(
+                    f"unknown key '{where}.{key}'; valid keys are "
+                    f"{sorted(section.fields)}.{did_you_mean(key, section.fields)}"
+                )
+    for key, field in section.fields.items():
+        name = f"{where}.{key}"
+        if key in out:
+            out[key] = _check_value(out[key], field, name)
+        elif not field.required:
+            out[key] = _check_value(copy.deepcopy(field.default), field, name)
+        elif present:
+            hint = f" ({field.help})" if field.help else ""
+            raise ConfigError(f"missing key '{name}'{hint}.")
+    if section.extra is not None and present:
+        section.extra(dict(out), where)
+    if section.check is not None:
+        out = section.check(out, where)
+    return out
+
+
 def validate(
     raw: Mapping[str, Any], *, source: str = "config", schema: Mapping[str, Section] | None = None
 ) -> dict[str, Any]:
     """Check ``raw`` against the schema and return a copy with defaults filled in.
+
+    Parameters
+    ----------
+    raw : mapping
+        Section name -> table, as :mod:`tomllib` reads a file.
+    source : str
+        Where the config came from (a path), the prefix of every message.
+    schema : mapping of str to Section, optional
+        Default :data:`SCHEMA`.
 
     Raises
     ------
@@ -160,47 +381,33 @@ def validate(
         if not isinstance(raw[sec_name], Mapping):
             raise ConfigError(f"{source}: '{sec_name}' must be a table ([{sec_name}]).")
     for sec_name, section in schema.items():
-        if sec_name not in raw:
-            if section.required:
-                raise ConfigError(f"{source}: missing section [{sec_name}].")
-            values: dict[str, Any] = {}
-        else:
-            values = dict(raw[sec_name])
-        for key in values:
-            if key not in section.fields and section.extra is None:
-                raise ConfigError(
-                    f"{source}: unknown key '{sec_name}.{key}'; valid keys are "
-                    f"{sorted(section.fields)}.{did_you_mean(key, section.fields)}"
-                )
-        for key, field in section.fields.items():
-            if key not in values:
-                if field.required and (sec_name in raw or section.required):
-                    raise ConfigError(f"{source}: missing key '{sec_name}.{key}'.")
-                if not field.required:
-                    values[key] = field.default
-                continue
-            value = values[key]
-            if value is None and field.default is None:
-                continue
-            ok = isinstance(value, field.types) and not (
-                isinstance(value, bool) and bool not in field.types
+        present = sec_name in raw
+        if not present and section.required:
+            raise ConfigError(f"{source}: missing section [{sec_name}].")
+        try:
+            out[sec_name] = validate_section(
+                raw[sec_name] if present else {}, section, sec_name, present=present
             )
-            if not ok:
-                raise ConfigError(
-                    f"{source}: '{sec_name}.{key}' must be {_type_name(field.types)}, "
-                    f"got {value!r}."
-                )
-            if field.choices is not None and value not in field.choices:
-                raise ConfigError(
-                    f"{source}: '{sec_name}.{key}' = {value!r} is not one of {list(field.choices)}."
-                )
-        if section.extra is not None and sec_name in raw:
-            try:
-                section.extra(dict(values), sec_name)
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: {exc}") from None
-        out[sec_name] = values
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     return out
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a TOML file.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or is not valid TOML (with the parser's line and column).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"No config file at {p}: it does not exist; check the path.")
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
 
 
 def load_config(path: str | Path, *, schema: Mapping[str, Section] | None = None) -> dict[str, Any]:
@@ -212,15 +419,8 @@ def load_config(path: str | Path, *, schema: Mapping[str, Section] | None = None
         If the file is missing, is not valid TOML (with the parser's line and column), or does
         not fit the schema.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"Config file {p} does not exist.")
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    config = validate(raw, source=str(p), schema=schema)
-    config["_source"] = str(p)
+    config = validate(read_toml(path), source=str(Path(path)), schema=schema)
+    config["_source"] = str(Path(path))
     return config
 
 

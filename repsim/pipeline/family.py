@@ -29,11 +29,11 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import time
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,75 +49,188 @@ from repsim.compress.prune import check_sparsity, clone_model, prune
 from repsim.compress.quantize import check_bits, quantize
 from repsim.compress.schedule import gradual_prune
 from repsim.data import load_dataset
-from repsim.errors import ConfigError, ModelError, did_you_mean
+from repsim.errors import ConfigError, ModelError
 from repsim.models import build_model, load_model, save_model
+from repsim.pipeline.config import (
+    SCHEMA,
+    Field,
+    Section,
+    check_dataset,
+    check_model,
+    read_toml,
+    table,
+    tables,
+    validate_section,
+)
 from repsim.train import evaluate, fit
 
 COMPRESSION_METHODS = (*PRUNE_METHODS, "quantize")
 
-_TOP_KEYS = {
-    "name": "family",
-    "dataset": None,
-    "dataset_options": {},
-    "model": None,
-    "model_options": {},
-    "seeds": [0],
-    "cache_dir": "cache",
-    "train": {},
-    "compression": [],
-}
-_TRAIN_DEFAULTS = {
-    "epochs": 10,
-    "batch_size": 64,
-    "lr": 3e-3,
-    "optimizer": "adam",
-    "weight_decay": 0.0,
-    "momentum": 0.9,
-    "scheduler": "cosine",
-    "patience": None,
-}
-_COMP_DEFAULTS: dict[str, Any] = {
-    "method": None,
-    "sparsities": None,
-    "bits": None,
-    "kd": [False],
-    "scope": None,
-    "exclude": [],
-    "n": 1,
-    "dim": 0,
-    "schedule": "oneshot",
-    "finetune_epochs": 5,
-    "finetune": {},
-    "kd_options": {},
-    "agp": {},
-    "per_channel": True,
-}
-_KD_DEFAULTS = {"T": 4.0, "alpha": 0.9, "gamma": 0.1}
-_AGP_DEFAULTS = {"initial": 0.0, "start_fraction": 0.0, "end_fraction": 0.5, "n_prunes": 10}
-_FINETUNE_KEYS = ("batch_size", "lr", "optimizer", "weight_decay", "momentum", "scheduler")
+_NONE = type(None)
 
 
-def _check_keys(given: Mapping[str, Any], allowed: Mapping[str, Any], where: str) -> None:
-    if not isinstance(given, Mapping):
-        raise ConfigError(f"{where} must be a table, got {type(given).__name__}.")
-    for key in given:
-        if key not in allowed:
-            raise ConfigError(
-                f"Unknown key {where}.{key}; allowed keys are {sorted(allowed)}."
-                + did_you_mean(key, allowed)
-            )
-
-
-def _merge(given: Mapping[str, Any], defaults: Mapping[str, Any], where: str) -> dict[str, Any]:
-    _check_keys(given, defaults, where)
-    return {**defaults, **given}
-
-
-def _as_list(value: Any, where: str) -> list[Any]:
+def _as_list(value: Any, key: str) -> list[Any]:
     out = list(value) if isinstance(value, list | tuple) else [value]
     if not out:
-        raise ConfigError(f"{where} is empty; give at least one value.")
+        raise ConfigError(f"'{key}' is empty; give at least one value.")
     return out
+
+
+def _check_seeds(seeds: Any, key: str) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = list(range(seeds))
+    seeds = _as_list(seeds, key)
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(
+        set(seeds)
+    ) != len(seeds):
+        raise ConfigError(f"'{key}' must be distinct integers (or a count), got {seeds}.")
+    return seeds
+
+
+def _check_epochs(value: int, key: str) -> int:
+    if value < 0:
+        raise ConfigError(f"'{key}' must be an integer >= 0, got {value!r}.")
+    return value
+
+
+def _drop_unset(values: dict[str, Any], where: str) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+_NUMBER = (int, float)
+
+_STUDY_TRAIN = SCHEMA["train"].fields
+_FINETUNE_KEYS = ("batch_size", "lr", "optimizer", "weight_decay", "momentum", "scheduler")
+
+TRAIN_SECTION = Section(
+    {
+        **_STUDY_TRAIN,
+        "lr": Field(_NUMBER, 3e-3),
+        "scheduler": Field((str, _NONE), "cosine", ("cosine", "none", None)),
+    },
+    help="dense training (repsim.train.fit options)",
+)
+"""``[family.train]``: the study's ``[train]`` keys (:func:`repsim.train.fit` options), with
+``lr = 3e-3`` by default and ``scheduler`` also accepting ``None``."""
+
+FINETUNE_SECTION = Section(
+    {key: dataclasses.replace(_STUDY_TRAIN[key], default=None) for key in _FINETUNE_KEYS},
+    help="overrides of [family.train] for fine-tuning; unset keys are dropped",
+    check=_drop_unset,
+)
+"""``finetune`` of a compression setting: overrides of ``[family.train]`` for fine-tuning."""
+
+KD_SECTION = Section(
+    {
+        "T": Field(_NUMBER, 4.0, help="distillation temperature"),
+        "alpha": Field(_NUMBER, 0.9, help="weight of the soft (teacher) term"),
+        "gamma": Field(_NUMBER, 0.1, help="weight of the hard (label) term"),
+    }
+)
+"""``kd_options`` of a compression setting (:class:`repsim.compress.DistillationLoss`)."""
+
+AGP_SECTION = Section(
+    {
+        "initial": Field(_NUMBER, 0.0),
+        "start_fraction": Field(_NUMBER, 0.0),
+        "end_fraction": Field(_NUMBER, 0.5),
+        "n_prunes": Field((int,), 10),
+    }
+)
+"""``agp`` of a compression setting (:func:`repsim.compress.gradual_prune`)."""
+
+
+def _check_setting(c: dict[str, Any], where: str) -> dict[str, Any]:
+    """The checks of a compression setting that involve several keys."""
+    method = c["method"]
+    if method == "quantize":
+        if c["bits"] is None:
+            raise ConfigError(f"'{where}.bits' is required for method 'quantize' (e.g. [8, 4]).")
+        if c["sparsities"] is not None:
+            raise ConfigError(f"'{where}.sparsities' does not apply to 'quantize'; use bits.")
+        try:
+            c["bits"] = [check_bits(b) for b in _as_list(c["bits"], f"{where}.bits")]
+        except ConfigError as exc:
+            raise ConfigError(f"'{where}.bits': {exc}") from exc
+        if any(c["kd"]):
+            raise ConfigError(f"'{where}.kd': quantisation is post-training here; set kd = false.")
+    else:
+        if c["sparsities"] is None:
+            raise ConfigError(f"'{where}.sparsities' is required for method {method!r}.")
+        if c["bits"] is not None:
+            raise ConfigError(f"'{where}.bits' only applies to method 'quantize'.")
+        try:
+            c["sparsities"] = [
+                check_sparsity(s) for s in _as_list(c["sparsities"], f"{where}.sparsities")
+            ]
+        except ConfigError as exc:
+            raise ConfigError(f"'{where}.sparsities': {exc}") from exc
+    ft = c["finetune_epochs"]
+    if c["schedule"] == "agp" and ft < 1:
+        raise ConfigError(f"'{where}': schedule 'agp' needs finetune_epochs >= 1.")
+    if any(c["kd"]) and ft < 1:
+        raise ConfigError(
+            f"'{where}': kd = true needs finetune_epochs >= 1 (KD trains the student)."
+        )
+    return c
+
+
+COMPRESSION_SECTION = Section(
+    {
+        "method": Field((str,), choices=COMPRESSION_METHODS, help="pruning method or 'quantize'"),
+        "sparsities": Field((int, float, list, tuple), None, help="pruning sparsities in [0, 1)"),
+        "bits": Field((int, list, tuple), None, help="quantisation bit widths (2 to 8)"),
+        "kd": Field(
+            (bool, int, list, tuple),
+            [False],
+            help="fine-tune with cross-entropy (false) and/or KD from the dense model (true)",
+            check=lambda v, key: [bool(k) for k in _as_list(v, key)],
+        ),
+        "scope": Field((str,), None, help="pruning scope; default per method"),
+        "exclude": Field((list, tuple), [], help="layers kept dense", check=lambda v, key: list(v)),
+        "n": Field((int, float, str), 1, help="norm order of ln_structured"),
+        "dim": Field((int,), 0, help="pruned dimension of ln_structured"),
+        "schedule": Field((str,), "oneshot", ("oneshot", "agp")),
+        "finetune_epochs": Field((int,), 5, help="0: no fine-tuning", check=_check_epochs),
+        "finetune": table(FINETUNE_SECTION),
+        "kd_options": table(KD_SECTION),
+        "agp": table(AGP_SECTION),
+        "per_channel": Field((bool,), True, help="per-channel quantisation scales"),
+    },
+    help="one compression setting: a method at several sparsities or bit widths",
+    check=_check_setting,
+)
+"""One ``[[family.compression]]`` table."""
+
+
+def _check_family(cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    check_dataset(
+        cfg["dataset"], cfg["dataset_options"], f"{where}.dataset", f"{where}.dataset_options"
+    )
+    check_model(cfg["model"], cfg["model_options"], f"{where}.model", f"{where}.model_options")
+    return cfg
+
+
+FAMILY_SECTION = Section(
+    {
+        "name": Field(
+            (str, int), "family", help="part of the cache path", check=lambda v, k: str(v)
+        ),
+        "dataset": Field((str,), help="a dataset name, e.g. 'digits-imbalanced'"),
+        "dataset_options": Field((Mapping,), {}, help="keyword options of the dataset"),
+        "model": Field((str,), help="an architecture name, e.g. 'cnn'"),
+        "model_options": Field((Mapping,), {}, help="keyword options of the architecture"),
+        "seeds": Field((int, list, tuple), [0], help="dense seeds, or a count", check=_check_seeds),
+        "cache_dir": Field((str, os.PathLike), "cache", help="model cache root"),
+        "train": table(TRAIN_SECTION),
+        "compression": tables(COMPRESSION_SECTION),
+    },
+    required=True,
+    help="a population of dense models and their compressed versions",
+    check=_check_family,
+)
+"""The ``[family]`` section: validated with the one config machinery of
+:mod:`repsim.pipeline.config`."""
 
 
 def family_config(config: Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]:
@@ -126,108 +239,30 @@ def family_config(config: Mapping[str, Any] | str | os.PathLike) -> dict[str, An
     Parameters
     ----------
     config : mapping or path
-        A TOML file holding a ``[family]`` section, a dict with a ``"family"`` key, or the
-        section itself as a dict.
+        A TOML file holding a ``[family]`` section (other sections are ignored), a dict with a
+        ``"family"`` key, or the section itself as a dict.
 
     Returns
     -------
     dict
-        The normalised section (every key present; ``compression`` a list of normalised
-        settings tables).
+        The normalised section (every key present; ``seeds`` a list; ``compression`` a list of
+        normalised settings tables).
 
     Raises
     ------
     ConfigError
-        Naming the offending key: unknown keys, missing ``dataset``/``model``, bad sparsities or
-        bit widths, distillation requested for quantisation.
+        Naming the offending key (:data:`FAMILY_SECTION`): unknown keys, missing
+        ``dataset``/``model``, an unknown dataset, model or option, bad sparsities or bit
+        widths, distillation requested for quantisation.
     """
     if isinstance(config, str | os.PathLike):
         path = Path(config)
-        if not path.is_file():
-            raise ConfigError(f"No config file at {path}.")
-        try:
-            config = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+        config = read_toml(path)
         if "family" not in config:
             raise ConfigError(f"{path} has no [family] section.")
     if isinstance(config, Mapping) and "family" in config and isinstance(config["family"], Mapping):
         config = config["family"]
-    cfg = _merge(config, _TOP_KEYS, "family")
-    for key in ("dataset", "model"):
-        if not isinstance(cfg[key], str):
-            raise ConfigError(
-                f"family.{key} is required (a name, e.g. 'digits-imbalanced', 'cnn')."
-            )
-    seeds = cfg["seeds"]
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        seeds = list(range(seeds))
-    seeds = _as_list(seeds, "family.seeds")
-    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) or len(
-        set(seeds)
-    ) != len(seeds):
-        raise ConfigError(f"family.seeds must be distinct integers (or a count), got {seeds}.")
-    cfg["seeds"] = seeds
-    cfg["train"] = _merge(cfg["train"], _TRAIN_DEFAULTS, "family.train")
-    comps = cfg["compression"]
-    if isinstance(comps, Mapping):
-        comps = [comps]
-    cfg["compression"] = [_compression(c, f"family.compression[{i}]") for i, c in enumerate(comps)]
-    cfg["name"] = str(cfg["name"])
-    return cfg
-
-
-def _compression(c: Mapping[str, Any], where: str) -> dict[str, Any]:
-    c = _merge(c, _COMP_DEFAULTS, where)
-    method = c["method"]
-    if method not in COMPRESSION_METHODS:
-        raise ConfigError(
-            f"{where}.method must be one of {list(COMPRESSION_METHODS)}, got {method!r}."
-            + did_you_mean(str(method), COMPRESSION_METHODS)
-        )
-    c["kd"] = [bool(k) for k in _as_list(c["kd"], f"{where}.kd")]
-    if method == "quantize":
-        if c["bits"] is None:
-            raise ConfigError(f"{where}.bits is required for method 'quantize' (e.g. [8, 4]).")
-        if c["sparsities"] is not None:
-            raise ConfigError(f"{where}.sparsities does not apply to 'quantize'; use bits.")
-        try:
-            c["bits"] = [check_bits(b) for b in _as_list(c["bits"], f"{where}.bits")]
-        except ConfigError as exc:
-            raise ConfigError(f"{where}.bits: {exc}") from exc
-        if any(c["kd"]):
-            raise ConfigError(f"{where}.kd: quantisation is post-training here; set kd = false.")
-    else:
-        if c["sparsities"] is None:
-            raise ConfigError(f"{where}.sparsities is required for method {method!r}.")
-        if c["bits"] is not None:
-            raise ConfigError(f"{where}.bits only applies to method 'quantize'.")
-        try:
-            c["sparsities"] = [
-                check_sparsity(s) for s in _as_list(c["sparsities"], f"{where}.sparsities")
-            ]
-        except ConfigError as exc:
-            raise ConfigError(f"{where}.sparsities: {exc}") from exc
-    if c["schedule"] not in ("oneshot", "agp"):
-        raise ConfigError(f"{where}.schedule must be 'oneshot' or 'agp', got {c['schedule']!r}.")
-    ft = c["finetune_epochs"]
-    if not isinstance(ft, int) or isinstance(ft, bool) or ft < 0:
-        raise ConfigError(f"{where}.finetune_epochs must be an integer >= 0, got {ft!r}.")
-    if c["schedule"] == "agp" and ft < 1:
-        raise ConfigError(f"{where}: schedule 'agp' needs finetune_epochs >= 1.")
-    if any(c["kd"]) and ft < 1:
-        raise ConfigError(f"{where}: kd = true needs finetune_epochs >= 1 (KD trains the student).")
-    c["finetune"] = {
-        k: v
-        for k, v in _merge(
-            c["finetune"], dict.fromkeys(_FINETUNE_KEYS), f"{where}.finetune"
-        ).items()
-        if v is not None
-    }
-    c["kd_options"] = _merge(c["kd_options"], _KD_DEFAULTS, f"{where}.kd_options")
-    c["agp"] = _merge(c["agp"], _AGP_DEFAULTS, f"{where}.agp")
-    c["exclude"] = list(c["exclude"])
-    return c
+    return validate_section(config, FAMILY_SECTION, "family")
 
 
 def _digest(obj: Any, n: int = 8) -> str:

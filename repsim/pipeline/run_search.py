@@ -17,8 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from repsim._core.io import read_json, write_json, write_text
+from repsim._core.table import write_csv
 from repsim.errors import ConfigError, DataError
-from repsim.pipeline.config import Field, Section, dataset_from_config, load_config
+from repsim.pipeline.config import (
+    Field,
+    Section,
+    dataset_from_config,
+    extend_schema,
+    load_config,
+    study_seeds,
+)
 
 _F = (int, float)
 SUBNETWORK_SECTION = Section(
@@ -75,11 +84,9 @@ SEARCH_KEYS = (
 
 
 def _schema() -> dict[str, Section]:
-    """The study schema plus a required ``[subnetwork]`` section (a copy: the shared schema is
-    left as it is, so other studies do not need the section)."""
-    from repsim.pipeline.config import SCHEMA
-
-    return {**SCHEMA, "subnetwork": SUBNETWORK_SECTION}
+    """The study schema plus the required ``[subnetwork]`` section (a new schema: the shared one
+    is left as it is, so other studies do not need the section)."""
+    return extend_schema({"subnetwork": SUBNETWORK_SECTION})
 
 
 def _splits(config: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
@@ -102,11 +109,6 @@ def _splits(config: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     return train, val, data.test, biased
 
 
-def _seeds(config: dict[str, Any]) -> list[int]:
-    s = config["study"]
-    return list(s["seeds"]) if s["seeds"] is not None else [s["seed"]]
-
-
 def run_search(
     config_path: str | Path,
     *,
@@ -122,11 +124,9 @@ def run_search(
     sec = config["subnetwork"]
     out = Path(config["study"]["out_dir"]) / config["study"]["name"]
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(
-        json.dumps({k: v for k, v in config.items()}, indent=1, default=str)
-    )
+    write_json(config, out / "study.json", indent=1, allow_nan=True)
     train, val, _test, _ = _splits(config)
-    for s in [seed] if seed is not None else _seeds(config):
+    for s in [seed] if seed is not None else study_seeds(config):
         model, _ = train_dense(config, s, progress=progress)
         run_dir = out / f"seed{s}"
         resume_this = resume and (run_dir / "checkpoint.pt").exists()
@@ -180,11 +180,11 @@ def run_report(run_dir: str | Path) -> dict[str, Any]:
             f"{run} is not a subnetwork run directory (no study.json); pass the "
             "directory 'repsim subnetwork search' wrote, <out_dir>/<study name>."
         )
-    config = json.loads((run / "study.json").read_text())
+    config = read_json(run / "study.json", what="subnetwork run config")
     sec = config["subnetwork"]
     train, _val, test, biased = _splits(config)
     per_seed, rows = [], []
-    for s in _seeds(config):
+    for s in study_seeds(config):
         mask_file = run / f"seed{s}" / "mask.safetensors"  # written by Mask.save
         if not mask_file.is_file():
             raise DataError(
@@ -202,7 +202,7 @@ def run_report(run_dir: str | Path) -> dict[str, Any]:
             biased_test=biased,
             conflict_attribute=sec.get("conflict_attribute"),
         )
-        record = json.loads((run / f"seed{s}" / "record.json").read_text())
+        record = read_json(run / f"seed{s}" / "record.json", what="subnetwork record")
         per_seed.append({"seed": s, **rep, "chosen_step": record["chosen_step"]})
         rows += [{"seed": s, **r} for r in rep["rows"]]
     metrics = [k for k in rows[0] if k not in ("seed", "model")]
@@ -229,9 +229,6 @@ def run_report(run_dir: str | Path) -> dict[str, Any]:
         "minus_vanilla": paired,
         "per_seed": per_seed,
     }
-    (run / "report.json").write_text(json.dumps(report, indent=1, default=float))
-    with open(run / "report.csv", "w") as fh:
-        fh.write(",".join(["seed", "model", *metrics]) + "\n")
-        for r in rows:
-            fh.write(",".join(str(r.get(k, "")) for k in ["seed", "model", *metrics]) + "\n")
+    write_text(json.dumps(report, indent=1, default=float), run / "report.json")
+    write_csv(rows, run / "report.csv", columns=["seed", "model", *metrics])
     return report

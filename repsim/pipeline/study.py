@@ -1,22 +1,29 @@
 """Running a study from its config: the pipeline behind ``repsim run``.
 
 One TOML config names the data, the architecture, the dense seeds, the compression family, the
-layers, the similarity measures and the bias metrics. :func:`run_study` then
+layers, the similarity measures and the bias metrics. :func:`run_study` chains seven stages,
+each a function that takes and returns plain values (dataclasses of dicts, arrays and tables),
+so any stage can be called alone from Python:
 
-1. validates the whole config (unknown keys, measures, metrics, pruning methods, layers missing
-   in a model of the family) before any long work starts;
-2. trains the dense model of every seed and
-3. builds the family with :func:`repsim.pipeline.family.build` (see :func:`family_spec`): every dense
-   seed pruned to every sparsity with every method, then recovered by fine-tuning (``"ft"``),
+1. :func:`plan_study` (after :func:`~repsim.pipeline.config.load_config`): validates the whole
+   config (unknown keys, measures, metrics, pruning methods, layers missing in a model of the
+   family) before any long work starts, and returns a :class:`Plan`;
+2. :func:`build_models` -> :class:`Models`: trains the dense model of every seed and builds the
+   family with :func:`repsim.pipeline.family.build` (see :func:`family_spec`): every dense seed
+   pruned to every sparsity with every method, then recovered by fine-tuning (``"ft"``),
    knowledge distillation from its own dense model (``"kd"``) or not at all (``"none"``); every
    model is cached under ``<cache_dir>/models/``, shared with ``repsim train`` and
    ``repsim family build``;
-4. captures every model's layers on the test split into the activation store;
-5. measures per-layer similarity dense vs compressed *and* dense seed vs dense seed (the noise
-   floor), on all samples and per group;
-6. measures fairness (per-group metrics, compression shift with CEV/SDE, exemplars);
-7. relates divergence to bias (:func:`repsim.explain.relate`);
-8. writes ``<out_dir>/<study>/``: ``results.json``, tidy CSVs, PNGs and ``index.html``.
+3. :func:`capture_models` -> :class:`Captures`: every model's layers on the test split, through
+   the activation store;
+4. :func:`measure_similarity` -> :class:`SimilarityResults`: per-layer similarity dense vs
+   compressed *and* dense seed vs dense seed (the noise floor), on all samples and per group;
+5. :func:`measure_fairness` -> :class:`FairnessResults`: per-group metrics, compression shift
+   with CEV/SDE, exemplars;
+6. :func:`explain_study` -> :class:`Explanation`: divergence related to bias
+   (:func:`repsim.explain.relate`), per-configuration means, distillation vs fine-tuning;
+7. :func:`write_study_report`: ``<out_dir>/<study>/`` with ``results.json``, tidy CSVs, PNGs
+   and ``index.html``.
 
 Every cached step is reused: a second run of the same config trains and captures nothing and
 gives identical numbers (``results.json["work"]`` counts what was trained and captured).
@@ -24,19 +31,18 @@ gives identical numbers (``results.json["work"]`` counts what was trained and ca
 
 from __future__ import annotations
 
-import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from repsim._version import __version__
+from repsim._core.io import write_json
+from repsim._core.provenance import provenance
 from repsim.errors import ConfigError, LayerNotFoundError, did_you_mean
 from repsim.pipeline.config import (
     Field,
@@ -45,23 +51,96 @@ from repsim.pipeline.config import (
     load_config,
     model_from_config,
     register_section,
+    study_seeds,
 )
+
+if TYPE_CHECKING:
+    from repsim.capture.record import Capture
 
 RECOVERIES = ("none", "ft", "kd")
 METRICS = ("cev", "sde", "worst_group_drop", "acc_drop")
 
-register_section(
-    "compression",
-    Section(
+
+def _check_names(values: Any, known: Sequence[str], key: str) -> list[str]:
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"'{key}' must be a non-empty list, got {values!r}.")
+    for v in values:
+        if v not in known:
+            raise ConfigError(
+                f"'{key}' names unknown {v!r}; known: {list(known)}.{did_you_mean(str(v), known)}"
+            )
+    return list(values)
+
+
+def _check_prune_methods(values: Any, key: str) -> list[str]:
+    from repsim.compress.prune import METHODS
+
+    return _check_names(values, list(METHODS), key)
+
+
+def _check_recoveries(values: Any, key: str) -> list[str]:
+    return _check_names(values, RECOVERIES, key)
+
+
+def _check_metrics(values: Any, key: str) -> list[str]:
+    return _check_names(values, METRICS, key)
+
+
+def _check_sparsities(values: Any, key: str) -> list[Any]:
+    if not values or not all(
+        isinstance(s, int | float) and not isinstance(s, bool) and 0 <= s < 1 for s in values
+    ):
+        raise ConfigError(f"'{key}' must be a non-empty list of numbers in [0, 1), got {values!r}.")
+    return values
+
+
+def _check_measures(values: Any, key: str) -> list[str]:
+    from repsim.similarity import get_measure
+
+    if not values:
+        raise ConfigError(f"'{key}' must be a non-empty list of measure names.")
+    for m in values:
+        if not isinstance(m, str):
+            raise ConfigError(f"'{key}' must list measure names (strings), got {m!r}.")
+        try:
+            get_measure(m)
+        except ConfigError as exc:
+            raise ConfigError(f"'{key}': {exc}") from None
+    return values
+
+
+def _at_least_one(value: int, key: str) -> int:
+    if value < 1:
+        raise ConfigError(f"'{key}' must be at least 1.")
+    return value
+
+
+def _open_unit(value: float, key: str) -> float:
+    if not 0 < value < 1:
+        raise ConfigError(f"'{key}' must lie in (0, 1).")
+    return value
+
+
+STUDY_SECTIONS: dict[str, Section] = {
+    "compression": Section(
         {
             "methods": Field(
-                (list,), ["magnitude"], help="pruning methods (repsim.compress.prune)"
+                (list,),
+                ["magnitude"],
+                help="pruning methods (repsim.compress.prune)",
+                check=_check_prune_methods,
             ),
-            "sparsities": Field((list,), [0.5, 0.8, 0.9], help="target sparsities in [0, 1)"),
+            "sparsities": Field(
+                (list,),
+                [0.5, 0.8, 0.9],
+                help="target sparsities in [0, 1)",
+                check=_check_sparsities,
+            ),
             "recovery": Field(
                 (list,),
                 ["ft"],
                 help="after pruning: 'none', 'ft' (fine-tune), 'kd' (distil from the dense model)",
+                check=_check_recoveries,
             ),
             "scope": Field((str,), None, ("global", "layerwise"), help="pruning scope"),
             "epochs": Field((int,), 3, help="fine-tuning / distillation epochs"),
@@ -72,10 +151,7 @@ register_section(
         },
         help="the compressed family",
     ),
-)
-register_section(
-    "capture",
-    Section(
+    "capture": Section(
         {
             "layers": Field((list, str), None, help="layer names or globs (default: every leaf)"),
             "reduction": Field(
@@ -85,24 +161,28 @@ register_section(
         },
         help="which activations are recorded",
     ),
-)
-register_section(
-    "similarity",
-    Section(
+    "similarity": Section(
         {
-            "measures": Field((list,), ["cka"], help="similarity measures (repsim.similarity)"),
+            "measures": Field(
+                (list,),
+                ["cka"],
+                help="similarity measures (repsim.similarity)",
+                check=_check_measures,
+            ),
             "divergence": Field((str,), "1-cka", help="'1-<measure>' or a distance measure"),
             "by_group": Field((bool,), True, help="also compute each measure per group"),
             "heatmaps": Field((bool,), True, help="layer x layer CKA matrix per configuration"),
         },
         help="layer similarity",
     ),
-)
-register_section(
-    "fairness",
-    Section(
+    "fairness": Section(
         {
-            "metrics": Field((list,), list(METRICS), help=f"bias metrics among {list(METRICS)}"),
+            "metrics": Field(
+                (list,),
+                list(METRICS),
+                help=f"bias metrics among {list(METRICS)}",
+                check=_check_metrics,
+            ),
             "convention": Field((str,), "2021", ("2021", "2022"), help="CEV/SDE convention"),
             "eps": Field((int, float), None, help="floor of zero dense rates in relative changes"),
             "exemplar_fraction": Field(
@@ -113,18 +193,25 @@ register_section(
         },
         help="group fairness and compression bias",
     ),
-)
-register_section(
-    "report",
-    Section(
+    "report": Section(
         {
-            "n_boot": Field((int,), 1000, help="bootstrap resamples of every CI"),
-            "n_permutations": Field((int,), 5000, help="permutations of every p-value"),
-            "alpha": Field((int, float), 0.05, help="CIs are 1 - alpha"),
+            "n_boot": Field(
+                (int,), 1000, help="bootstrap resamples of every CI", check=_at_least_one
+            ),
+            "n_permutations": Field(
+                (int,), 5000, help="permutations of every p-value", check=_at_least_one
+            ),
+            "alpha": Field((int, float), 0.05, help="CIs are 1 - alpha", check=_open_unit),
         },
         help="statistics and output",
     ),
-)
+}
+"""The sections a study adds to :data:`repsim.pipeline.config.SCHEMA` (registered on import,
+so :func:`repsim.pipeline.config.load_config` validates them)."""
+
+for _name, _section in STUDY_SECTIONS.items():
+    register_section(_name, _section)
+del _name, _section
 
 
 def family_spec(
@@ -144,7 +231,7 @@ def family_spec(
         "dataset_options": {k: v for k, v in data.items() if k not in ("name", "groups")},
         "model": model["name"],
         "model_options": {k: v for k, v in model.items() if k != "name"},
-        "seeds": list(seeds) if seeds is not None else _seeds(config),
+        "seeds": list(seeds) if seeds is not None else study_seeds(config),
         "cache_dir": str(config["study"]["cache_dir"]),
         "train": {k: v for k, v in config.get("train", {}).items() if v is not None},
         "compression": [],
@@ -205,45 +292,16 @@ def train_dense(
 
 
 def environment() -> dict[str, str]:
-    """Versions that determine the numbers (recorded in every report)."""
-    import numpy
-    import scipy
-    import sklearn
+    """Versions that determine the numbers (recorded in every report).
 
-    return {
-        "repsim": __version__,
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "python": platform.python_version(),
-        "threads": str(torch.get_num_threads()),
-    }
+    The same record as the activation cache's entries:
+    :func:`repsim._core.provenance.provenance`.
+    """
+    return provenance()
 
 
 # --------------------------------------------------------------------------------------------
-# validation
-
-
-def _seeds(config: Mapping[str, Any]) -> list[int]:
-    study = config["study"]
-    seeds = study["seeds"] if study["seeds"] is not None else [study["seed"]]
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise ConfigError(f"'study.seeds' must be a non-empty list of integers, got {seeds!r}.")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"'study.seeds' repeats a seed: {seeds}.")
-    return list(seeds)
-
-
-def _check_names(values: Any, known: Sequence[str], key: str) -> list[str]:
-    if not isinstance(values, list) or not values:
-        raise ConfigError(f"'{key}' must be a non-empty list, got {values!r}.")
-    for v in values:
-        if v not in known:
-            raise ConfigError(
-                f"'{key}' names unknown {v!r}; known: {list(known)}.{did_you_mean(str(v), known)}"
-            )
-    return list(values)
+# stage 1: validate and plan
 
 
 @dataclass
@@ -271,52 +329,49 @@ def method_label(prune_method: str, recovery: str) -> str:
 def plan_study(config: Mapping[str, Any], data: Any = None) -> Plan:
     """Check everything a study needs before any long work and return its plan.
 
+    ``config`` is a validated study config (:func:`repsim.pipeline.config.load_config`), whose
+    keys have passed the checks of :data:`STUDY_SECTIONS`; this adds the checks that need
+    several keys or the model.
+
     Raises
     ------
     ConfigError
-        Unknown measure, metric, pruning method or recovery; a divergence whose measure is not
-        measured; a sparsity outside [0, 1).
+        A divergence whose measure is not measured (and any error of the per-key checks on a
+        config that did not go through validation).
     LayerNotFoundError
         A ``[capture] layers`` entry that is not in the model (or in a model of the family).
     """
-    from repsim.compress.prune import METHODS
     from repsim.explain import parse_divergence
     from repsim.layers import select_layers
     from repsim.similarity import get_measure
 
-    seeds = _seeds(config)
+    seeds = study_seeds(config)
     comp = config["compression"]
-    methods = _check_names(comp["methods"], list(METHODS), "compression.methods")
-    recoveries = _check_names(comp["recovery"], RECOVERIES, "compression.recovery")
+    methods = _check_prune_methods(comp["methods"], "compression.methods")
+    recoveries = _check_recoveries(comp["recovery"], "compression.recovery")
     sparsities = comp["sparsities"]
-    if (
-        not isinstance(sparsities, list)
-        or not sparsities
-        or not all(
-            isinstance(s, int | float) and not isinstance(s, bool) and 0 <= s < 1
-            for s in sparsities
-        )
-    ):
+    if not isinstance(sparsities, list):
         raise ConfigError(
             f"'compression.sparsities' must be a non-empty list of numbers in [0, 1), got "
             f"{sparsities!r}."
         )
+    _check_sparsities(sparsities, "compression.sparsities")
     sim = config["similarity"]
-    if not isinstance(sim["measures"], list) or not sim["measures"]:
+    if not isinstance(sim["measures"], list):
         raise ConfigError("'similarity.measures' must be a non-empty list of measure names.")
-    measures = [get_measure(m).name for m in sim["measures"]]
+    measures = [
+        get_measure(m).name for m in _check_measures(sim["measures"], "similarity.measures")
+    ]
     div_measure, _ = parse_divergence(sim["divergence"])
     if div_measure not in measures:
         raise ConfigError(
             f"'similarity.divergence' = {sim['divergence']!r} uses measure {div_measure!r}, which "
             f"is not in 'similarity.measures' {measures}; add it there."
         )
-    metrics = _check_names(config["fairness"]["metrics"], METRICS, "fairness.metrics")
+    metrics = _check_metrics(config["fairness"]["metrics"], "fairness.metrics")
     for key in ("n_boot", "n_permutations"):
-        if config["report"][key] < 1:
-            raise ConfigError(f"'report.{key}' must be at least 1.")
-    if not 0 < config["report"]["alpha"] < 1:
-        raise ConfigError("'report.alpha' must lie in (0, 1).")
+        _at_least_one(config["report"][key], f"report.{key}")
+    _open_unit(config["report"]["alpha"], "report.alpha")
     data = data if data is not None else dataset_from_config(config)
     probe = model_from_config(config, data, seeds[0])
     try:
@@ -339,7 +394,137 @@ def plan_study(config: Mapping[str, Any], data: Any = None) -> Plan:
 
 
 # --------------------------------------------------------------------------------------------
-# the pipeline
+# the stages: plain values in, plain values out
+
+Key = tuple[str, float, int]
+"""A compressed member of a study: ``(method label, sparsity, seed)``, e.g.
+``("magnitude+kd", 0.9, 0)``."""
+
+
+@dataclass
+class Models:
+    """Stage 2, :func:`build_models`: the study's models (eval mode, CPU).
+
+    Attributes
+    ----------
+    dense : dict of int to torch.nn.Module
+        The dense model of each seed.
+    compressed : dict of Key to torch.nn.Module
+        Each compressed member, keyed ``(method label, sparsity, seed)``.
+    work : dict of str to int
+        ``dense_trained``, ``compressed_built``: how many models this call trained.
+    """
+
+    dense: dict[int, nn.Module]
+    compressed: dict[Key, nn.Module]
+    work: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Captures:
+    """Stage 3, :func:`capture_models`: every model's activations on the test split, in memory.
+
+    Attributes
+    ----------
+    dense : dict of int to Capture
+    compressed : dict of Key to Capture
+    new : int
+        Activation-store entries this call wrote (0 when everything was cached).
+    """
+
+    dense: dict[int, Capture]
+    compressed: dict[Key, Capture]
+    new: int = 0
+
+
+@dataclass
+class SimilarityResults:
+    """Stage 4, :func:`measure_similarity`.
+
+    Attributes
+    ----------
+    rows : list of dict
+        ``kind`` (``"dense"``: seed vs seed, the noise floor; ``"compressed"``: dense vs its
+        compressed member), ``method``, ``sparsity``, ``seed``, ``seed_b``, ``layer``,
+        ``measure``, ``value``, ``group`` (``None``: all samples), ``n``.
+    heatmaps : list of (str, LabelledMatrix)
+        Titled layer x layer CKA matrices.
+    """
+
+    rows: list[dict[str, Any]]
+    heatmaps: list[tuple[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class FairnessResults:
+    """Stage 5, :func:`measure_fairness`: tidy rows for ``shifts.csv`` and its companions.
+
+    Attributes
+    ----------
+    shifts : list of dict
+        Per compressed member: ``cev``, ``sde``, ``worst_group_drop``, ``acc_drop:<group>``,
+        ``accuracy``, ``dense_accuracy``.
+    group_shifts, class_shifts : list of dict
+        Per member and group (class): the compression shift's per-group (per-class) rows.
+    group_metrics : list of dict
+        Per model (dense and compressed) and group: :func:`repsim.fairness.group_metrics`.
+    exemplars : list of dict
+        Per configuration: the ranked compression-identified exemplars.
+    exemplar_sets : dict of str to Exemplars
+        ``"method@sparsity"`` -> :class:`repsim.fairness.Exemplars`.
+    """
+
+    shifts: list[dict[str, Any]]
+    group_shifts: list[dict[str, Any]]
+    class_shifts: list[dict[str, Any]]
+    group_metrics: list[dict[str, Any]]
+    exemplars: list[dict[str, Any]]
+    exemplar_sets: dict[str, Any]
+
+
+@dataclass
+class Explanation:
+    """Stage 6, :func:`explain_study`.
+
+    Attributes
+    ----------
+    relations : repsim.explain.Relations
+        Divergence against bias per layer, with the noise floor.
+    configs : list of dict
+        Per configuration (method, sparsity): means over seeds.
+    kd_vs_ft : list of dict
+        :func:`kd_vs_ft`.
+    measure : str
+        The similarity measure of the divergence.
+    one_minus : bool
+        Whether the divergence is ``1 - measure``.
+    """
+
+    relations: Any
+    configs: list[dict[str, Any]]
+    kd_vs_ft: list[dict[str, Any]]
+    measure: str
+    one_minus: bool
+
+
+class StageTimer:
+    """Wall time of consecutive stages, for ``results.json["timings"]``."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        """Record the time since the previous lap (or the start) as ``stage``."""
+        now = time.perf_counter()
+        self.laps[stage] = round(now - self.last, 3)
+        self.last = now
+
+    def finish(self) -> dict[str, float]:
+        """Every lap and ``total``, the time from the start to the first call of ``finish``."""
+        if "total" not in self.laps:
+            self.laps["total"] = round(time.perf_counter() - self.start, 3)
+        return dict(self.laps)
 
 
 def _log(message: str, progress: bool | None) -> None:
@@ -381,25 +566,6 @@ def _shift_rows(
     return row, group_rows, class_rows
 
 
-class _MemoryCapture(dict):
-    """Layer -> numpy array, with the capture attributes :func:`repsim.similarity.compare`
-    reads (``sample_id``, ``groups``, ``name``) and the predictions."""
-
-    sample_id: Any
-    groups: Any
-    name: str
-    predictions: Any
-
-
-def _in_memory(cap: Any) -> _MemoryCapture:
-    out = _MemoryCapture({layer: np.asarray(cap[layer][...]) for layer in cap})
-    out.sample_id = np.asarray(cap.sample_id)
-    out.groups = np.asarray(cap.groups)
-    out.name = cap.name
-    out.predictions = np.asarray(cap.predictions)
-    return out
-
-
 def _quiet_group_metrics(fn: Any, y_true: Any, y_pred: Any, groups: Any, names: Any) -> Any:
     """Per-group metrics; the per-group one-vs-rest rates that are undefined when the groups
     are the classes themselves (e.g. FPR of class c within group c) stay NaN in the CSV
@@ -419,102 +585,100 @@ def _mean(values: Sequence[float]) -> float:
     return float(v.mean()) if v.size else float("nan")
 
 
-def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
-    """Run the study in the TOML config at ``path`` and return its report directory.
+def _configurations(keys: Any) -> list[tuple[str, float]]:
+    """The distinct ``(method label, sparsity)`` of member keys, in order."""
+    return list(dict.fromkeys((k[0], k[1]) for k in keys))
 
-    See the module docstring for the stages; ``docs/guide.md`` documents every config key.
 
-    Raises
-    ------
-    ConfigError, LayerNotFoundError, DataError
-        On a bad config, before any training or capture.
+def build_models(plan: Plan, *, progress: bool | None = None) -> Models:
+    """Stage 2: train the dense seeds and build the compressed family (cached), then load them.
+
+    One :func:`repsim.pipeline.family.build` of :func:`family_spec`; every model is cached
+    under ``<cache_dir>/models/``, so a second call trains nothing.
     """
-    from repsim.capture import record
-    from repsim.capture.store import ActivationStore
-    from repsim.explain import parse_divergence, relate
-    from repsim.fairness import compression_shift, exemplars, group_metrics
-    from repsim.similarity import compare
-
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(stage: str, t0: float) -> float:
-        now = time.perf_counter()
-        timings[stage] = round(now - t0, 3)
-        return now
-
-    config = load_config(path)
-    study = config["study"]
-    data = dataset_from_config(config)
-    plan = plan_study(config, data)
-    seeds, layers = plan.seeds, plan.layers
-    out = Path(study["out_dir"]) / study["name"]
-    out.mkdir(parents=True, exist_ok=True)
-    report = config["report"]
-    rseed = int(study["seed"])
-    test = data.test
-    group_names = list(test.group_names)
-    group_labels = np.asarray(group_names, dtype=object)[test.groups]
-    t = lap("validate", t_start)
-    work = {"dense_trained": 0, "compressed_built": 0, "captures": 0}
-
-    # 1-2. dense models and the compressed family: one repsim.pipeline.family build (cached)
     from repsim.pipeline.family import build
 
-    _log(f"family: {len(seeds)} dense seeds, {plan.n_members} compressed models", progress)
-    family = build(family_spec(config), progress=progress)
-    dense = {s: family.dense(s).load().eval() for s in seeds}
-    members: dict[tuple[str, float, int], nn.Module] = {}
+    _log(f"family: {len(plan.seeds)} dense seeds, {plan.n_members} compressed models", progress)
+    family = build(family_spec(plan.config), progress=progress)
+    dense = {s: family.dense(s).load().eval() for s in plan.seeds}
+    compressed: dict[Key, nn.Module] = {}
     for pm, rec, sp in plan.configs:
         for m in family.select(method=pm, sparsity=sp, kd=rec == "kd"):
             if (m.setting.options["finetune_epochs"] == 0) == (rec == "none"):
-                members[(method_label(pm, rec), sp, m.seed)] = m.load().eval()
-    work["dense_trained"] = sum(m.built for m in family if m.method == "dense")
-    work["compressed_built"] = sum(m.built for m in family if m.method != "dense")
-    t = lap("family", t)
+                compressed[(method_label(pm, rec), sp, m.seed)] = m.load().eval()
+    work = {
+        "dense_trained": sum(m.built for m in family if m.method == "dense"),
+        "compressed_built": sum(m.built for m in family if m.method != "dense"),
+    }
+    return Models(dense, compressed, work)
 
-    # 3. capture
-    store = ActivationStore(Path(study["cache_dir"]) / "activations")
+
+def capture_models(
+    plan: Plan, models: Models, test: Any, *, progress: bool | None = None
+) -> Captures:
+    """Stage 3: record every model's ``plan.layers`` on ``test`` into the activation store.
+
+    The store is ``<cache_dir>/activations``; entries already there are reused. The captures
+    are returned in memory (:meth:`repsim.capture.Capture.load`): test-split activations are
+    small, and comparing them in memory gives the same numbers as streaming, without a
+    ``d x d`` accumulator per batch.
+    """
+    from repsim.capture import record
+    from repsim.capture.store import ActivationStore
+
+    config = plan.config
+    store = ActivationStore(Path(config["study"]["cache_dir"]) / "activations")
     before = set(store.keys())
-    cap_opts = {
+    opts = {
         "reduction": config["capture"]["reduction"],
         "store": store,
         "batch_size": config["capture"]["batch_size"],
         "progress": progress,
     }
-    dense_caps = {
-        s: record(m, test, layers, name=f"dense-seed{s}", **cap_opts) for s, m in dense.items()
+    dense = {
+        s: record(m, test, plan.layers, name=f"dense-seed{s}", **opts)
+        for s, m in models.dense.items()
     }
-    caps = {
-        k: record(m, test, layers, name=f"{k[0]}@{k[1]:g}-seed{k[2]}", **cap_opts)
-        for k, m in members.items()
+    compressed = {
+        k: record(m, test, plan.layers, name=f"{k[0]}@{k[1]:g}-seed{k[2]}", **opts)
+        for k, m in models.compressed.items()
     }
-    work["captures"] = len(set(store.keys()) - before)
-    # test-split activations are small: compare them in memory (exact same numbers as
-    # streaming, without a d x d accumulator per batch)
-    dense_caps = {s: _in_memory(c) for s, c in dense_caps.items()}
-    caps = {k: _in_memory(c) for k, c in caps.items()}
-    t = lap("capture", t)
+    new = len(set(store.keys()) - before)
+    return Captures(
+        {s: c.load() for s, c in dense.items()},
+        {k: c.load() for k, c in compressed.items()},
+        new,
+    )
 
-    # 4. similarity: dense vs compressed, dense vs dense (noise floor)
+
+def measure_similarity(plan: Plan, captures: Captures, test: Any) -> SimilarityResults:
+    """Stage 4: per-layer similarity of dense vs compressed and of dense seed vs dense seed.
+
+    Every measure of the plan on all samples and (with ``similarity.by_group``) per group of
+    ``test``; with ``similarity.heatmaps``, the layer x layer CKA matrix of the first seed
+    against the second dense seed and against each of its compressed members.
+    """
+    from repsim.similarity import compare
+
+    config, seeds, layers = plan.config, plan.seeds, plan.layers
+    dense_caps, caps = captures.dense, captures.compressed
+    group_labels = np.asarray(list(test.group_names), dtype=object)[test.groups]
     by = group_labels if config["similarity"]["by_group"] else None
     sim_opts = {
         "layers": layers,
         "measures": plan.measures,
         "by": by,
-        "seed": rseed,
+        "seed": int(config["study"]["seed"]),
         "progress": False,
     }
-    similarity: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for i, sa in enumerate(seeds):
         for sb in seeds[i + 1 :]:
             table = compare(dense_caps[sa], dense_caps[sb], **sim_opts)
-            similarity += _sim_rows(
-                table, kind="dense", method="dense", sparsity=0.0, seed=sa, seed_b=sb
-            )
+            rows += _sim_rows(table, kind="dense", method="dense", sparsity=0.0, seed=sa, seed_b=sb)
     for (label, sp, seed), cap in caps.items():
         table = compare(dense_caps[seed], cap, **sim_opts)
-        similarity += _sim_rows(
+        rows += _sim_rows(
             table, kind="compressed", method=label, sparsity=sp, seed=seed, seed_b=seed
         )
     heatmaps: list[tuple[str, Any]] = []
@@ -535,9 +699,16 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
                 dense_caps[s0], cap, layers=layers, measures=["cka"], pairs="all", progress=False
             )
             heatmaps.append((title, tab.matrix("cka")))
-    t = lap("similarity", t)
+    return SimilarityResults(rows, heatmaps)
 
-    # 5. fairness
+
+def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResults:
+    """Stage 5: per-group metrics, compression shift (CEV, SDE) and exemplars on ``test``."""
+    from repsim.fairness import compression_shift, exemplars, group_metrics
+
+    config, seeds = plan.config, plan.seeds
+    dense_caps, caps = captures.dense, captures.compressed
+    group_names = list(test.group_names)
     y_true = test.y
     fair_opts = {
         "convention": config["fairness"]["convention"],
@@ -572,7 +743,7 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
     exemplar_rows: list[dict[str, Any]] = []
     exemplar_sets: dict[str, Any] = {}
     dense_pop = np.stack([dense_caps[s].predictions for s in seeds])
-    for label, sp in dict.fromkeys((k[0], k[1]) for k in caps):
+    for label, sp in _configurations(caps):
         comp_pop = np.stack([caps[(label, sp, s)].predictions for s in seeds])
         ex = exemplars(
             dense_preds=dense_pop,
@@ -599,18 +770,30 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
                     "compressed_mode": int(ex.compressed_mode[i]),
                 }
             )
-    t = lap("fairness", t)
+    return FairnessResults(
+        shifts, group_shift_rows, class_rows, gm_rows, exemplar_rows, exemplar_sets
+    )
 
-    # 6. explain
+
+def explain_study(
+    plan: Plan, similarity: SimilarityResults, fairness: FairnessResults
+) -> Explanation:
+    """Stage 6: relate divergence to bias per layer, summarise each configuration, and pair
+    distillation against fine-tuning (:func:`repsim.explain.relate`, :func:`kd_vs_ft`)."""
+    from repsim.explain import parse_divergence, relate
+
+    report = plan.config["report"]
+    rseed = int(plan.config["study"]["seed"])
+    shifts, sim_rows = fairness.shifts, similarity.rows
     bias = [m for m in plan.metrics if m != "acc_drop"] + (
         ["acc_drop"] if "acc_drop" in plan.metrics else []
     )
     rel = relate(
-        similarity,
+        sim_rows,
         shifts,
         divergence=plan.divergence,
         bias=bias,
-        layers=layers,
+        layers=plan.layers,
         n_boot=report["n_boot"],
         n_permutations=report["n_permutations"],
         alpha=report["alpha"],
@@ -618,11 +801,11 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
     )
     div_measure, one_minus = parse_divergence(plan.divergence)
     config_rows = []
-    for label, sp in dict.fromkeys((k[0], k[1]) for k in caps):
+    for label, sp in _configurations((r["method"], r["sparsity"]) for r in shifts):
         mine = [r for r in shifts if r["method"] == label and r["sparsity"] == sp]
         sims = [
             r["value"]
-            for r in similarity
+            for r in sim_rows
             if r["kind"] == "compressed"
             and r["method"] == label
             and r["sparsity"] == sp
@@ -643,60 +826,117 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
         )
     kd_rows = kd_vs_ft(
         shifts,
-        similarity,
+        sim_rows,
         measure=div_measure,
         n_boot=report["n_boot"],
         alpha=report["alpha"],
         seed=rseed,
     )
-    t = lap("explain", t)
+    return Explanation(rel, config_rows, kd_rows, div_measure, one_minus)
 
-    # 7. report
+
+def write_study_report(
+    plan: Plan,
+    test: Any,
+    captures: Captures,
+    similarity: SimilarityResults,
+    fairness: FairnessResults,
+    explanation: Explanation,
+    *,
+    work: Mapping[str, int] | None = None,
+    timer: StageTimer | None = None,
+) -> Path:
+    """Stage 7: write ``<out_dir>/<study name>/``: tidy CSVs, figures, ``index.html`` and
+    ``results.json``; return the directory.
+
+    ``work`` (what was trained and captured) and ``timer`` (the stage timings, to which this
+    stage adds ``report`` and ``total``) go into ``results.json`` when given.
+    """
     from repsim.report.write import write_report
 
-    results = {
+    config, seeds = plan.config, plan.seeds
+    study, report = config["study"], config["report"]
+    out = Path(study["out_dir"]) / study["name"]
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
         "study": study["name"],
         "description": study["description"],
         "config": {k: v for k, v in config.items() if not k.startswith("_")},
         "config_file": config.get("_source"),
         "versions": environment(),
         "seeds": seeds,
-        "layers": layers,
+        "layers": plan.layers,
         "dense": [
-            {"seed": s, "test_accuracy": float(np.mean(dense_caps[s].predictions == y_true))}
+            {"seed": s, "test_accuracy": float(np.mean(captures.dense[s].predictions == test.y))}
             for s in seeds
         ],
-        "configs": config_rows,
-        "kd_vs_ft": kd_rows,
-        "relations": rel.to_dict(),
+        "configs": explanation.configs,
+        "kd_vs_ft": explanation.kd_vs_ft,
+        "relations": explanation.relations.to_dict(),
         "alpha": report["alpha"],
-        "work": work,
+        "work": dict(work or {}),
     }
     results["results"] = {"dense": results["dense"]}  # the layout `repsim run` prints from
     write_report(
         out,
         results=results,
-        similarity=similarity,
-        shifts=shifts,
-        group_shifts=group_shift_rows,
-        class_shifts=class_rows,
-        group_metrics=gm_rows,
-        exemplars=exemplar_rows,
-        exemplar_sets=exemplar_sets,
-        heatmaps=heatmaps,
+        similarity=similarity.rows,
+        shifts=fairness.shifts,
+        group_shifts=fairness.group_shifts,
+        class_shifts=fairness.class_shifts,
+        group_metrics=fairness.group_metrics,
+        exemplars=fairness.exemplars,
+        exemplar_sets=fairness.exemplar_sets,
+        heatmaps=similarity.heatmaps,
         data=test,
-        measure=div_measure,
-        one_minus=one_minus,
-        seed=rseed,
+        measure=explanation.measure,
+        one_minus=explanation.one_minus,
+        seed=int(study["seed"]),
     )
-    lap("report", t)
-    timings["total"] = round(time.perf_counter() - t_start, 3)
-    results["timings"] = timings
-    from repsim.report.tables import write_json
-
+    if timer is not None:
+        timer.lap("report")
+        results["timings"] = timer.finish()
     write_json(results, out / "results.json")
+    return out
+
+
+def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
+    """Run the study in the TOML config at ``path`` and return its report directory.
+
+    Chains the stages, each callable alone: :func:`plan_study` (after
+    :func:`~repsim.pipeline.config.load_config`), :func:`build_models`,
+    :func:`capture_models`, :func:`measure_similarity`, :func:`measure_fairness`,
+    :func:`explain_study`, :func:`write_study_report`. ``docs/guide.md`` documents every
+    config key.
+
+    Raises
+    ------
+    ConfigError, LayerNotFoundError, DataError
+        On a bad config, before any training or capture.
+    """
+    timer = StageTimer()
+    config = load_config(path)
+    data = dataset_from_config(config)
+    plan = plan_study(config, data)
+    test = data.test
+    timer.lap("validate")
+    models = build_models(plan, progress=progress)
+    timer.lap("family")
+    captures = capture_models(plan, models, test, progress=progress)
+    work = {**models.work, "captures": captures.new}
+    timer.lap("capture")
+    similarity = measure_similarity(plan, captures, test)
+    timer.lap("similarity")
+    fairness = measure_fairness(plan, captures, test)
+    timer.lap("fairness")
+    explanation = explain_study(plan, similarity, fairness)
+    timer.lap("explain")
+    out = write_study_report(
+        plan, test, captures, similarity, fairness, explanation, work=work, timer=timer
+    )
+    total = timer.finish()["total"]
     _log(
-        f"report written to {out} in {timings['total']:.1f} s "
+        f"report written to {out} in {total:.1f} s "
         f"(trained {work['dense_trained']} dense, built {work['compressed_built']} compressed, "
         f"{work['captures']} new captures)",
         progress,
@@ -765,13 +1005,26 @@ def kd_vs_ft(
 __all__ = [
     "METRICS",
     "RECOVERIES",
+    "STUDY_SECTIONS",
+    "Captures",
+    "Explanation",
+    "FairnessResults",
+    "Models",
     "Plan",
-    "family_spec",
+    "SimilarityResults",
+    "StageTimer",
+    "build_models",
+    "capture_models",
     "dense_model_path",
     "environment",
+    "explain_study",
+    "family_spec",
     "kd_vs_ft",
+    "measure_fairness",
+    "measure_similarity",
     "method_label",
     "plan_study",
     "run_study",
     "train_dense",
+    "write_study_report",
 ]

@@ -25,10 +25,11 @@ times; a task that keeps killing workers (``KilledWorker``) or a scheduler that 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -113,14 +114,24 @@ def _check_scheduler(scheduler: Any) -> None:
     )
 
 
-def _client_for(scheduler: Any, timeout: float) -> tuple[Any, bool]:
-    """``(client, owned)`` for a cluster scheduler, ``(None, False)`` for a local one."""
+@contextlib.contextmanager
+def _cluster(scheduler: Any, timeout: float) -> Iterator[Any]:
+    """The ``distributed.Client`` of a cluster scheduler (``None`` for a local one).
+
+    An address is connected to (and the connection closed on exit); a ``Client`` is used as
+    it is.
+    """
     _check_scheduler(scheduler)
     if scheduler is None or (isinstance(scheduler, str) and scheduler in LOCAL_SCHEDULERS):
-        return None, False
-    if isinstance(scheduler, str):
-        return connect(scheduler, timeout=timeout), True
-    return scheduler, False
+        yield None
+    elif isinstance(scheduler, str):
+        client = connect(scheduler, timeout=timeout)
+        try:
+            yield client
+        finally:
+            client.close()
+    else:
+        yield scheduler
 
 
 def _compute(obj: Any, scheduler: Any, client: Any, *, retries: int) -> Any:
@@ -266,8 +277,7 @@ def reduce_rows(
         raise ConfigError(f"split_every must be at least 2, got {split_every!r}.")
     if n_tasks is not None and n_tasks < 1:
         raise ConfigError(f"n_tasks must be a positive integer, got {n_tasks!r}.")
-    client, own = _client_for(scheduler, timeout)
-    try:
+    with _cluster(scheduler, timeout) as client:
         if n_tasks is None:
             threads = sum(client.nthreads().values()) if client is not None else os.cpu_count() or 1
             n_tasks = 2 * max(1, threads)
@@ -316,9 +326,6 @@ def reduce_rows(
             ]
             depth += 1
         return _compute(level[0], scheduler if client is None else None, client, retries=retries)
-    finally:
-        if own:
-            client.close()
 
 
 def distributed_cka(
@@ -477,14 +484,16 @@ def compare_distributed(
     options = dict(options or {})
     label_a = model_a or getattr(a, "name", None) or "a"
     label_b = model_b or getattr(b, "name", None) or "b"
-    own = isinstance(scheduler, str) and scheduler not in LOCAL_SCHEDULERS
-    _check_scheduler(scheduler)
-    client = connect(scheduler, timeout=timeout) if own else scheduler
     rows = []
-    try:
+    with _cluster(scheduler, timeout) as client:
+        kw = dict(
+            chunk_rows=chunk_rows,
+            scheduler=scheduler if client is None else client,
+            timeout=timeout,
+            retries=retries,
+        )
         for la, lb in pairs:
             X, Y = a[la], b[lb]
-            kw = dict(chunk_rows=chunk_rows, scheduler=client, timeout=timeout, retries=retries)
             lin = qr = None
             for m in ms:
                 if m in ("cka", "cka_debiased"):
@@ -506,7 +515,4 @@ def compare_distributed(
                         "n": int(X.shape[0]),
                     }
                 )
-    finally:
-        if own:
-            client.close()
     return SimilarityTable(rows)

@@ -166,8 +166,18 @@ def test_bad_top_level_config(tmp_path):
         family_config(tmp_path / "missing.toml")
 
 
-def test_mask_type_exported():
-    assert repsim.pipeline.family.Mask is Mask
+def test_member_mask_is_the_saved_models_mask(built):
+    _, fam = built
+    pruned = [m for m in fam if m.method not in ("dense", "quantize")]
+    assert pruned and all(m.mask() is None for m in fam if m not in pruned)
+    for m in pruned:
+        mask, model = m.mask(), m.load()
+        assert isinstance(mask, Mask) and mask.fingerprint == m.fingerprint
+        live = Mask.from_model(model)
+        assert list(mask) == list(live), m.setting.key
+        for name, keep in mask.items():
+            assert torch.equal(keep, live[name]), (m.setting.key, name)
+        assert mask.sparsity()["sparsity"] == pytest.approx(m.setting.sparsity, abs=1e-3)
 
 
 def test_patience_stops_dense_training_on_the_val_split(tmp_path):

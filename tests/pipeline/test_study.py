@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from repsim.errors import ConfigError, LayerNotFoundError
@@ -256,3 +257,37 @@ def test_tabular_study_reports_without_image_grid(tmp_path):
     assert "not images" in page
     assert not list(out.glob("cie_*.png"))
     assert (out / "exemplars.csv").is_file()
+
+
+def test_stages_called_alone_reproduce_the_report(tiny_run, tmp_path):
+    from repsim.pipeline import study as st
+    from repsim.pipeline.config import dataset_from_config, load_config
+
+    _, first, _, snapshot = tiny_run
+    config = load_config(first["config_file"])
+    config["study"]["out_dir"] = str(tmp_path)
+    data = dataset_from_config(config)
+    plan = st.plan_study(config, data)
+    assert plan.seeds == [0, 1] and plan.n_members == 8
+    models = st.build_models(plan, progress=False)
+    assert models.work == {"dense_trained": 0, "compressed_built": 0}
+    assert sorted(models.dense) == [0, 1]
+    assert set(models.compressed) == {
+        (f"magnitude+{r}", sp, s) for r in ("ft", "kd") for sp in (0.5, 0.9) for s in (0, 1)
+    }
+    captures = st.capture_models(plan, models, data.test, progress=False)
+    assert captures.new == 0
+    for cap in [*captures.dense.values(), *captures.compressed.values()]:
+        assert cap.store is None and list(cap) == plan.layers
+        assert all(isinstance(cap[layer], np.ndarray) for layer in cap)
+    similarity = st.measure_similarity(plan, captures, data.test)
+    fairness = st.measure_fairness(plan, captures, data.test)
+    explanation = st.explain_study(plan, similarity, fairness)
+    out = st.write_study_report(plan, data.test, captures, similarity, fairness, explanation)
+    assert out == tmp_path / "tiny"
+    for name, blob in snapshot.items():
+        assert (out / name).read_bytes() == blob, name
+    again = json.loads((out / "results.json").read_text())
+    for key in ("dense", "configs", "kd_vs_ft", "relations", "seeds", "layers"):
+        assert again[key] == first[key], key
+    assert "timings" not in again and again["work"] == {}
