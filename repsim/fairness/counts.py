@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from repsim._core.rows import iter_rows
-from repsim.errors import DataError, ShapeError
+from repsim._core.validation import as_vector, check_consistent_length
+from repsim.errors import DataError
 from repsim.fairness._validate import encode, encode_groups, positive_index, warn_undefined
 from repsim.fairness.groups import (
     RATE_METRICS,
@@ -28,15 +29,6 @@ from repsim.fairness.groups import (
 )
 
 __all__ = ["ConfusionCounter", "group_metrics_from_counts", "stream_group_metrics"]
-
-
-def _vector(a: Any, name: str) -> np.ndarray:
-    if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor
-        a = a.detach().cpu().numpy()
-    arr = np.asarray(a)
-    if arr.ndim != 1:
-        raise ShapeError(f"'{name}' must be 1-D (one entry per sample), got shape {arr.shape}.")
-    return arr
 
 
 class ConfusionCounter:
@@ -55,12 +47,9 @@ class ConfusionCounter:
 
     def update(self, y_true: Any, y_pred: Any, groups: Any) -> ConfusionCounter:
         """Add a batch of labels, predictions and group labels (1-D, equal length)."""
-        yt, yp, g = _vector(y_true, "y_true"), _vector(y_pred, "y_pred"), _vector(groups, "groups")
-        if not len(yt) == len(yp) == len(g):
-            raise ShapeError(
-                f"y_true, y_pred and groups hold {len(yt)}, {len(yp)} and {len(g)} entries; "
-                "pass one entry per sample, in the same order."
-            )
+        names = ("y_true", "y_pred", "groups")
+        yt, yp, g = (as_vector(a, name) for a, name in zip((y_true, y_pred, groups), names))
+        check_consistent_length(yt, yp, g, names=names)
         if len(yt) == 0:
             return self
         rec = np.rec.fromarrays([g, yt, yp], names="g,t,p")

@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
-from tqdm.auto import tqdm
 
+from repsim._core.stats import bootstrap_replicates, percentile_interval
+from repsim._core.validation import as_array, as_vector
 from repsim.errors import DataError
 from repsim.fairness._validate import (
     UndefinedMetricWarning,
-    as_vector,
-    check_scores,
     encode,
     encode_groups,
     positive_index,
@@ -304,7 +303,7 @@ def group_metrics(
     n = len(yt_raw)
     if n == 0:
         raise DataError("y_true is empty.")
-    yp_raw = as_vector(y_pred, "y_pred", n)
+    yp_raw = as_vector(y_pred, "y_pred", n, against="y_true")
     lab = (
         np.unique(np.concatenate([yt_raw, yp_raw]))
         if labels is None
@@ -318,7 +317,9 @@ def group_metrics(
     pos = positive_index(lab, pos_label)
     scores = None
     if y_score is not None:
-        scores = check_scores(y_score, n)
+        scores = as_array(
+            y_score, "y_score", ndim=(1, 2), n=n, against="y_true", dtype=float, finite=True
+        )
         if scores.ndim == 2 and scores.shape[1] != k:
             raise DataError(f"y_score has {scores.shape[1]} columns but there are {k} labels.")
         if scores.ndim == 1 and pos is None:
@@ -415,12 +416,9 @@ def _compute_agg_only(res: dict, k: int, pos, scores) -> dict[str, float]:
 
 
 def _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small):
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(g == j) for j in range(n_groups)]
-    samples_g: dict[str, list[np.ndarray]] = {}
-    samples_agg: dict[str, list[float]] = {}
-    for _ in tqdm(range(n_boot), desc="bootstrap", disable=None, leave=False):
-        idx = np.concatenate([rng.choice(m, size=len(m), replace=True) for m in members])
+    """Percentile intervals of every per-group metric and aggregate, resampling within groups."""
+
+    def replicate(idx: np.ndarray) -> tuple[dict, dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = _compute(
@@ -429,23 +427,21 @@ def _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small):
             if np.any(small):
                 r = _blank_small(r, small)
                 r["agg"] = _compute_agg_only(r, k, pos, scores)
-        samples_g.setdefault("accuracy", []).append(r["acc_g"])
-        samples_g.setdefault("kappa", []).append(r["kappa_g"])
-        for m, v in r["ovr_g"].items():
+        # keep only what the intervals need (not the [G, K, K] confusion matrices)
+        return {"accuracy": r["acc_g"], "kappa": r["kappa_g"], **r["ovr_g"]}, r["agg"]
+
+    members = [np.flatnonzero(g == j) for j in range(n_groups)]
+    samples_g: dict[str, list[np.ndarray]] = {}
+    samples_agg: dict[str, list[float]] = {}
+    for per_group, agg in bootstrap_replicates(replicate, members, n_boot=n_boot, seed=seed):
+        for m, v in per_group.items():
             samples_g.setdefault(m, []).append(v)
-        for m, v in r["agg"].items():
+        for m, v in agg.items():
             samples_agg.setdefault(m, []).append(v)
-    lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
-
-    def bounds(stack):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return (np.nanpercentile(stack, lo_q, axis=0), np.nanpercentile(stack, hi_q, axis=0))
-
-    boot_g = {m: bounds(np.stack(v)) for m, v in samples_g.items()}
+    boot_g = {m: percentile_interval(np.stack(v), ci, axis=0) for m, v in samples_g.items()}
     boot_agg = {}
     for m, v in samples_agg.items():
-        lo, hi = bounds(np.asarray(v, dtype=float))
+        lo, hi = percentile_interval(v, ci)
         boot_agg[m] = (float(lo), float(hi))
     return boot_g, boot_agg
 

@@ -16,11 +16,11 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from repsim._core.validation import as_vector
 from repsim.errors import ConfigError, DataError, InsufficientDataError
 from repsim.fairness._validate import (
     UndefinedMetricWarning,
     as_population,
-    as_vector,
     encode,
     encode_groups,
     safe_div,

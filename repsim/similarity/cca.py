@@ -22,8 +22,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from repsim._core.validation import as_pair
 from repsim.errors import ConfigError
-from repsim.similarity._validate import as_pair, center, constant_columns, warn
+from repsim.similarity._center import center, constant_columns, warn
 
 
 @dataclass(frozen=True)

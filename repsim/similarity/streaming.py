@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from repsim._core.rows import iter_rows
+from repsim._core.validation import as_like, as_pair, is_torch
 from repsim.errors import InsufficientDataError, ShapeError
-from repsim.similarity._validate import as_matrix, as_pair, center, is_torch, warn
+from repsim.similarity._center import center, warn
 from repsim.similarity.cka import hsic_unbiased_from_terms, linear_hsic_terms
 
 try:
@@ -81,14 +82,7 @@ class LinearCKAAccumulator:
 
     # ------------------------------------------------------------------ accumulation
     def _convert(self, m: Any) -> Any:
-        if not self.n:
-            return m
-        ref = self._s["sx"]
-        if is_torch(ref) and not is_torch(m):
-            return torch.as_tensor(m, device=ref.device)
-        if not is_torch(ref) and is_torch(m):
-            return m.cpu().numpy()
-        return m
+        return as_like(m, self._s["sx"] if self.n else None)
 
     def update(self, x_batch: Any, y_batch: Any) -> LinearCKAAccumulator:
         """Add a batch of rows ``[m, d_x]``, ``[m, d_y]`` (any float dtype, numpy or torch).
@@ -331,25 +325,50 @@ class MinibatchCKAAccumulator:
 def iter_row_batches(
     A: Any, B: Any, batch_size: int, *, progress: bool | None = None, desc: str = "rows"
 ) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(A[i:j], B[i:j])`` row slices of two array-likes (numpy, torch, zarr).
+    """Yield ``(A[i:j], B[i:j])`` row slices of two 2-D array-likes (numpy, torch, zarr).
 
     Only ``.shape`` and slicing are used, so a ``zarr.Array`` is read one batch at a time.
+    :func:`repsim._core.rows.iter_rows` for two layers, which must be 2-D.
     """
     if len(A.shape) != 2 or len(B.shape) != 2:
         raise ShapeError(
             f"layers must be 2-D [n_samples, n_features], got shapes {tuple(A.shape)} and "
             f"{tuple(B.shape)}."
         )
-    n = A.shape[0]
-    if B.shape[0] != n:
-        raise ShapeError(f"the two layers hold {n} and {B.shape[0]} samples; they must match.")
-    if batch_size < 1:
-        raise ShapeError(f"batch_size must be a positive number of rows, got {batch_size}.")
-    starts = range(0, n, batch_size)
-    for i in tqdm(
-        starts, desc=desc, disable=None if progress is None else not progress, leave=False
-    ):
-        yield A[i : i + batch_size], B[i : i + batch_size]
+    yield from iter_rows([A, B], batch_size, progress=progress, desc=desc)
+
+
+def to_device(batch: Any, device: Any) -> Any:
+    """``batch`` as a torch tensor on ``device``; unchanged when ``device`` is None."""
+    if device is None:
+        return batch
+    if is_torch(batch):
+        return batch.to(device)
+    return torch.as_tensor(np.asarray(batch)).to(device)
+
+
+def stream_cka(
+    X: Any,
+    Y: Any,
+    *,
+    debiased: bool = False,
+    batch_size: int = 4096,
+    device: Any = None,
+    progress: bool | None = None,
+) -> float:
+    """Exact linear CKA of two row-aligned arrays read ``batch_size`` rows at a time.
+
+    ``CKA(X, Y) = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019),
+    or the debiased form with Song et al.'s (2012) unbiased HSIC; accumulated with the shared
+    :class:`LinearCKAAccumulator`. ``X`` and ``Y`` may be ``zarr.Array`` objects larger than
+    memory; memory stays one batch plus ``d_x^2 + d_y^2 + d_x d_y`` float64 values. Equal to
+    ``repsim.similarity.cka(X[:], Y[:])``. With ``device`` (e.g. ``"cuda"``), each batch is
+    moved there as a torch tensor and the accumulator keeps its float64 state on that device.
+    """
+    acc = LinearCKAAccumulator(debiased=debiased)
+    for xb, yb in iter_rows([X, Y], batch_size, progress=progress, desc="linear CKA"):
+        acc.update(to_device(xb, device), to_device(yb, device))
+    return acc.result()
 
 
 def stream_linear_cka(
@@ -362,13 +381,9 @@ def stream_linear_cka(
 ) -> float:
     """Exact linear CKA of two row-aligned array-likes read ``batch_size`` rows at a time.
 
-    ``A`` and ``B`` may be ``zarr.Array`` objects larger than memory; memory stays
-    ``O(batch_size d + d^2)``. Equal to ``cka(A[:], B[:], debiased=debiased)``.
+    The same as :func:`stream_cka` (on the CPU); equal to ``cka(A[:], B[:], debiased=...)``.
     """
-    acc = LinearCKAAccumulator(debiased=debiased)
-    for xa, xb in iter_row_batches(A, B, batch_size, progress=progress, desc="linear CKA"):
-        acc.update(xa, xb)
-    return acc.result()
+    return stream_cka(A, B, debiased=debiased, batch_size=batch_size, progress=progress)
 
 
 def minibatch_cka(
@@ -380,11 +395,8 @@ def minibatch_cka(
     into consecutive minibatches of ``batch_size``; a last minibatch with fewer than 4 rows is
     dropped with a warning. See :class:`MinibatchCKAAccumulator` for the formula.
     """
-    Xm = as_matrix(X, "X")
-    Ym = as_matrix(Y, "Y")
+    Xm, Ym = as_pair(X, Y, min_n=0, what="minibatch CKA")
     n = Xm.shape[0]
-    if Ym.shape[0] != n:
-        raise ShapeError(f"X has {n} samples but Y has {Ym.shape[0]}; they must match.")
     if batch_size < 4:
         raise InsufficientDataError(f"minibatch CKA needs batch_size >= 4, got {batch_size}.")
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)

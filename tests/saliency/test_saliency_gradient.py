@@ -85,11 +85,11 @@ def test_explicit_codes_and_attribute_grouping() -> None:
     data = make_data(n=12)
     model = linear_model()
     codes = np.array([5, 7] * 6)
-    by_codes = weight_saliency(model, data, by=codes, batch_size=3)
+    by_codes = weight_saliency(model, data, groups=codes, batch_size=3)
     by_data = weight_saliency(model, data, batch_size=3)
     assert list(by_codes) == ["5", "7", "overall"]
     torch.testing.assert_close(by_codes["5"]["0.weight"], by_data["g0"]["0.weight"])
-    by_attr = weight_saliency(model, data, by="group", batch_size=3)
+    by_attr = weight_saliency(model, data, groups="group", batch_size=3)
     torch.testing.assert_close(by_attr["g1"]["0.bias"], by_data["g1"]["0.bias"])
 
 
