@@ -192,19 +192,46 @@ def _worst(x: np.ndarray, worst: str) -> float:
     return float(np.nanmax(x) if worst == "max" else np.nanmin(x))
 
 
-def _compute(yt, yp, g, k, n_groups, pos, scores):
-    """All metrics for one (possibly resampled) data set, as arrays."""
-    cm = _confusions(yt, yp, g, k, n_groups)
+def encode_inputs(
+    true_raw: np.ndarray,
+    pred_raw: np.ndarray,
+    groups: Any,
+    n: int,
+    *,
+    labels: Sequence[Any] | None,
+    group_names: Sequence[str] | None,
+    pos_label: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray, int | None]:
+    """Label codes of true and predicted labels, group codes and names, the sorted labels and
+    the positive class's index: the encoding :func:`group_metrics` and
+    :func:`repsim.fairness.counts.group_metrics_from_counts` share."""
+    lab = (
+        np.unique(np.concatenate([true_raw, pred_raw]))
+        if labels is None
+        else np.unique(np.asarray(list(labels)))
+    )
+    yt = encode(true_raw, lab, "y_true")
+    yp = encode(pred_raw, lab, "y_pred")
+    g, names = encode_groups(groups, n, group_names)
+    return yt, yp, g, names, lab, positive_index(lab, pos_label)
+
+
+def metrics_from_confusions(
+    cm: np.ndarray, k: int, pos: int | None, aucs: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict:
+    """Every metric and aggregate from per-group confusion matrices ``cm`` ``[G, K, K]``.
+
+    ``aucs``: AUC per group and class ``[G, K]`` and overall ``[K]`` when scores were given.
+    """
     cm_all = cm.sum(0)
     ovr_g = _ovr(cm)
     ovr_o = _ovr(cm_all)
     acc_g, kappa_g = _accuracy_kappa(cm)
     acc_o, kappa_o = _accuracy_kappa(cm_all)
-    if scores is not None:
-        auc_g, auc_o = _aucs(yt, g, scores, k, n_groups, pos)
-        ovr_g["auc"], ovr_o["auc"] = auc_g, auc_o
+    if aucs is not None:
+        ovr_g["auc"], ovr_o["auc"] = aucs
     ovr_o["ppv_ratio_to_best"] = np.full(k, np.nan)
-    rate_names = [*RATE_METRICS, *(["auc"] if scores is not None else [])]
+    rate_names = [*RATE_METRICS, *(["auc"] if aucs is not None else [])]
     res = {
         "cm": cm,
         "cm_all": cm_all,
@@ -217,8 +244,47 @@ def _compute(yt, yp, g, k, n_groups, pos, scores):
         "n_g": cm.sum((1, 2)),
         "rate_names": rate_names,
     }
-    res["agg"] = _compute_agg_only(res, k, pos, scores)
+    res["agg"] = _compute_agg_only(res, k, pos, None)
     return res
+
+
+def _compute(yt, yp, g, k, n_groups, pos, scores):
+    """All metrics for one (possibly resampled) data set, as arrays."""
+    cm = _confusions(yt, yp, g, k, n_groups)
+    aucs = None if scores is None else _aucs(yt, g, scores, k, n_groups, pos)
+    return metrics_from_confusions(cm, k, pos, aucs)
+
+
+def metrics_result(
+    res: dict,
+    names: list[str],
+    lab: np.ndarray,
+    pos: int | None,
+    undefined: list[str],
+    context: str,
+    boot: tuple[dict, dict] | None = None,
+) -> GroupMetrics:
+    """The :class:`GroupMetrics` of computed metrics ``res`` (with bootstrap intervals
+    ``boot = (per_group, aggregates)`` when given); warns once about undefined values."""
+    boot_g, boot_agg = boot if boot is not None else (None, None)
+    by_group, by_class, by_group_class, overall = _tables(
+        res, names, lab, pos, len(lab), boot_g, undefined
+    )
+    warn_undefined(undefined, context, stacklevel=4)
+    confusion = {names[j]: res["cm"][j].astype(np.int64) for j in range(len(names))}
+    confusion["overall"] = res["cm_all"].astype(np.int64)
+    return GroupMetrics(
+        by_group=by_group,
+        by_class=by_class,
+        by_group_class=by_group_class,
+        overall=overall,
+        aggregates=res["agg"],
+        aggregates_ci=boot_agg,
+        confusion=confusion,
+        labels=lab.tolist(),
+        pos_label=None if pos is None else lab[pos].item(),
+        group_names=names,
+    )
 
 
 def group_metrics(
@@ -304,17 +370,10 @@ def group_metrics(
     if n == 0:
         raise DataError("y_true is empty.")
     yp_raw = as_vector(y_pred, "y_pred", n, against="y_true")
-    lab = (
-        np.unique(np.concatenate([yt_raw, yp_raw]))
-        if labels is None
-        else np.unique(np.asarray(list(labels)))
+    yt, yp, g, names, lab, pos = encode_inputs(
+        yt_raw, yp_raw, groups, n, labels=labels, group_names=group_names, pos_label=pos_label
     )
-    yt = encode(yt_raw, lab, "y_true")
-    yp = encode(yp_raw, lab, "y_pred")
-    k = len(lab)
-    g, names = encode_groups(groups, n, group_names)
-    n_groups = len(names)
-    pos = positive_index(lab, pos_label)
+    k, n_groups = len(lab), len(names)
     scores = None
     if y_score is not None:
         scores = as_array(
@@ -328,28 +387,10 @@ def group_metrics(
     res = _compute(yt, yp, g, k, n_groups, pos, scores)
     res, small, undefined = apply_min_group_size(res, names, min_group_size, k, pos, scores)
 
-    boot_g = boot_agg = None
+    boot = None
     if n_boot > 0:
-        boot_g, boot_agg = _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small)
-
-    by_group, by_class, by_group_class, overall = _tables(
-        res, names, lab, pos, k, boot_g, undefined
-    )
-    warn_undefined(undefined, "group_metrics")
-    confusion = {names[j]: res["cm"][j].astype(np.int64) for j in range(n_groups)}
-    confusion["overall"] = res["cm_all"].astype(np.int64)
-    return GroupMetrics(
-        by_group=by_group,
-        by_class=by_class,
-        by_group_class=by_group_class,
-        overall=overall,
-        aggregates=res["agg"],
-        aggregates_ci=boot_agg,
-        confusion=confusion,
-        labels=lab.tolist(),
-        pos_label=None if pos is None else lab[pos].item(),
-        group_names=names,
-    )
+        boot = _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small)
+    return metrics_result(res, names, lab, pos, undefined, "group_metrics", boot)
 
 
 def apply_min_group_size(

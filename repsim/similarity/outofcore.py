@@ -31,7 +31,7 @@ from repsim._core.rows import iter_rows
 from repsim._core.validation import as_like, as_pair, is_torch, to_numpy
 from repsim.errors import ConfigError, InsufficientDataError, ShapeError
 from repsim.similarity._center import warn
-from repsim.similarity.cca import CCAResult, n_kept
+from repsim.similarity.cca import basis, cca_of_bases, n_kept, warn_dropped
 from repsim.similarity.streaming import stream_cka, to_device
 
 __all__ = [
@@ -143,20 +143,6 @@ class CCAAccumulator:
         return self
 
 
-def _side_basis(Rs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SVD of one side's R block, truncated to the numerical rank of the centered data.
-
-    The rank tolerance is the one the in-memory measures use on ``X_c`` (numpy's
-    ``matrix_rank``): ``s_0 max(n, d) eps``; ``R_s`` has the same singular values as ``X_c``.
-    """
-    U, s, Vt = np.linalg.svd(Rs, full_matrices=False)
-    if s.size == 0 or s[0] == 0:
-        r = 0
-    else:
-        r = int((s > s[0] * max(n, Rs.shape[1]) * np.finfo(np.float64).eps).sum())
-    return U[:, :r], s[:r], Vt[:r]
-
-
 def _procrustes(Rx: np.ndarray, Ry: np.ndarray) -> float:
     """``2 - 2 ||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)`` with ``X_c^T Y_c = R_x^T R_y``."""
     nx, ny = float(np.linalg.norm(Rx)), float(np.linalg.norm(Ry))
@@ -215,53 +201,18 @@ def cca_from_accumulator(
     cx, cy = const[: acc.dx], const[acc.dx :]
     dx, dy = int(cx.sum()), int(cy.sum())
     label = {"svcca": "SVCCA", "pwcca": "PWCCA", "mean_cca": "mean CCA"}.get(measure, measure)
-    if (dx or dy) and measure != "procrustes":
-        warn(
-            f"{label}: dropped {dx} constant (dead) unit(s) of {acc.dx} from X and {dy} of "
-            f"{acc.dy} from Y before CCA."
-        )
+    if measure != "procrustes":
+        warn_dropped(label, dx, acc.dx, dy, acc.dy, stacklevel=3)
     Rx = R[:, : acc.dx][:, ~cx]
     Ry = R[:, acc.dx :][:, ~cy]
     n = acc.n
     if measure == "procrustes":
         return _procrustes(Rx, Ry)
-    Ux, sx, Vx = _side_basis(Rx, n)
-    Uy, sy, Vy = _side_basis(Ry, n)
-    if measure == "svcca":
-        kx = n_kept(sx, keep, rule, n_components)
-        ky = n_kept(sy, keep, rule, n_components)
-    else:
-        kx, ky = len(sx), len(sy)
-
-    def nan_result() -> Any:
-        res = CCAResult(float("nan"), np.empty(0), kx, ky, dx, dy, n)
-        return res if return_details else res.value
-
-    if kx == 0 or ky == 0:
-        warn(
-            f"{label} is undefined: {'X' if kx == 0 else 'Y'} has zero variance (every unit "
-            "constant); returning NaN."
-        )
-        return nan_result()
-    if kx + ky > n - 1:
-        warn(
-            f"{label} is ill-posed: {kx} + {ky} dimensions enter CCA but n = {n} samples span "
-            f"only {n - 1} dimensions after centering; returning NaN. Use more samples."
-        )
-        return nan_result()
-    if measure == "pwcca" and Rx.shape[1] > Ry.shape[1]:  # fewer live units, as google/svcca
-        A, rho, _ = np.linalg.svd(Uy[:, :ky].T @ Ux[:, :kx], full_matrices=False)
-        side, s, Vt = "Y", sy, Vy
-    else:
-        A, rho, _ = np.linalg.svd(Ux[:, :kx].T @ Uy[:, :ky], full_matrices=False)
-        side, s, Vt = "X", sx, Vx
-    rho = np.clip(rho, 0.0, 1.0)
-    if measure == "pwcca":
-        a = np.abs(A.T @ (s[:, None] * Vt)).sum(axis=1)
-        alpha = a / a.sum()
-        res = CCAResult(float(alpha @ rho), rho, kx, ky, dx, dy, n, alpha, side)
-    else:
-        res = CCAResult(float(rho.mean()), rho, kx, ky, dx, dy, n)
+    n_keep = (lambda s: n_kept(s, keep, rule, n_components)) if measure == "svcca" else None
+    bx, by = basis(Rx, n), basis(Ry, n)
+    res = cca_of_bases(
+        bx, by, n, dx, dy, label, n_keep=n_keep, weighted=measure == "pwcca", stacklevel=3
+    )
     return res if return_details else res.value
 
 

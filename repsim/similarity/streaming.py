@@ -43,6 +43,28 @@ def _outer(a: Any, b: Any) -> Any:
     return a[:, None] * b[None, :]
 
 
+def _shifted_cross(S: Any, sa: Any, sb: Any, da: Any, db: Any, n: int) -> Any:
+    """``sum_i (a_i + da)(b_i + db)^T`` from ``S = sum_i a_i b_i^T``, ``sa = sum a_i``,
+    ``sb = sum b_i``: ``S + sa db^T + da sb^T + n da db^T``."""
+    return S + _outer(sa, db) + _outer(da, sb) + n * _outer(da, db)
+
+
+def _shifted_norm2_sq(
+    kk: float, kx: Any, d: Any, Sd: Any, D: float, ak: float, sd: float, n: int
+) -> float:
+    """``sum_i k'_i^2`` for rows ``x_i + d``, ``k'_i = k_i + 2 x_i.d + D`` (``D = d.d``), from
+    ``kk = sum k_i^2``, ``kx = sum k_i x_i``, ``Sd = (sum x_i x_i^T) d``, ``ak = sum k_i``,
+    ``sd = sum x_i.d``."""
+    return kk + 4 * _dot(kx, d) + 4 * _dot(d, Sd) + 2 * D * ak + 4 * D * sd + n * D * D
+
+
+def _shifted_weighted(v: Any, a: float, w: Any, M: Any, s: float, Q: float, S: Any, n: int) -> Any:
+    """``sum_i k'_i (u_i + w)`` for ``k'_i = k_i + 2 x_i.d + Q``, from ``v = sum k_i u_i``,
+    ``a = sum k_i``, ``M = sum u_i (x_i.d)``, ``s = sum x_i.d``, ``S = sum u_i``:
+    ``v + a w + 2 M + 2 s w + Q S + n Q w``."""
+    return v + a * w + 2 * M + 2 * s * w + Q * S + n * Q * w
+
+
 def _hsic_u(c: float, kl: float, sk: float, sl: float, n: int) -> float:
     """Unbiased HSIC of centered data from ``c = ||X^T Y||_F^2``, ``sum k l``, ``sum k``, ``sum l``."""
     return (c - kl + sk * sl / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)) / (n * (n - 3))
@@ -158,29 +180,13 @@ class LinearCKAAccumulator:
             "cy": s["cy"] - eps,
             "sx": s["sx"] + n * delta,
             "sy": s["sy"] + n * eps,
-            "Sxx": s["Sxx"]
-            + _outer(s["sx"], delta)
-            + _outer(delta, s["sx"])
-            + n * _outer(delta, delta),
-            "Syy": s["Syy"] + _outer(s["sy"], eps) + _outer(eps, s["sy"]) + n * _outer(eps, eps),
-            "Sxy": s["Sxy"]
-            + _outer(s["sx"], eps)
-            + _outer(delta, s["sy"])
-            + n * _outer(delta, eps),
+            "Sxx": _shifted_cross(s["Sxx"], s["sx"], s["sx"], delta, delta, n),
+            "Syy": _shifted_cross(s["Syy"], s["sy"], s["sy"], eps, eps, n),
+            "Sxy": _shifted_cross(s["Sxy"], s["sx"], s["sy"], delta, eps, n),
             "ak": ak + 2 * sxd + n * D,
             "al": al + 2 * sye + n * E,
-            "kk": s["kk"]
-            + 4 * _dot(s["kx"], delta)
-            + 4 * _dot(delta, Sxx_d)
-            + 2 * D * ak
-            + 4 * D * sxd
-            + n * D * D,
-            "ll": s["ll"]
-            + 4 * _dot(s["ly"], eps)
-            + 4 * _dot(eps, Syy_e)
-            + 2 * E * al
-            + 4 * E * sye
-            + n * E * E,
+            "kk": _shifted_norm2_sq(s["kk"], s["kx"], delta, Sxx_d, D, ak, sxd, n),
+            "ll": _shifted_norm2_sq(s["ll"], s["ly"], eps, Syy_e, E, al, sye, n),
             "kl": s["kl"]
             + 2 * _dot(s["ky"], eps)
             + E * ak
@@ -190,10 +196,10 @@ class LinearCKAAccumulator:
             + D * al
             + 2 * D * sye
             + n * D * E,
-            "kx": s["kx"] + ak * delta + 2 * Sxx_d + 2 * sxd * delta + D * s["sx"] + n * D * delta,
-            "ky": s["ky"] + ak * eps + 2 * SyxT_d + 2 * sxd * eps + D * s["sy"] + n * D * eps,
-            "lx": s["lx"] + al * delta + 2 * Sxy_e + 2 * sye * delta + E * s["sx"] + n * E * delta,
-            "ly": s["ly"] + al * eps + 2 * Syy_e + 2 * sye * eps + E * s["sy"] + n * E * eps,
+            "kx": _shifted_weighted(s["kx"], ak, delta, Sxx_d, sxd, D, s["sx"], n),
+            "ky": _shifted_weighted(s["ky"], ak, eps, SyxT_d, sxd, D, s["sy"], n),
+            "lx": _shifted_weighted(s["lx"], al, delta, Sxy_e, sye, E, s["sx"], n),
+            "ly": _shifted_weighted(s["ly"], al, eps, Syy_e, sye, E, s["sy"], n),
         }
 
     def merge(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
