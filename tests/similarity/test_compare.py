@@ -219,3 +219,13 @@ def test_too_few_samples_for_debiased_becomes_nan_in_table():
         t = compare(a, b, measures=["cka_debiased"], groups=labels, min_group_size=2, layers="l0")
     assert np.isnan(t.value(group="small"))
     assert np.isfinite(t.value(group="big"))
+
+
+def test_old_by_spelling_warns_and_gives_the_same_table():
+    a, b = make_captures(7, n=60)
+    new = compare(a, b, measures=["cka"], groups=a.groups, n_boot=10, seed=2)
+    with pytest.warns(DeprecationWarning, match=r"compare\(by=\.\.\.\) is deprecated; use groups="):
+        old = compare(a, b, measures=["cka"], by=a.groups, n_boot=10, seed=2)
+    assert old.to_records() == new.to_records()
+    with pytest.raises(TypeError, match="both 'by'"):
+        compare(a, b, by=a.groups, groups=a.groups)
