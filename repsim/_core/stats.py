@@ -13,6 +13,8 @@ The one home of resampling statistics in repsim; :mod:`repsim.explain`, :mod:`re
   draws), and the interval is ``[q_{t/2}, q_{1-t/2}]`` of the replicates with ``t = 1 - ci``
   (:func:`percentile_interval`). Within strata (groups) each stratum is resampled on its own.
 * Student t interval of a mean: ``mean +/- t_{1-t/2, n-1} s / sqrt(n)`` (:func:`t_interval`).
+* Multiple-testing adjustment: Bonferroni, Holm (1979), Benjamini & Hochberg (1995)
+  (:func:`adjust_pvalues`).
 * Permutation p-values, exact by enumeration for small ``n``, else Monte Carlo with the
   ``(1 + hits) / (1 + B)`` rule (Phipson & Smyth 2010).
 
@@ -36,6 +38,8 @@ from repsim._core.validation import check_consistent_length, to_numpy
 from repsim.errors import ConfigError, RelationWarning
 
 __all__ = [
+    "CORRECTIONS",
+    "adjust_pvalues",
     "alpha_renamed_to_ci",
     "alpha_to_ci",
     "bootstrap_ci",
@@ -296,6 +300,55 @@ def bootstrap_mean_difference(
     bb = bv[bootstrap_indices(bv.size, n_boot, rng)].mean(1)
     lo, hi = percentile_interval(ba - bb, ci, sides=sides)
     return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------------------------
+# multiple testing
+
+#: Corrections :func:`adjust_pvalues` knows.
+CORRECTIONS = ("none", "bonferroni", "holm", "fdr_bh")
+
+
+def adjust_pvalues(p: Any, method: str = "holm") -> np.ndarray:
+    """Multiple-testing adjusted p-values; NaN p-values stay NaN and do not count in ``m``.
+
+    With the ``m`` finite p-values sorted, ``p_(1) <= ... <= p_(m)``:
+
+    * ``"bonferroni"``: ``min(1, m p_i)``;
+    * ``"holm"`` (Holm 1979): ``max_{j <= i} min(1, (m - j + 1) p_(j))``;
+    * ``"fdr_bh"`` (Benjamini & Hochberg 1995): ``min_{j >= i} min(1, m p_(j) / j)``, as
+      :func:`scipy.stats.false_discovery_control`;
+    * ``"none"``: unchanged.
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``method``.
+    """
+    p = np.asarray(p, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    q = p[ok]
+    m = len(q)
+    if method not in CORRECTIONS:
+        raise ConfigError(f"correction must be one of {CORRECTIONS}, got {method!r}.")
+    if m == 0 or method == "none":
+        out[ok] = q
+        return out
+    order = np.argsort(q, kind="stable")
+    ranked = q[order]
+    if method == "bonferroni":
+        out[ok] = np.minimum(q * m, 1.0)
+        return out
+    if method == "holm":
+        steps = np.maximum.accumulate((m - np.arange(m)) * ranked)
+    else:  # fdr_bh
+        steps = (m / np.arange(1, m + 1)) * ranked
+        steps = np.minimum.accumulate(steps[::-1])[::-1]
+    adj = np.empty(m)
+    adj[order] = np.minimum(steps, 1.0)
+    out[ok] = adj
+    return out
 
 
 # --------------------------------------------------------------------------------------------

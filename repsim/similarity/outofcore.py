@@ -29,10 +29,10 @@ import torch
 
 from repsim._core.rows import iter_rows
 from repsim._core.validation import as_like, as_pair, is_torch, to_numpy
-from repsim.errors import ConfigError, InsufficientDataError, ShapeError
+from repsim.errors import ConfigError, InsufficientDataError
 from repsim.similarity._center import warn
 from repsim.similarity.cca import basis, cca_of_bases, n_kept, warn_dropped
-from repsim.similarity.streaming import stream_cka, to_device
+from repsim.similarity.streaming import check_widths, stream_cka, to_device
 
 __all__ = [
     "QR_MEASURES",
@@ -124,11 +124,7 @@ class CCAAccumulator:
             self.n, self.dx, self.dy = o.n, o.dx, o.dy
             self.mu, self.R, self.lo, self.hi = o.mu, o.R, o.lo, o.hi
             return self
-        if (o.dx, o.dy) != (self.dx, self.dy):
-            raise ShapeError(
-                f"batches have {o.dx} and {o.dy} features but the accumulator holds {self.dx} "
-                f"and {self.dy}; every batch must come from the same two layers."
-            )
+        check_widths((o.dx, o.dy), (self.dx, self.dy))
         mu, R, lo, hi = (self._match(v) for v in (o.mu, o.R, o.lo, o.hi))
         n, m = self.n, o.n
         corr = (np.sqrt(n * m / (n + m)) * (self.mu - mu))[None, :]

@@ -65,6 +65,15 @@ def _shifted_weighted(v: Any, a: float, w: Any, M: Any, s: float, Q: float, S: A
     return v + a * w + 2 * M + 2 * s * w + Q * S + n * Q * w
 
 
+def check_widths(got: tuple[int, int], held: tuple[int, int]) -> None:
+    """Raise ``ShapeError`` unless a batch's ``(d_x, d_y)`` equal an accumulator's."""
+    if tuple(got) != tuple(held):
+        raise ShapeError(
+            f"the batch has {got[0]} and {got[1]} features but the accumulator holds {held[0]} "
+            f"and {held[1]}; every batch must come from the same two layers."
+        )
+
+
 def _hsic_u(c: float, kl: float, sk: float, sl: float, n: int) -> float:
     """Unbiased HSIC of centered data from ``c = ||X^T Y||_F^2``, ``sum k l``, ``sum k``, ``sum l``."""
     return (c - kl + sk * sl / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)) / (n * (n - 3))
@@ -115,11 +124,9 @@ class LinearCKAAccumulator:
         xb, yb = self._convert(xb), self._convert(yb)
         if self.n == 0:
             self._init_state(xb, yb)
-        elif xb.shape[1] != self._s["sx"].shape[0] or yb.shape[1] != self._s["sy"].shape[0]:
-            raise ShapeError(
-                f"batch has {xb.shape[1]} and {yb.shape[1]} features but the accumulator holds "
-                f"{self._s['sx'].shape[0]} and {self._s['sy'].shape[0]}; every batch must come "
-                "from the same two layers."
+        else:
+            check_widths(
+                (xb.shape[1], yb.shape[1]), (self._s["sx"].shape[0], self._s["sy"].shape[0])
             )
         s = self._s
         xb = xb - s["cx"][None, :]

@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from repsim._core.stats import (
+    adjust_pvalues,
     alpha_to_ci,
     bootstrap_ci,
     bootstrap_indices,
@@ -124,3 +125,17 @@ def test_unequal_pairs_are_a_shape_error():
 
     with pytest.raises(ShapeError, match="x and y hold 3 and 2"):
         paired_difference([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_adjust_pvalues_against_scipy_and_hand_holm():
+    p = np.array([0.01, 0.04, np.nan, 0.03, 0.2])
+    finite = p[np.isfinite(p)]
+    bh = adjust_pvalues(p, "fdr_bh")
+    assert np.isnan(bh[2])
+    np.testing.assert_allclose(bh[np.isfinite(p)], stats.false_discovery_control(finite))
+    holm = adjust_pvalues(p, "holm")  # sorted 0.01, 0.03, 0.04, 0.2 times 4, 3, 2, 1, running max
+    np.testing.assert_allclose(holm[[0, 3, 1, 4]], [0.04, 0.09, 0.09, 0.2])
+    np.testing.assert_allclose(adjust_pvalues(p, "bonferroni")[[0, 4]], [0.04, 0.8])
+    assert np.array_equal(adjust_pvalues(p, "none"), p, equal_nan=True)
+    with pytest.raises(ConfigError, match="correction must be one of"):
+        adjust_pvalues(p, "sidak")
