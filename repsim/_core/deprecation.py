@@ -11,6 +11,7 @@ path is used, so no lower layer depends on a higher one.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -18,8 +19,10 @@ import importlib.util
 import sys
 import types
 import warnings
-from collections.abc import Mapping, MutableMapping
-from typing import Any
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Old module path -> the module(s) that now hold its names, searched in order.
 MOVED_MODULES: dict[str, tuple[str, ...]] = {
@@ -177,3 +180,37 @@ def renamed_kwargs(
                 raise TypeError(f"{function}() got both {old!r} (deprecated) and {new!r}.")
             _warn(f"{function}({old}=...) is deprecated; use {new}=... instead.")
             kwargs[new] = kwargs.pop(old)
+
+
+def renamed_arguments(
+    renames: Mapping[str, str], *, convert: Mapping[str, Callable[[Any], Any]] | None = None
+) -> Callable[[F], F]:
+    """Decorator: the function also takes the old keyword spellings, with a warning.
+
+    ``@renamed_arguments({"by": "groups"})`` lets ``f(by=x)`` mean ``f(groups=x)`` and warn
+    (:func:`renamed_kwargs`); the signature shows only the new names. Passing both spellings is
+    a ``TypeError``.
+
+    Parameters
+    ----------
+    renames : mapping
+        Old name -> new name.
+    convert : mapping, optional
+        Old name -> function from an old value to the new one, when the meaning changed with
+        the name (``alpha=0.05`` -> ``ci=0.95``).
+    """
+    conversions = dict(convert or {})
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not renames.keys().isdisjoint(kwargs):
+                for old, to_new in conversions.items():
+                    if old in kwargs:
+                        kwargs[old] = to_new(kwargs[old])
+                renamed_kwargs(func.__name__, kwargs, renames)
+            return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate

@@ -1,7 +1,8 @@
-"""Row batches of aligned array-likes: the one row-count check and the one batch iterator.
+"""Row batches of aligned array-likes: the one batch iterator of streaming code.
 
 Every streaming reduction (similarity accumulators, confusion counts, Dask tasks) reads its
-inputs through these, so ``n`` is checked in one place.
+inputs through :func:`iter_rows`; the row counts are checked by
+:func:`repsim._core.validation.check_consistent_length`, the one row-count check.
 """
 
 from __future__ import annotations
@@ -11,23 +12,18 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from repsim._core.validation import check_consistent_length
 from repsim.errors import ShapeError
 
 __all__ = ["common_rows", "iter_rows"]
 
 
 def common_rows(arrays: Sequence[Any]) -> int:
-    """Row count shared by ``arrays`` (the samples), or a ``ShapeError`` naming the mismatch."""
-    if not arrays:
-        raise ShapeError("no arrays to read.")
-    n = int(arrays[0].shape[0])
-    for a in arrays[1:]:
-        if int(a.shape[0]) != n:
-            raise ShapeError(
-                f"the arrays hold {n} and {a.shape[0]} rows; they must be the same samples in "
-                "the same order."
-            )
-    return n
+    """Row count shared by ``arrays`` (the samples), or a ``ShapeError`` naming the mismatch.
+
+    The sequence form of :func:`repsim._core.validation.check_consistent_length`.
+    """
+    return check_consistent_length(*arrays)
 
 
 def iter_rows(

@@ -89,7 +89,7 @@ def run_similarity(args: argparse.Namespace) -> int:
         layers=args.layers,
         measures=args.measures or ["cka"],
         pairs=args.pairs,
-        by=True if args.by_groups else None,
+        groups=True if args.by_groups else None,
         n_boot=args.n_boot,
         seed=args.seed,
     )

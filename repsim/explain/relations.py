@@ -44,7 +44,9 @@ Statistics
   (as :func:`scipy.stats.linregress`).
 * Confidence intervals: percentile bootstrap (Efron & Tibshirani 1993, ch. 13) resampling
   family members with replacement, ``n_boot`` resamples from ``numpy.random.default_rng(seed)``;
-  resamples where the statistic is undefined (constant x or y) are dropped and counted.
+  resamples where the statistic is undefined (constant x or y) are dropped and counted. The
+  level is ``ci`` (default 0.95); the deprecated ``alpha=a`` still works and means
+  ``ci=1 - a``. The statistics live in :mod:`repsim._core.stats`.
 * p-values: two-sided permutation test of no association (Good 2005), permuting the bias values
   across members. With ``n! <= n_permutations`` every permutation is enumerated and the p-value
   is exact, ``#{pi : |r(x, y_pi)| >= |r(x, y)|} / n!``; otherwise ``n_permutations`` random
@@ -52,7 +54,7 @@ Statistics
   never 0.
 * Onset layer: per configuration ``(method, sparsity)`` and layer, the excess divergence
   ``E = mean_i D_i(compressed) - mean_j D_j(dense vs dense)``. A layer *exceeds the noise floor
-  with confidence* when the lower bound of the one-sided ``1 - alpha`` percentile bootstrap
+  with confidence* when the lower bound of the one-sided ``ci`` percentile bootstrap
   interval of ``E`` (members and dense pairs resampled independently) is above 0. The onset
   layer is the first such layer in network order (``None`` when no layer exceeds it). This is
   the rule of "exceeds the seed-to-seed spread" used informally by Kornblith et al. (2019,
@@ -77,10 +79,10 @@ from typing import Any
 import numpy as np
 
 from repsim._core.stats import (
-    bootstrap_ci,
+    alpha_renamed_to_ci,
+    bootstrap_mean,
+    bootstrap_mean_difference,
     correlate,
-    paired_difference,
-    permutation_pvalue,
 )
 from repsim.errors import (
     ConfigError,
@@ -264,12 +266,13 @@ def _sorted_configs(keys: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return sorted(set(keys), key=lambda k: (str(k[0]), float(k[1]) if k[1] is not None else 0.0))
 
 
+@alpha_renamed_to_ci
 def onset(
     similarity: Any,
     *,
     divergence: str = "1-cka",
     layers: Sequence[str] | None = None,
-    alpha: float = 0.05,
+    ci: float = 0.95,
     n_boot: int = 2000,
     seed: int = 0,
 ) -> tuple[list[dict[str, Any]], dict[str, str | None]]:
@@ -277,8 +280,9 @@ def onset(
 
     For each ``(method, sparsity)`` (and ``"all"``: every compressed member pooled) and each
     layer, the excess ``E = mean D(compressed) - mean D(dense vs dense)`` with the lower bound
-    of its one-sided ``1 - alpha`` bootstrap interval (members and dense pairs resampled
-    independently, ``numpy.random.default_rng(seed)``). ``exceeds`` is ``low > 0``.
+    of its one-sided ``ci`` bootstrap interval (members and dense pairs resampled
+    independently, ``numpy.random.default_rng(seed)``;
+    :func:`repsim._core.stats.bootstrap_mean_difference`). ``exceeds`` is ``low > 0``.
 
     Returns
     -------
@@ -315,15 +319,8 @@ def onset(
             )
             f = np.array([d.value for d in dense if d.layer == layer], dtype=float)
             c, f = c[np.isfinite(c)], f[np.isfinite(f)]
-            if c.size == 0 or f.size == 0:
-                low = math.nan
-                excess = math.nan
-            else:
-                excess = float(c.mean() - f.mean())
-                rng = np.random.default_rng(seed)
-                bc = c[rng.integers(0, c.size, size=(n_boot, c.size))].mean(1)
-                bf = f[rng.integers(0, f.size, size=(n_boot, f.size))].mean(1)
-                low = float(np.quantile(bc - bf, alpha))
+            excess = float(c.mean() - f.mean()) if c.size and f.size else math.nan
+            low, _ = bootstrap_mean_difference(c, f, n_boot=n_boot, ci=ci, seed=seed, sides=1)
             exceeds = bool(np.isfinite(low) and low > 0)
             if exceeds and first[label] is None:
                 first[label] = layer
@@ -390,6 +387,7 @@ def _member_key(method: Any, sparsity: Any, seed: Any) -> tuple[str, float, str]
     return (str(method), float(sparsity), str(seed))
 
 
+@alpha_renamed_to_ci
 def correlations(
     similarity: Any,
     shifts: Any,
@@ -399,7 +397,7 @@ def correlations(
     layers: Sequence[str] | None = None,
     n_boot: int = 2000,
     n_permutations: int = 10000,
-    alpha: float = 0.05,
+    ci: float = 0.95,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Per layer and bias metric: correlation of member divergence with member bias.
@@ -438,9 +436,7 @@ def correlations(
                 ],
                 dtype=float,
             )
-            stats = correlate(
-                x, y, n_boot=n_boot, n_permutations=n_permutations, alpha=alpha, seed=seed
-            )
+            stats = correlate(x, y, n_boot=n_boot, n_permutations=n_permutations, ci=ci, seed=seed)
             out.append(
                 {
                     "layer": layer,
@@ -454,6 +450,7 @@ def correlations(
     return out
 
 
+@alpha_renamed_to_ci
 def group_gaps(
     similarity: Any,
     *,
@@ -461,14 +458,15 @@ def group_gaps(
     reference: Any = None,
     layers: Sequence[str] | None = None,
     n_boot: int = 2000,
-    alpha: float = 0.05,
+    ci: float = 0.95,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Group-conditional divergence gaps per layer: does a group drift further than the
     reference (majority) group?
 
     For compressed members ``i`` and each group ``g``: ``gap_g = mean_i (D_ig - D_i,ref)``, with
-    a percentile bootstrap CI over members; ``noise_gap`` is the same mean over dense-vs-dense
+    a percentile bootstrap CI over members (:func:`repsim._core.stats.bootstrap_mean`, level
+    ``ci``); ``noise_gap`` is the same mean over dense-vs-dense
     pairs. The reference is ``reference`` or, by default, the group with the largest ``n``
     (rows must then carry ``n``).
 
@@ -521,12 +519,7 @@ def group_gaps(
                     dr.append(ref)
             comp = np.array(gaps["compressed"], dtype=float)
             comp = comp[np.isfinite(comp)]
-            if comp.size >= 2:
-                rng = np.random.default_rng(seed)
-                boot = comp[rng.integers(0, comp.size, size=(n_boot, comp.size))].mean(1)
-                lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-            else:
-                lo = hi = math.nan
+            lo, hi = bootstrap_mean(comp, n_boot=n_boot, ci=ci, seed=seed)
             noise = np.array(gaps["dense"], dtype=float)
             out.append(
                 {
@@ -537,8 +530,8 @@ def group_gaps(
                     "divergence": float(np.mean(dg)) if dg else math.nan,
                     "reference_divergence": float(np.mean(dr)) if dr else math.nan,
                     "gap": float(comp.mean()) if comp.size else math.nan,
-                    "gap_low": float(lo),
-                    "gap_high": float(hi),
+                    "gap_low": lo,
+                    "gap_high": hi,
                     "noise_gap": float(noise.mean()) if noise.size else math.nan,
                 }
             )
@@ -594,6 +587,7 @@ class Relations:
         return max(rows, key=lambda r: abs(r[statistic])) if rows else None
 
 
+@alpha_renamed_to_ci
 def relate(
     similarity_table: Any,
     shift_table: Any,
@@ -604,7 +598,7 @@ def relate(
     reference_group: Any = None,
     n_boot: int = 2000,
     n_permutations: int = 10000,
-    alpha: float = 0.05,
+    ci: float = 0.95,
     seed: int = 0,
 ) -> Relations:
     """Relate per-layer divergence to bias across a family of compressed models.
@@ -623,8 +617,9 @@ def relate(
         Layers (network order); default: order of first appearance.
     reference_group : optional
         Reference group of the group gaps (default: the largest).
-    n_boot, n_permutations, alpha, seed
-        Bootstrap resamples, permutations, ``1 - alpha`` intervals, seed of every draw.
+    n_boot, n_permutations, ci, seed
+        Bootstrap resamples, permutations, interval level (0.95: 95% intervals; the deprecated
+        ``alpha=a`` means ``ci=1 - a``), seed of every draw.
 
     Returns
     -------
@@ -641,7 +636,7 @@ def relate(
         layers=layers,
         n_boot=n_boot,
         n_permutations=n_permutations,
-        alpha=alpha,
+        ci=ci,
         seed=seed,
     )
     _, found = _divergences(similarity_table, divergence)
@@ -652,7 +647,7 @@ def relate(
             similarity_table,
             divergence=divergence,
             layers=order,
-            alpha=alpha,
+            ci=ci,
             n_boot=n_boot,
             seed=seed,
         )
@@ -665,7 +660,7 @@ def relate(
         reference=reference_group,
         layers=order,
         n_boot=n_boot,
-        alpha=alpha,
+        ci=ci,
         seed=seed,
     )
     return Relations(corr, floor, on_rows, on_first, gaps, divergence, order)
@@ -673,16 +668,12 @@ def relate(
 
 __all__ = [
     "BIAS_METRICS",
-    "RelationWarning",
     "Relations",
-    "bootstrap_ci",
-    "correlate",
+    "as_rows",
     "correlations",
     "group_gaps",
     "noise_floor",
     "onset",
-    "paired_difference",
     "parse_divergence",
-    "permutation_pvalue",
     "relate",
 ]

@@ -1,4 +1,10 @@
-"""Input checks and conversions shared by the fairness functions."""
+"""Label and group encoding shared by the fairness functions.
+
+Array checks (``to_numpy``, ``as_vector``, ``check_consistent_length``) live in
+:mod:`repsim._core.validation`; this module holds what is particular to classification
+outputs: a population of models' predictions, label and group codes, the positive class, and
+NaN-not-zero division with its warning.
+"""
 
 from __future__ import annotations
 
@@ -8,33 +14,27 @@ from typing import Any
 
 import numpy as np
 
-from repsim.errors import DataError, NonFiniteError, ShapeError, UndefinedMetricWarning
+from repsim._core.validation import as_vector, to_numpy
+from repsim.errors import DataError, ShapeError, UndefinedMetricWarning
 
 
-def to_numpy(x: Any, name: str) -> np.ndarray:
-    """Convert a list, numpy array or torch tensor to a numpy array."""
-    if x is None:
-        raise DataError(f"'{name}' is required.")
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
+def as_population(x: Any, name: str, n: int | None = None) -> np.ndarray:
+    """Predictions as ``[n_models, n]``: a 1-D array is one model.
 
+    Parameters
+    ----------
+    x : array-like
+        ``[n_samples]`` (one model) or ``[n_models, n_samples]`` (a population).
+    name : str
+        The argument's name, for messages.
+    n : int, optional
+        The number of samples (``y_true``'s length); without it any positive length is taken.
 
-def as_vector(x: Any, name: str, n: int | None = None) -> np.ndarray:
-    """A 1-D array of length ``n`` (when given)."""
-    arr = to_numpy(x, name)
-    if arr.ndim != 1:
-        raise ShapeError(f"'{name}' must be 1-D (one entry per sample), got shape {arr.shape}.")
-    if n is not None and len(arr) != n:
-        raise ShapeError(
-            f"'{name}' has {len(arr)} entries but y_true has {n}; pass one entry per sample, "
-            "in the same order."
-        )
-    return arr
-
-
-def as_population(x: Any, name: str, n: int) -> np.ndarray:
-    """Predictions as ``[n_models, n]``: a 1-D array is one model."""
+    Raises
+    ------
+    ShapeError
+        Not 1-D or 2-D, the wrong number of samples, or no model.
+    """
     arr = to_numpy(x, name)
     if arr.ndim == 1:
         arr = arr[None, :]
@@ -43,26 +43,15 @@ def as_population(x: Any, name: str, n: int) -> np.ndarray:
             f"'{name}' must be [n_samples] (one model) or [n_models, n_samples] (a population), "
             f"got shape {arr.shape}."
         )
-    if arr.shape[1] != n:
+    if n is None and arr.shape[1] == 0:
+        raise ShapeError(f"'{name}' holds predictions for no sample; pass at least one.")
+    if n is not None and arr.shape[1] != n:
         raise ShapeError(
             f"'{name}' holds predictions for {arr.shape[1]} samples but y_true has {n}; "
             "predictions must be [n_models, n_samples] in y_true's sample order."
         )
     if arr.shape[0] < 1:
         raise ShapeError(f"'{name}' holds no model.")
-    return arr
-
-
-def check_scores(y_score: Any, n: int) -> np.ndarray:
-    """Scores as float ``[n]`` or ``[n, n_classes]``, finite."""
-    arr = to_numpy(y_score, "y_score").astype(float)
-    if arr.ndim not in (1, 2) or len(arr) != n:
-        raise ShapeError(
-            f"'y_score' must be [n_samples] or [n_samples, n_classes] with n_samples={n}, "
-            f"got shape {arr.shape}."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise NonFiniteError("'y_score' holds NaN or inf values; drop or fix those samples.")
     return arr
 
 
@@ -88,7 +77,7 @@ def encode_groups(
     With ``group_names``, integer ``groups`` index into it (as ``GroupedData.groups`` do);
     otherwise the names are the sorted distinct values of ``groups`` as strings.
     """
-    g = as_vector(groups, "groups", n)
+    g = as_vector(groups, "groups", n, against="y_true")
     if group_names is not None:
         names = [str(s) for s in group_names]
         if not np.issubdtype(g.dtype, np.integer):

@@ -15,28 +15,16 @@ from typing import Any
 import numpy as np
 
 from repsim._core.rows import iter_rows
-from repsim.errors import DataError, ShapeError
-from repsim.fairness._validate import encode, encode_groups, positive_index, warn_undefined
+from repsim._core.validation import as_vector, check_consistent_length
+from repsim.errors import DataError
 from repsim.fairness.groups import (
-    RATE_METRICS,
-    GroupMetrics,
-    _accuracy_kappa,
-    _compute_agg_only,
-    _ovr,
-    _tables,
     apply_min_group_size,
+    encode_inputs,
+    metrics_from_confusions,
+    metrics_result,
 )
 
 __all__ = ["ConfusionCounter", "group_metrics_from_counts", "stream_group_metrics"]
-
-
-def _vector(a: Any, name: str) -> np.ndarray:
-    if hasattr(a, "detach") and hasattr(a, "cpu"):  # torch tensor
-        a = a.detach().cpu().numpy()
-    arr = np.asarray(a)
-    if arr.ndim != 1:
-        raise ShapeError(f"'{name}' must be 1-D (one entry per sample), got shape {arr.shape}.")
-    return arr
 
 
 class ConfusionCounter:
@@ -55,12 +43,9 @@ class ConfusionCounter:
 
     def update(self, y_true: Any, y_pred: Any, groups: Any) -> ConfusionCounter:
         """Add a batch of labels, predictions and group labels (1-D, equal length)."""
-        yt, yp, g = _vector(y_true, "y_true"), _vector(y_pred, "y_pred"), _vector(groups, "groups")
-        if not len(yt) == len(yp) == len(g):
-            raise ShapeError(
-                f"y_true, y_pred and groups hold {len(yt)}, {len(yp)} and {len(g)} entries; "
-                "pass one entry per sample, in the same order."
-            )
+        names = ("y_true", "y_pred", "groups")
+        yt, yp, g = (as_vector(a, name) for a, name in zip((y_true, y_pred, groups), names))
+        check_consistent_length(yt, yp, g, names=names)
         if len(yt) == 0:
             return self
         rec = np.rec.fromarrays([g, yt, yp], names="g,t,p")
@@ -117,53 +102,15 @@ def group_metrics_from_counts(
     t_raw = np.array([c[0][1] for c in cells])
     p_raw = np.array([c[0][2] for c in cells])
     w = np.array([c[1] for c in cells], dtype=float)
-    lab = (
-        np.unique(np.concatenate([t_raw, p_raw]))
-        if labels is None
-        else np.unique(np.asarray(list(labels)))
+    yt, yp, g, names, lab, pos = encode_inputs(
+        t_raw, p_raw, g_raw, len(g_raw), labels=labels, group_names=group_names, pos_label=pos_label
     )
-    yt = encode(t_raw, lab, "y_true")
-    yp = encode(p_raw, lab, "y_pred")
-    g, names = encode_groups(g_raw, len(g_raw), group_names)
     k, n_groups = len(lab), len(names)
-    pos = positive_index(lab, pos_label)
     cm = np.zeros((n_groups, k, k))
     np.add.at(cm, (g, yt, yp), w)
-    cm_all = cm.sum(0)
-    ovr_g, ovr_o = _ovr(cm), _ovr(cm_all)
-    acc_g, kappa_g = _accuracy_kappa(cm)
-    acc_o, kappa_o = _accuracy_kappa(cm_all)
-    ovr_o["ppv_ratio_to_best"] = np.full(k, np.nan)
-    res = {
-        "cm": cm,
-        "cm_all": cm_all,
-        "ovr_g": ovr_g,
-        "ovr_o": ovr_o,
-        "acc_g": acc_g,
-        "acc_o": float(acc_o),
-        "kappa_g": kappa_g,
-        "kappa_o": float(kappa_o),
-        "n_g": cm.sum((1, 2)),
-        "rate_names": list(RATE_METRICS),
-    }
-    res["agg"] = _compute_agg_only(res, k, pos, None)
+    res = metrics_from_confusions(cm, k, pos)
     res, _, undefined = apply_min_group_size(res, names, min_group_size, k, pos, None)
-    by_group, by_class, by_group_class, overall = _tables(res, names, lab, pos, k, None, undefined)
-    warn_undefined(undefined, "group_metrics_from_counts")
-    confusion = {names[j]: cm[j].astype(np.int64) for j in range(n_groups)}
-    confusion["overall"] = cm_all.astype(np.int64)
-    return GroupMetrics(
-        by_group=by_group,
-        by_class=by_class,
-        by_group_class=by_group_class,
-        overall=overall,
-        aggregates=res["agg"],
-        aggregates_ci=None,
-        confusion=confusion,
-        labels=lab.tolist(),
-        pos_label=None if pos is None else lab[pos].item(),
-        group_names=names,
-    )
+    return metrics_result(res, names, lab, pos, undefined, "group_metrics_from_counts")
 
 
 def stream_group_metrics(

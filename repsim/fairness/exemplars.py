@@ -15,8 +15,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from repsim.errors import ConfigError, DataError, ShapeError
-from repsim.fairness._validate import as_population, as_vector, encode, encode_groups, safe_div
+from repsim._core.validation import as_vector
+from repsim.errors import ConfigError
+from repsim.fairness._validate import as_population, encode, encode_groups, safe_div
 from repsim.fairness.table import MetricTable
 
 
@@ -120,13 +121,13 @@ def exemplars(
     -------
     Exemplars
     """
-    d_raw = to_2d(dense_preds, "dense_preds")
+    d_raw = as_population(dense_preds, "dense_preds")
     n = d_raw.shape[1]
     c_raw = as_population(compressed_preds, "compressed_preds", n)
     parts = [d_raw.ravel(), c_raw.ravel()]
     yt_raw = None
     if y_true is not None:
-        yt_raw = as_vector(y_true, "y_true", n)
+        yt_raw = as_vector(y_true, "y_true", n, against="dense_preds")
         parts.append(yt_raw)
     lab = (
         np.unique(np.concatenate(parts)) if labels is None else np.unique(np.asarray(list(labels)))
@@ -150,7 +151,11 @@ def exemplars(
         idx = top[scores[top] > 0]
     else:
         raise ConfigError(f"method must be 'modal' or 'taxicab', got {method!r}.")
-    sid = np.arange(n) if sample_id is None else as_vector(sample_id, "sample_id", n)
+    sid = (
+        np.arange(n)
+        if sample_id is None
+        else as_vector(sample_id, "sample_id", n, against="dense_preds")
+    )
     is_ex = np.zeros(n, dtype=bool)
     is_ex[idx] = True
 
@@ -199,22 +204,6 @@ def exemplars(
         summary=summary,
         by_group=by_group,
     )
-
-
-def to_2d(x: Any, name: str) -> np.ndarray:
-    """Predictions as ``[n_models, n]`` without a reference length."""
-    from repsim.fairness._validate import to_numpy
-
-    arr = to_numpy(x, name)
-    if arr.ndim == 1:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] == 0:
-        raise ShapeError(
-            f"'{name}' must be [n_samples] or [n_models, n_samples], got shape {arr.shape}."
-        )
-    if arr.shape[0] == 0:
-        raise DataError(f"'{name}' holds no model.")
-    return arr
 
 
 __all__ = ["Exemplars", "exemplars", "label_histograms", "modal_labels"]

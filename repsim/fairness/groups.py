@@ -27,13 +27,12 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
-from tqdm.auto import tqdm
 
+from repsim._core.stats import bootstrap_replicates, percentile_interval
+from repsim._core.validation import as_array, as_vector
 from repsim.errors import DataError
 from repsim.fairness._validate import (
     UndefinedMetricWarning,
-    as_vector,
-    check_scores,
     encode,
     encode_groups,
     positive_index,
@@ -193,19 +192,46 @@ def _worst(x: np.ndarray, worst: str) -> float:
     return float(np.nanmax(x) if worst == "max" else np.nanmin(x))
 
 
-def _compute(yt, yp, g, k, n_groups, pos, scores):
-    """All metrics for one (possibly resampled) data set, as arrays."""
-    cm = _confusions(yt, yp, g, k, n_groups)
+def encode_inputs(
+    true_raw: np.ndarray,
+    pred_raw: np.ndarray,
+    groups: Any,
+    n: int,
+    *,
+    labels: Sequence[Any] | None,
+    group_names: Sequence[str] | None,
+    pos_label: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray, int | None]:
+    """Label codes of true and predicted labels, group codes and names, the sorted labels and
+    the positive class's index: the encoding :func:`group_metrics` and
+    :func:`repsim.fairness.counts.group_metrics_from_counts` share."""
+    lab = (
+        np.unique(np.concatenate([true_raw, pred_raw]))
+        if labels is None
+        else np.unique(np.asarray(list(labels)))
+    )
+    yt = encode(true_raw, lab, "y_true")
+    yp = encode(pred_raw, lab, "y_pred")
+    g, names = encode_groups(groups, n, group_names)
+    return yt, yp, g, names, lab, positive_index(lab, pos_label)
+
+
+def metrics_from_confusions(
+    cm: np.ndarray, k: int, pos: int | None, aucs: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict:
+    """Every metric and aggregate from per-group confusion matrices ``cm`` ``[G, K, K]``.
+
+    ``aucs``: AUC per group and class ``[G, K]`` and overall ``[K]`` when scores were given.
+    """
     cm_all = cm.sum(0)
     ovr_g = _ovr(cm)
     ovr_o = _ovr(cm_all)
     acc_g, kappa_g = _accuracy_kappa(cm)
     acc_o, kappa_o = _accuracy_kappa(cm_all)
-    if scores is not None:
-        auc_g, auc_o = _aucs(yt, g, scores, k, n_groups, pos)
-        ovr_g["auc"], ovr_o["auc"] = auc_g, auc_o
+    if aucs is not None:
+        ovr_g["auc"], ovr_o["auc"] = aucs
     ovr_o["ppv_ratio_to_best"] = np.full(k, np.nan)
-    rate_names = [*RATE_METRICS, *(["auc"] if scores is not None else [])]
+    rate_names = [*RATE_METRICS, *(["auc"] if aucs is not None else [])]
     res = {
         "cm": cm,
         "cm_all": cm_all,
@@ -218,8 +244,47 @@ def _compute(yt, yp, g, k, n_groups, pos, scores):
         "n_g": cm.sum((1, 2)),
         "rate_names": rate_names,
     }
-    res["agg"] = _compute_agg_only(res, k, pos, scores)
+    res["agg"] = _compute_agg_only(res, k, pos, None)
     return res
+
+
+def _compute(yt, yp, g, k, n_groups, pos, scores):
+    """All metrics for one (possibly resampled) data set, as arrays."""
+    cm = _confusions(yt, yp, g, k, n_groups)
+    aucs = None if scores is None else _aucs(yt, g, scores, k, n_groups, pos)
+    return metrics_from_confusions(cm, k, pos, aucs)
+
+
+def metrics_result(
+    res: dict,
+    names: list[str],
+    lab: np.ndarray,
+    pos: int | None,
+    undefined: list[str],
+    context: str,
+    boot: tuple[dict, dict] | None = None,
+) -> GroupMetrics:
+    """The :class:`GroupMetrics` of computed metrics ``res`` (with bootstrap intervals
+    ``boot = (per_group, aggregates)`` when given); warns once about undefined values."""
+    boot_g, boot_agg = boot if boot is not None else (None, None)
+    by_group, by_class, by_group_class, overall = _tables(
+        res, names, lab, pos, len(lab), boot_g, undefined
+    )
+    warn_undefined(undefined, context, stacklevel=4)
+    confusion = {names[j]: res["cm"][j].astype(np.int64) for j in range(len(names))}
+    confusion["overall"] = res["cm_all"].astype(np.int64)
+    return GroupMetrics(
+        by_group=by_group,
+        by_class=by_class,
+        by_group_class=by_group_class,
+        overall=overall,
+        aggregates=res["agg"],
+        aggregates_ci=boot_agg,
+        confusion=confusion,
+        labels=lab.tolist(),
+        pos_label=None if pos is None else lab[pos].item(),
+        group_names=names,
+    )
 
 
 def group_metrics(
@@ -304,21 +369,16 @@ def group_metrics(
     n = len(yt_raw)
     if n == 0:
         raise DataError("y_true is empty.")
-    yp_raw = as_vector(y_pred, "y_pred", n)
-    lab = (
-        np.unique(np.concatenate([yt_raw, yp_raw]))
-        if labels is None
-        else np.unique(np.asarray(list(labels)))
+    yp_raw = as_vector(y_pred, "y_pred", n, against="y_true")
+    yt, yp, g, names, lab, pos = encode_inputs(
+        yt_raw, yp_raw, groups, n, labels=labels, group_names=group_names, pos_label=pos_label
     )
-    yt = encode(yt_raw, lab, "y_true")
-    yp = encode(yp_raw, lab, "y_pred")
-    k = len(lab)
-    g, names = encode_groups(groups, n, group_names)
-    n_groups = len(names)
-    pos = positive_index(lab, pos_label)
+    k, n_groups = len(lab), len(names)
     scores = None
     if y_score is not None:
-        scores = check_scores(y_score, n)
+        scores = as_array(
+            y_score, "y_score", ndim=(1, 2), n=n, against="y_true", dtype=float, finite=True
+        )
         if scores.ndim == 2 and scores.shape[1] != k:
             raise DataError(f"y_score has {scores.shape[1]} columns but there are {k} labels.")
         if scores.ndim == 1 and pos is None:
@@ -327,28 +387,10 @@ def group_metrics(
     res = _compute(yt, yp, g, k, n_groups, pos, scores)
     res, small, undefined = apply_min_group_size(res, names, min_group_size, k, pos, scores)
 
-    boot_g = boot_agg = None
+    boot = None
     if n_boot > 0:
-        boot_g, boot_agg = _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small)
-
-    by_group, by_class, by_group_class, overall = _tables(
-        res, names, lab, pos, k, boot_g, undefined
-    )
-    warn_undefined(undefined, "group_metrics")
-    confusion = {names[j]: res["cm"][j].astype(np.int64) for j in range(n_groups)}
-    confusion["overall"] = res["cm_all"].astype(np.int64)
-    return GroupMetrics(
-        by_group=by_group,
-        by_class=by_class,
-        by_group_class=by_group_class,
-        overall=overall,
-        aggregates=res["agg"],
-        aggregates_ci=boot_agg,
-        confusion=confusion,
-        labels=lab.tolist(),
-        pos_label=None if pos is None else lab[pos].item(),
-        group_names=names,
-    )
+        boot = _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small)
+    return metrics_result(res, names, lab, pos, undefined, "group_metrics", boot)
 
 
 def apply_min_group_size(
@@ -415,12 +457,9 @@ def _compute_agg_only(res: dict, k: int, pos, scores) -> dict[str, float]:
 
 
 def _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small):
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(g == j) for j in range(n_groups)]
-    samples_g: dict[str, list[np.ndarray]] = {}
-    samples_agg: dict[str, list[float]] = {}
-    for _ in tqdm(range(n_boot), desc="bootstrap", disable=None, leave=False):
-        idx = np.concatenate([rng.choice(m, size=len(m), replace=True) for m in members])
+    """Percentile intervals of every per-group metric and aggregate, resampling within groups."""
+
+    def replicate(idx: np.ndarray) -> tuple[dict, dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = _compute(
@@ -429,23 +468,21 @@ def _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small):
             if np.any(small):
                 r = _blank_small(r, small)
                 r["agg"] = _compute_agg_only(r, k, pos, scores)
-        samples_g.setdefault("accuracy", []).append(r["acc_g"])
-        samples_g.setdefault("kappa", []).append(r["kappa_g"])
-        for m, v in r["ovr_g"].items():
+        # keep only what the intervals need (not the [G, K, K] confusion matrices)
+        return {"accuracy": r["acc_g"], "kappa": r["kappa_g"], **r["ovr_g"]}, r["agg"]
+
+    members = [np.flatnonzero(g == j) for j in range(n_groups)]
+    samples_g: dict[str, list[np.ndarray]] = {}
+    samples_agg: dict[str, list[float]] = {}
+    for per_group, agg in bootstrap_replicates(replicate, members, n_boot=n_boot, seed=seed):
+        for m, v in per_group.items():
             samples_g.setdefault(m, []).append(v)
-        for m, v in r["agg"].items():
+        for m, v in agg.items():
             samples_agg.setdefault(m, []).append(v)
-    lo_q, hi_q = 100 * (1 - ci) / 2, 100 * (1 + ci) / 2
-
-    def bounds(stack):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return (np.nanpercentile(stack, lo_q, axis=0), np.nanpercentile(stack, hi_q, axis=0))
-
-    boot_g = {m: bounds(np.stack(v)) for m, v in samples_g.items()}
+    boot_g = {m: percentile_interval(np.stack(v), ci, axis=0) for m, v in samples_g.items()}
     boot_agg = {}
     for m, v in samples_agg.items():
-        lo, hi = bounds(np.asarray(v, dtype=float))
+        lo, hi = percentile_interval(v, ci)
         boot_agg[m] = (float(lo), float(hi))
     return boot_g, boot_agg
 

@@ -16,11 +16,12 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from repsim._core.stats import CORRECTIONS, adjust_pvalues
+from repsim._core.validation import as_vector
 from repsim.errors import ConfigError, DataError, InsufficientDataError
 from repsim.fairness._validate import (
     UndefinedMetricWarning,
     as_population,
-    as_vector,
     encode,
     encode_groups,
     safe_div,
@@ -29,7 +30,6 @@ from repsim.fairness._validate import (
 from repsim.fairness.table import MetricTable
 
 Convention = Literal["2021", "2022"]
-CORRECTIONS = ("none", "bonferroni", "holm", "fdr_bh")
 
 
 @dataclass
@@ -210,34 +210,6 @@ def _biasamp(yt: np.ndarray, preds: np.ndarray, g: np.ndarray, k: int) -> np.nda
     return np.asarray(out)
 
 
-def _adjust(p: np.ndarray, method: str) -> np.ndarray:
-    """Multiple-testing adjusted p-values (NaN p-values stay NaN and do not count)."""
-    out = np.full_like(p, np.nan)
-    ok = np.isfinite(p)
-    q = p[ok]
-    m = len(q)
-    if m == 0 or method == "none":
-        out[ok] = q
-        return out
-    order = np.argsort(q, kind="stable")
-    ranked = q[order]
-    if method == "bonferroni":
-        adj = np.minimum(q * m, 1.0)
-        out[ok] = adj
-        return out
-    if method == "holm":
-        steps = np.maximum.accumulate((m - np.arange(m)) * ranked)
-    elif method == "fdr_bh":
-        steps = (m / np.arange(1, m + 1)) * ranked
-        steps = np.minimum.accumulate(steps[::-1])[::-1]
-    else:
-        raise ConfigError(f"correction must be one of {CORRECTIONS}, got {method!r}.")
-    adj = np.empty(m)
-    adj[order] = np.minimum(steps, 1.0)
-    out[ok] = adj
-    return out
-
-
 def per_class_test(
     *,
     y_true: Any,
@@ -291,7 +263,7 @@ def _per_class_test(yt, dense, comp, lab, alpha, correction) -> MetricTable:
         t, p = stats.ttest_ind(rel_c, rel_d, axis=0, equal_var=False)
     t = np.asarray(t, dtype=float)
     p = np.asarray(p, dtype=float)
-    p_adj = _adjust(p, correction)
+    p_adj = adjust_pvalues(p, correction)
     counts = np.bincount(yt, minlength=k)
     rows = []
     undefined = []

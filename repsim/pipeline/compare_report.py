@@ -108,7 +108,7 @@ def compare_report(
             cap_b,
             layers=names,
             measures=list(measures),
-            by=by,
+            groups=by,
             n_boot=n_boot,
             seed=seed,
             progress=progress,

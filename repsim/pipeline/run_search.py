@@ -11,13 +11,13 @@ seeds (mean with a Student-t 95% interval).
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from repsim._core.io import read_json, write_json, write_text
+from repsim._core.stats import t_interval
 from repsim._core.table import write_csv
 from repsim.errors import ConfigError, DataError
 from repsim.pipeline.config import (
@@ -149,23 +149,8 @@ def run_search(
 
 
 def _t_interval(values: list[float]) -> dict[str, float]:
-    from scipy import stats
-
-    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
-    if len(v) < 2:
-        return {
-            "mean": float(v.mean()) if len(v) else math.nan,
-            "lo": math.nan,
-            "hi": math.nan,
-            "n": len(v),
-        }
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return {
-        "mean": float(v.mean()),
-        "lo": float(v.mean() - half),
-        "hi": float(v.mean() + half),
-        "n": len(v),
-    }
+    """Mean and Student-t 95% interval over seeds (:func:`repsim._core.stats.t_interval`)."""
+    return t_interval(values, ci=0.95)
 
 
 def run_report(run_dir: str | Path) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from torch import nn
 
 from repsim._core.io import write_json
 from repsim._core.provenance import provenance
+from repsim._core.stats import alpha_renamed_to_ci, alpha_to_ci
 from repsim.errors import ConfigError, LayerNotFoundError, did_you_mean
 from repsim.pipeline.config import (
     Field,
@@ -796,7 +797,7 @@ def explain_study(
         layers=plan.layers,
         n_boot=report["n_boot"],
         n_permutations=report["n_permutations"],
-        alpha=report["alpha"],
+        ci=alpha_to_ci(report["alpha"]),
         seed=rseed,
     )
     div_measure, one_minus = parse_divergence(plan.divergence)
@@ -829,7 +830,7 @@ def explain_study(
         sim_rows,
         measure=div_measure,
         n_boot=report["n_boot"],
-        alpha=report["alpha"],
+        ci=alpha_to_ci(report["alpha"]),
         seed=rseed,
     )
     return Explanation(rel, config_rows, kd_rows, div_measure, one_minus)
@@ -944,13 +945,14 @@ def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
     return out
 
 
+@alpha_renamed_to_ci
 def kd_vs_ft(
     shifts: Sequence[Mapping[str, Any]],
     similarity: Sequence[Mapping[str, Any]],
     *,
     measure: str = "cka",
     n_boot: int = 1000,
-    alpha: float = 0.05,
+    ci: float = 0.95,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Distillation against plain fine-tuning at the same pruning method and sparsity.
@@ -958,7 +960,8 @@ def kd_vs_ft(
     For every ``(prune method, sparsity)`` that has both ``<m>+ft`` and ``<m>+kd`` members, the
     per-seed paired differences ``kd - ft`` of CEV, SDE, accuracy and mean layer similarity to
     the dense model (``measure`` averaged over layers), each with its mean and percentile
-    bootstrap CI over seeds (:func:`repsim.explain.paired_difference`). Blakeney et al. (2021,
+    bootstrap CI over seeds at level ``ci`` (:func:`repsim.explain.paired_difference`; the
+    deprecated ``alpha=a`` means ``ci=1 - a``). Blakeney et al. (2021,
     "Simon Says") report that distillation lowers CEV/SDE against fine-tuning.
     """
     from repsim.explain import paired_difference
@@ -988,7 +991,7 @@ def kd_vs_ft(
             else:
                 a = [by_member[(kd, sp, s)][name] for s in seeds]
                 b = [by_member[(ft, sp, s)][name] for s in seeds]
-            d = paired_difference(a, b, n_boot=n_boot, alpha=alpha, seed=seed)
+            d = paired_difference(a, b, n_boot=n_boot, ci=ci, seed=seed)
             row.update(
                 {
                     f"{name}_ft": _mean(b),

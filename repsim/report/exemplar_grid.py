@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from repsim._core.validation import as_vector, check_consistent_length, to_numpy
 from repsim.errors import DataError, ShapeError
-from repsim.fairness._validate import as_vector, to_numpy
 from repsim.fairness.exemplars import Exemplars
 
 
@@ -83,12 +83,8 @@ def exemplar_grid(
     """
     imgs = to_numpy(images, "images")
     n = len(imgs)
-    yt = as_vector(y_true, "y_true", n)
-    if len(exemplars.dense_mode) != n:
-        raise ShapeError(
-            f"images hold {n} samples but the exemplars were found on "
-            f"{len(exemplars.dense_mode)}; pass the same split in the same order."
-        )
+    yt = as_vector(y_true, "y_true", n, against="images")
+    check_consistent_length(imgs, exemplars.dense_mode, names=("images", "the exemplars"))
     if max_images < 1 or ncols < 1:
         raise DataError("max_images and ncols must be positive.")
     idx = np.asarray(exemplars.indices)[:max_images]

@@ -23,6 +23,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from repsim._core.stats import alpha_renamed_to_ci, bootstrap_indices, percentile_interval
 from repsim.errors import DataError
 
 _COLORS = (
@@ -286,11 +287,15 @@ def fpr_fnr_scatter(
     return _save(fig, path)
 
 
+@alpha_renamed_to_ci
 def fit_band(
-    x: Any, y: Any, grid: Any, *, n_boot: int = 1000, alpha: float = 0.05, seed: int = 0
+    x: Any, y: Any, grid: Any, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OLS line of ``y`` on ``x`` evaluated on ``grid`` and its pointwise percentile bootstrap
-    band (pairs resampled with replacement, ``numpy.random.default_rng(seed)``).
+    band at level ``ci`` (pairs resampled with replacement, ``numpy.random.default_rng(seed)``;
+    :func:`repsim._core.stats.bootstrap_indices` and
+    :func:`~repsim._core.stats.percentile_interval`). The deprecated ``alpha=a`` means
+    ``ci=1 - a``.
 
     Returns ``(fit, low, high)``; NaN arrays when fewer than 3 pairs or ``x`` is constant.
     """
@@ -303,8 +308,7 @@ def fit_band(
     if xa.size < 3 or np.ptp(xa) == 0:
         return nan, nan.copy(), nan.copy()
     slope, icpt = np.polyfit(xa, ya, 1)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, xa.size, size=(n_boot, xa.size))
+    idx = bootstrap_indices(xa.size, n_boot, seed)
     bx, by = xa[idx], ya[idx]
     bxc = bx - bx.mean(1, keepdims=True)
     sxx = (bxc * bxc).sum(1)
@@ -312,7 +316,7 @@ def fit_band(
     b = (bxc * (by - by.mean(1, keepdims=True))).sum(1)[ok] / sxx[ok]
     a = by.mean(1)[ok] - b * bx.mean(1)[ok]
     lines = a[:, None] + b[:, None] * g[None, :]
-    lo, hi = np.quantile(lines, [alpha / 2, 1 - alpha / 2], axis=0)
+    lo, hi = percentile_interval(lines, ci, axis=0)
     return icpt + slope * g, lo, hi
 
 

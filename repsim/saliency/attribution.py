@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.deprecation import renamed_arguments
 from repsim._core.fingerprints import unwrap_model
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, LayerNotFoundError, MaskError, did_you_mean
@@ -60,13 +61,14 @@ def _layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
     return modules[layer]
 
 
+@renamed_arguments({"by": "groups"})
 def group_layer_attributions(
     model: nn.Module,
     data: GroupedData,
     layer: str | nn.Module,
     *,
     method: str = "integrated_gradients",
-    by: GroupedData | np.ndarray | Sequence[int] | str | None = None,
+    groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     target: str = "label",
     baseline: float = 0.0,
     n_steps: int = 32,
@@ -87,8 +89,9 @@ def group_layer_attributions(
         The layer (dotted ``named_modules`` name) whose output units are attributed.
     method : {"integrated_gradients", "conductance"}
         captum's ``LayerIntegratedGradients`` or ``LayerConductance``.
-    by : GroupedData, array of int, str, optional
-        The groups (default ``data``'s groups).
+    groups : GroupedData, array of int, str, optional
+        The groups (default ``data``'s groups; formerly ``by=``, still accepted with a
+        ``DeprecationWarning``).
     target : {"label", "prediction"}
         Explain the logit of the true label or of the model's prediction.
     baseline : float
@@ -125,7 +128,7 @@ def group_layer_attributions(
     out = {}
     with eval_mode(model):
         for group, rows in tqdm(
-            resolve_groups(data, by, include_overall=include_overall).items(),
+            resolve_groups(data, groups, include_overall=include_overall).items(),
             desc="attribution",
             disable=None if progress is None else not progress,
             leave=False,

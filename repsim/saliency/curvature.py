@@ -19,7 +19,7 @@ error reported is the sample standard deviation of ``v^T H v`` over probes divid
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.deprecation import renamed_arguments
 from repsim._core.fingerprints import unwrap_model
 from repsim._core.table import Table as MetricTable
 from repsim.data.base import GroupedData
@@ -62,11 +63,30 @@ class TraceEstimate:
     n_probes: int
 
 
+def _setup(
+    model: nn.Module, parameters: Iterable[str] | None, loss: str | LossFn
+) -> tuple[nn.Module, list[torch.Tensor], LossFn, torch.device]:
+    """The unwrapped model, the parameters to differentiate, the loss and the device."""
+    model = unwrap_model(model)
+    params = list(named_parameters(model, parameters).values())
+    return model, params, resolve_loss(loss), model_device(model)
+
+
+def _weighted_batches(
+    data: GroupedData, rows: np.ndarray, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+    """A group's batches with weights ``|B_b| / n_g``: weighted sums of batch means are means
+    over the whole group."""
+    for x, y in group_batches(data, rows, batch_size, device):
+        yield x, y, len(x) / len(rows)
+
+
+@renamed_arguments({"by": "groups"})
 def group_gradient_norm(
     model: nn.Module,
     data: GroupedData,
     *,
-    by: GroupedData | np.ndarray | Sequence[int] | str | None = None,
+    groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     loss: str | LossFn = "ce",
     batch_size: int = 256,
     parameters: Iterable[str] | None = None,
@@ -75,7 +95,8 @@ def group_gradient_norm(
     """Euclidean norm of the gradient of each group's mean loss, ``||grad_w L_g||_2``.
 
     ``grad_w L_g = sum_b (|B_b| / n_g) grad_w L_{g,b}``, exactly the gradient of the mean loss
-    over all the group's samples (Tran et al. 2022).
+    over all the group's samples (Tran et al. 2022). ``groups``: as in
+    :func:`group_hessian_trace`.
 
     Returns
     -------
@@ -83,19 +104,16 @@ def group_gradient_norm(
         ``{group: norm}`` (and ``"overall"``).
     """
     check_batch_size(batch_size)
-    model = unwrap_model(model)
-    params = list(named_parameters(model, parameters).values())
-    loss_fn = resolve_loss(loss)
-    device = model_device(model)
+    model, params, loss_fn, device = _setup(model, parameters, loss)
     out = {}
     with eval_mode(model):
-        for group, rows in resolve_groups(data, by, include_overall=include_overall).items():
+        for group, rows in resolve_groups(data, groups, include_overall=include_overall).items():
             acc = [torch.zeros(p.shape, dtype=torch.float64) for p in params]
-            for x, y in group_batches(data, rows, batch_size, device):
+            for x, y, w in _weighted_batches(data, rows, batch_size, device):
                 grads = torch.autograd.grad(loss_fn(model, x, y), params, allow_unused=True)
                 for a, g in zip(acc, grads, strict=True):
                     if g is not None:
-                        a += g.detach().double().cpu() * (len(x) / len(rows))
+                        a += g.detach().double().cpu() * w
             out[group] = float(math.sqrt(sum(float((a**2).sum()) for a in acc)))
     return out
 
@@ -141,11 +159,12 @@ def _quadratic_forms(
     ).cpu()
 
 
+@renamed_arguments({"by": "groups"})
 def group_hessian_trace(
     model: nn.Module,
     data: GroupedData,
     *,
-    by: GroupedData | np.ndarray | Sequence[int] | str | None = None,
+    groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     loss: str | LossFn = "ce",
     n_probes: int = 32,
     seed: int = 0,
@@ -163,8 +182,10 @@ def group_hessian_trace(
         The (dense) model.
     data : GroupedData
         Samples.
-    by : GroupedData, array of int, str, optional
-        The groups (default ``data``'s groups).
+    groups : GroupedData, array of int, str, optional
+        The groups (default ``data``'s groups; see
+        :func:`repsim.saliency.gradient.resolve_groups`). Formerly ``by=``, still accepted with
+        a ``DeprecationWarning``.
     loss : "ce" or callable
         Batch-mean loss; must be twice differentiable.
     n_probes : int
@@ -187,31 +208,28 @@ def group_hessian_trace(
     if not isinstance(n_probes, int) or n_probes < 1:
         raise ConfigError(f"n_probes must be a positive integer, got {n_probes!r}.")
     check_batch_size(probe_batch)
-    model = unwrap_model(model)
-    params = list(named_parameters(model, parameters).values())
-    loss_fn = resolve_loss(loss)
-    device = model_device(model)
+    model, params, loss_fn, device = _setup(model, parameters, loss)
     gen = torch.Generator().manual_seed(seed)
     probes = [
         (torch.randint(0, 2, (n_probes, *p.shape), generator=gen) * 2 - 1).to(p.dtype)
         for p in params
     ]
-    groups = resolve_groups(data, by, include_overall=include_overall)
+    rows_by_group = resolve_groups(data, groups, include_overall=include_overall)
     out = {}
     with eval_mode(model):
         for group, rows in tqdm(
-            groups.items(),
+            rows_by_group.items(),
             desc="hessian trace",
             disable=None if progress is None else not progress,
             leave=False,
         ):
             quad = torch.zeros(n_probes, dtype=torch.float64)
-            for x, y in group_batches(data, rows, batch_size, device):
+            for x, y, w in _weighted_batches(data, rows, batch_size, device):
                 for start in range(0, n_probes, probe_batch):
                     chunk = [v[start : start + probe_batch].to(device) for v in probes]
-                    quad[start : start + probe_batch] += _quadratic_forms(
-                        model, loss_fn, params, x, y, chunk
-                    ) * (len(x) / len(rows))
+                    quad[start : start + probe_batch] += (
+                        _quadratic_forms(model, loss_fn, params, x, y, chunk) * w
+                    )
             values = quad.numpy()
             arr = np.asarray(values)
             se = float(arr.std(ddof=1) / np.sqrt(len(arr))) if len(arr) > 1 else math.nan
@@ -219,11 +237,12 @@ def group_hessian_trace(
     return out
 
 
+@renamed_arguments({"by": "groups"})
 def disparate_impact_predictors(
     model: nn.Module,
     data: GroupedData,
     *,
-    by: GroupedData | np.ndarray | Sequence[int] | str | None = None,
+    groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     loss: str | LossFn = "ce",
     n_probes: int = 32,
     seed: int = 0,
@@ -235,18 +254,17 @@ def disparate_impact_predictors(
     -------
     MetricTable
         Rows ``group, n, loss, accuracy, grad_norm, hessian_trace, hessian_trace_se`` on the
-        dense model (``loss``: the group's mean loss; ``accuracy``: share correct).
+        dense model (``loss``: the group's mean loss; ``accuracy``: share correct). ``groups``:
+        as in :func:`group_hessian_trace`.
     """
-    model = unwrap_model(model)
-    norms = group_gradient_norm(model, data, by=by, loss=loss, batch_size=batch_size)
+    model, _, loss_fn, device = _setup(model, None, loss)
+    norms = group_gradient_norm(model, data, groups=groups, loss=loss, batch_size=batch_size)
     traces = group_hessian_trace(
-        model, data, by=by, loss=loss, n_probes=n_probes, seed=seed, batch_size=batch_size
+        model, data, groups=groups, loss=loss, n_probes=n_probes, seed=seed, batch_size=batch_size
     )
-    loss_fn = resolve_loss(loss)
-    device = model_device(model)
     rows = []
     with eval_mode(model), torch.no_grad():
-        for group, idx in resolve_groups(data, by).items():
+        for group, idx in resolve_groups(data, groups).items():
             total, correct = 0.0, 0
             for x, y in group_batches(data, idx, batch_size, device):
                 total += float(loss_fn(model, x, y)) * len(x)

@@ -29,7 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.deprecation import renamed_arguments
 from repsim._core.fingerprints import unwrap_model
+from repsim._core.validation import as_vector
 from repsim.data.base import GroupedData
 from repsim.errors import (
     ConfigError,
@@ -91,9 +93,10 @@ def resolve_loss(loss: str | LossFn) -> LossFn:
     raise ConfigError(f"Unknown loss {loss!r}; use 'ce' or a callable loss(model, x, y).")
 
 
+@renamed_arguments({"by": "groups"})
 def resolve_groups(
     data: GroupedData,
-    by: GroupedData | np.ndarray | Sequence[int] | str | None = None,
+    groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     *,
     include_overall: bool = True,
 ) -> dict[str, np.ndarray]:
@@ -103,7 +106,7 @@ def resolve_groups(
     ----------
     data : GroupedData
         The samples.
-    by : GroupedData, array of int, str or None
+    groups : GroupedData, array of int, str or None
         ``None`` or a GroupedData: that data's ``groups`` and ``group_names`` (every named group
         must have samples); a str: the attribute of ``data`` to group by (``with_groups``); an
         array: one integer group code per sample, groups named ``str(code)`` for each code
@@ -120,33 +123,29 @@ def resolve_groups(
         raise DataError(f"Expected a GroupedData, got {type(data).__name__}.")
     if len(data) == 0:
         raise InsufficientDataError(f"{data.name}/{data.split} has no samples.")
-    if by is None:
-        by = data
-    if isinstance(by, str):
-        by = data.with_groups(by)
-    if isinstance(by, GroupedData):
-        if len(by) != len(data):
+    if groups is None:
+        groups = data
+    if isinstance(groups, str):
+        groups = data.with_groups(groups)
+    if isinstance(groups, GroupedData):
+        if len(groups) != len(data):
             raise DataError(
-                f"The grouping data has {len(by)} samples but the data has {len(data)}; pass "
-                "the same split."
+                f"The grouping data has {len(groups)} samples but the data has {len(data)}; "
+                "pass the same split."
             )
-        codes = np.asarray(by.groups)
-        names = list(by.group_names)
+        codes = np.asarray(groups.groups)
+        names = list(groups.group_names)
         out = {}
         for code, name in enumerate(names):
             rows = np.flatnonzero(codes == code)
             if len(rows) == 0:
                 raise InsufficientDataError(
                     f"Group {name!r} has no samples in {data.name}/{data.split}; drop it "
-                    "(e.g. data.subset(...)) or pass explicit group codes as by=."
+                    "(e.g. data.subset(...)) or pass explicit group codes as groups=."
                 )
             out[str(name)] = rows
     else:
-        codes = np.asarray(by)
-        if codes.ndim != 1 or len(codes) != len(data):
-            raise DataError(
-                f"by= must hold one group code per sample ({len(data)}), got shape {codes.shape}."
-            )
+        codes = as_vector(groups, "groups", len(data), against="the data")
         if not np.issubdtype(codes.dtype, np.integer):
             raise DataError(f"Group codes must be integers, got dtype {codes.dtype}.")
         out = {str(int(c)): np.flatnonzero(codes == c) for c in np.unique(codes)}
@@ -215,12 +214,13 @@ def check_batch_size(batch_size: int) -> None:
 # ----------------------------------------------------------------------------- saliency
 
 
+@renamed_arguments({"by": "groups"})
 def weight_saliency(
     model: nn.Module,
     data: GroupedData,
     *,
     loss: str | LossFn = "ce",
-    by: GroupedData | np.ndarray | Sequence[int] | str | None = None,
+    groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     reduce: str = "sum_then_abs",
     batch_size: int = 128,
     parameters: Iterable[str] | None = None,
@@ -247,8 +247,9 @@ def weight_saliency(
     loss : "ce" or callable
         ``"ce"``: mean cross-entropy; or ``loss(model, x, y) -> scalar`` returning the batch
         mean (as :func:`repsim.train.fit` takes).
-    by : GroupedData, array of int, str, optional
-        The groups (see :func:`resolve_groups`); default ``data``'s groups.
+    groups : GroupedData, array of int, str, optional
+        The groups (see :func:`resolve_groups`); default ``data``'s groups. (Formerly ``by=``,
+        still accepted with a ``DeprecationWarning``.)
     reduce : {"sum_then_abs", "abs_then_sum"}
         Where the absolute value is taken (see above).
     batch_size : int
@@ -279,14 +280,14 @@ def weight_saliency(
     params = named_parameters(model, parameters)
     if not params:
         raise ConfigError("The model has no trainable parameters to score.")
-    groups = resolve_groups(data, by, include_overall=include_overall)
+    rows_by_group = resolve_groups(data, groups, include_overall=include_overall)
     loss_fn = resolve_loss(loss)
     device = model_device(model)
     names, tensors = list(params), list(params.values())
     out: dict[str, SaliencyMap] = {}
     with eval_mode(model):
         for group, rows in tqdm(
-            groups.items(),
+            rows_by_group.items(),
             desc="saliency",
             disable=None if progress is None else not progress,
             leave=False,

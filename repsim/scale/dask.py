@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from repsim._core.validation import check_consistent_length
 from repsim.errors import ClusterError, ConfigError, ShapeError, did_you_mean
 
 __all__ = [
@@ -265,9 +266,7 @@ def reduce_rows(
     from dask import delayed
 
     _check_scheduler(scheduler)
-    from repsim._core.rows import common_rows
-
-    n = common_rows(arrays)
+    n = check_consistent_length(*arrays)
     if n == 0:
         raise ShapeError("the arrays hold no rows.")
     rows = int(chunk_rows or max(_default_rows(a) for a in arrays))

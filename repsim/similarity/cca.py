@@ -17,13 +17,15 @@ canonical correlation. NeurIPS. (PWCCA.)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from repsim._core.validation import as_pair
 from repsim.errors import ConfigError
-from repsim.similarity._validate import as_pair, center, constant_columns, warn
+from repsim.similarity._center import center, constant_columns, warn
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,20 @@ class CCAResult:
     weights_side: str | None = None
 
 
-def _basis(Xc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Economy SVD of centered data, truncated to its numerical rank (numpy's matrix_rank tol)."""
-    U, s, Vt = np.linalg.svd(Xc, full_matrices=False)
+def basis(A: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Economy SVD ``A = U diag(s) V^T`` truncated to the numerical rank of the centered data.
+
+    The rank tolerance is numpy's ``matrix_rank`` one on the ``[n, d]`` data,
+    ``s_0 max(n, d) eps``. ``A`` is the centered data itself (``n`` = its rows) or, for the
+    streaming measures, a triangular factor ``R`` of it (same singular values and right
+    vectors; pass the data's ``n``).
+    """
+    U, s, Vt = np.linalg.svd(A, full_matrices=False)
     if s.size == 0 or s[0] == 0:
         r = 0
     else:
-        tol = s[0] * max(Xc.shape) * np.finfo(np.float64).eps
+        size = max(A.shape) if n is None else max(n, A.shape[1])
+        tol = s[0] * size * np.finfo(np.float64).eps
         r = int((s > tol).sum())
     return U[:, :r], s[:r], Vt[:r]
 
@@ -104,25 +113,40 @@ def n_kept(
     return int(np.argmax(cum >= keep - 1e-12)) + 1
 
 
+def warn_dropped(what: str, dx: int, nx: int, dy: int, ny: int, stacklevel: int) -> None:
+    """Warn that ``dx`` of ``nx`` X units and ``dy`` of ``ny`` Y units were constant (dead).
+
+    ``stacklevel``: as the caller would pass it to :func:`~repsim.similarity._center.warn`
+    (this frame is added).
+    """
+    if dx or dy:
+        warn(
+            f"{what}: dropped {dx} constant (dead) unit(s) of {nx} from X and {dy} of "
+            f"{ny} from Y before CCA.",
+            stacklevel=stacklevel + 1,
+        )
+
+
 def _prepare(X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray, int, int]:
     Xm, Ym = as_pair(X, Y, min_n=2, allow_torch=False, what=what)
     cx, cy = constant_columns(Xm), constant_columns(Ym)
     dx, dy = int(cx.sum()), int(cy.sum())
-    if dx or dy:
-        warn(
-            f"{what}: dropped {dx} constant (dead) unit(s) of {Xm.shape[1]} from X and {dy} of "
-            f"{Ym.shape[1]} from Y before CCA.",
-            stacklevel=4,
-        )
+    warn_dropped(what, dx, Xm.shape[1], dy, Ym.shape[1], stacklevel=5)
     return center(Xm[:, ~cx]), center(Ym[:, ~cy]), dx, dy
 
 
-def _ill_posed(n: int, kx: int, ky: int, what: str) -> bool:
+def ill_posed(n: int, kx: int, ky: int, what: str, stacklevel: int) -> bool:
+    """Whether CCA of ``kx`` and ``ky`` kept dimensions on ``n`` samples is undefined (a side
+    with zero variance) or ill-posed (``kx + ky > n - 1``); warns saying which.
+
+    ``stacklevel``: as the caller would pass it to :func:`~repsim.similarity._center.warn`
+    (this frame is added).
+    """
     if kx == 0 or ky == 0:
         side = "X" if kx == 0 else "Y"
         warn(
             f"{what} is undefined: {side} has zero variance (every unit constant); returning NaN.",
-            stacklevel=4,
+            stacklevel=stacklevel + 1,
         )
         return True
     if kx + ky > n - 1:
@@ -131,7 +155,7 @@ def _ill_posed(n: int, kx: int, ky: int, what: str) -> bool:
             f"{n - 1} dimensions after centering, so at least {kx + ky - n + 1} canonical "
             "correlation(s) equal 1 by construction; returning NaN. Use more samples (many more "
             "than the kept dimensions), a smaller SVCCA 'keep', or CKA, which is defined for n < d.",
-            stacklevel=4,
+            stacklevel=stacklevel + 1,
         )
         return True
     return False
@@ -143,8 +167,64 @@ def _cca(Ux: np.ndarray, Uy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(rho, 0.0, 1.0), A
 
 
-def _nan_result(n: int, kx: int, ky: int, dx: int, dy: int) -> CCAResult:
+def nan_result(n: int, kx: int, ky: int, dx: int, dy: int) -> CCAResult:
+    """The :class:`CCAResult` of an undefined or ill-posed CCA (value NaN)."""
     return CCAResult(float("nan"), np.empty(0), kx, ky, dx, dy, n)
+
+
+def cca_of_bases(
+    bx: tuple[np.ndarray, np.ndarray, np.ndarray],
+    by: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n: int,
+    dx: int,
+    dy: int,
+    what: str,
+    *,
+    n_keep: Callable[[np.ndarray], int] | None = None,
+    weighted: bool = False,
+    stacklevel: int = 2,
+) -> CCAResult:
+    """CCA of two sides given their SVD bases ``(U, s, V^T)`` (:func:`basis`).
+
+    Keeps ``k = n_keep(s)`` leading directions per side (default: the rank), returns the NaN
+    result (warned, :func:`ill_posed`) when CCA is undefined or ill-posed, and otherwise the
+    canonical correlations, the singular values of ``U_x^T U_y`` (Bjorck & Golub 1973) clipped
+    to ``[0, 1]``. The value is their mean (SVCCA, mean CCA) or, with ``weighted``, the PWCCA
+    mean weighted by ``a_i = sum_k |(A^T diag(s) V^T)_{ik}|`` (Morcos et al. 2018) on the side
+    with fewer live units (X on a tie), as google/svcca. ``dx``, ``dy``: dead units dropped.
+    ``stacklevel``: as the caller would pass it to :func:`~repsim.similarity._center.warn`.
+    """
+    (Ux, sx, Vx), (Uy, sy, Vy) = bx, by
+    kx, ky = (n_keep(sx), n_keep(sy)) if n_keep else (len(sx), len(sy))
+    if ill_posed(n, kx, ky, what, stacklevel=stacklevel + 1):
+        return nan_result(n, kx, ky, dx, dy)
+    if weighted and Vx.shape[1] > Vy.shape[1]:  # fewer live (non-constant) units: Y
+        rho, A = _cca(Uy[:, :ky], Ux[:, :kx])
+        side, s, Vt = "Y", sy, Vy
+    else:
+        rho, A = _cca(Ux[:, :kx], Uy[:, :ky])
+        side, s, Vt = "X", sx, Vx
+    if not weighted:
+        return CCAResult(float(rho.mean()), rho, kx, ky, dx, dy, n)
+    # <h_i, z_k> for h = U A and Z = U diag(s) V^T is (A^T diag(s) V^T)_{ik}.
+    a = np.abs(A.T @ (s[:, None] * Vt)).sum(axis=1)
+    alpha = a / a.sum()
+    return CCAResult(float(alpha @ rho), rho, kx, ky, dx, dy, n, alpha, side)
+
+
+def _cca_measure(
+    X: Any,
+    Y: Any,
+    what: str,
+    *,
+    n_keep: Callable[[np.ndarray], int] | None = None,
+    weighted: bool = False,
+) -> CCAResult:
+    """Drop dead units, center, take each side's SVD basis, then :func:`cca_of_bases`."""
+    Xc, Yc, dx, dy = _prepare(X, Y, what)
+    bx, by = basis(Xc), basis(Yc)
+    n = Xc.shape[0]
+    return cca_of_bases(bx, by, n, dx, dy, what, n_keep=n_keep, weighted=weighted, stacklevel=4)
 
 
 def svcca(
@@ -189,18 +269,7 @@ def svcca(
         Mean canonical correlation in ``[0, 1]``. NaN with a warning when CCA is ill-posed
         (``k_x + k_y >= n``) or a side has zero variance.
     """
-    what = "SVCCA"
-    Xc, Yc, dx, dy = _prepare(X, Y, what)
-    n = Xc.shape[0]
-    Ux, sx, _ = _basis(Xc)
-    Uy, sy, _ = _basis(Yc)
-    kx = n_kept(sx, keep, rule, n_components)
-    ky = n_kept(sy, keep, rule, n_components)
-    if _ill_posed(n, kx, ky, what):
-        res = _nan_result(n, kx, ky, dx, dy)
-    else:
-        rho, _ = _cca(Ux[:, :kx], Uy[:, :ky])
-        res = CCAResult(float(rho.mean()), rho, kx, ky, dx, dy, n)
+    res = _cca_measure(X, Y, "SVCCA", n_keep=lambda s: n_kept(s, keep, rule, n_components))
     return res if return_details else res.value
 
 
@@ -214,17 +283,7 @@ def mean_cca(X: Any, Y: Any, *, return_details: bool = False) -> float | CCAResu
 
     Returns NaN with a warning when ``rank X + rank Y >= n`` (ill-posed; see :func:`svcca`).
     """
-    what = "mean CCA"
-    Xc, Yc, dx, dy = _prepare(X, Y, what)
-    n = Xc.shape[0]
-    Ux, _, _ = _basis(Xc)
-    Uy, _, _ = _basis(Yc)
-    kx, ky = Ux.shape[1], Uy.shape[1]
-    if _ill_posed(n, kx, ky, what):
-        res = _nan_result(n, kx, ky, dx, dy)
-    else:
-        rho, _ = _cca(Ux, Uy)
-        res = CCAResult(float(rho.mean()), rho, kx, ky, dx, dy, n)
+    res = _cca_measure(X, Y, "mean CCA")
     return res if return_details else res.value
 
 
@@ -244,23 +303,5 @@ def pwcca(X: Any, Y: Any, *, return_details: bool = False) -> float | CCAResult:
     Invariant to isotropic scaling, translation and permutation of units.
     Returns NaN with a warning when ``rank X + rank Y >= n``.
     """
-    what = "PWCCA"
-    Xc, Yc, dx, dy = _prepare(X, Y, what)
-    n = Xc.shape[0]
-    Ux, sx, Vx = _basis(Xc)
-    Uy, sy, Vy = _basis(Yc)
-    kx, ky = Ux.shape[1], Uy.shape[1]
-    if _ill_posed(n, kx, ky, what):
-        res = _nan_result(n, kx, ky, dx, dy)
-        return res if return_details else res.value
-    if Xc.shape[1] <= Yc.shape[1]:  # fewer live (non-constant) units, as google/svcca
-        rho, A = _cca(Ux, Uy)
-        side, s, Vt = "X", sx, Vx
-    else:
-        rho, A = _cca(Uy, Ux)
-        side, s, Vt = "Y", sy, Vy
-    # <h_i, z_k> for h = U A and Z = U diag(s) V^T is (A^T diag(s) V^T)_{ik}.
-    a = np.abs(A.T @ (s[:, None] * Vt)).sum(axis=1)
-    alpha = a / a.sum()
-    res = CCAResult(float(alpha @ rho), rho, kx, ky, dx, dy, n, alpha, side)
+    res = _cca_measure(X, Y, "PWCCA", weighted=True)
     return res if return_details else res.value

@@ -18,8 +18,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from repsim._core.validation import Matrix, as_pair, is_torch
 from repsim.errors import ConfigError, InsufficientDataError
-from repsim.similarity._validate import Matrix, as_pair, center, is_torch, warn
+from repsim.similarity._center import center, warn
 
 try:
     import torch

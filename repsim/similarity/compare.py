@@ -19,15 +19,23 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from repsim._core.deprecation import renamed_arguments
+from repsim._core.stats import bootstrap_replicates, percentile_interval
+from repsim._core.validation import (
+    as_array,
+    as_matrix,
+    check_consistent_length,
+    is_torch,
+    to_numpy,
+)
 from repsim.errors import (
     ConfigError,
     InsufficientDataError,
     LayerNotFoundError,
     SampleOrderError,
-    ShapeError,
     did_you_mean,
 )
-from repsim.similarity._validate import as_matrix, center, is_torch, warn
+from repsim.similarity._center import center, warn
 from repsim.similarity.cka import _row_norms, _self_fro2
 from repsim.similarity.registry import Measure, get_measure
 from repsim.similarity.streaming import LinearCKAAccumulator, _hsic_u, iter_row_batches
@@ -168,25 +176,27 @@ def _linear_value(sa: _LinearStats, sb: _LinearStats, measure: str) -> float:
 def _bootstrap(
     fn: Any, X: Any, Y: Any, n_boot: int, seed: int | None, ci: float, desc: str
 ) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    n = X.shape[0]
-    vals = np.empty(n_boot)
-    for i in tqdm(range(n_boot), desc=desc, disable=None, leave=False):
-        idx = rng.integers(0, n, size=n)
+    """Percentile interval of ``fn`` over ``n_boot`` resamples of the rows of ``X`` and ``Y``."""
+
+    def statistic(idx: np.ndarray) -> float:
         try:
-            vals[i] = fn(_take(X, idx), _take(Y, idx))
+            return float(fn(_take(X, idx), _take(Y, idx)))
         except InsufficientDataError:
-            vals[i] = math.nan
+            return math.nan
+
+    vals = np.asarray(
+        bootstrap_replicates(statistic, X.shape[0], n_boot=n_boot, seed=seed, desc=desc)
+    )
     ok = vals[np.isfinite(vals)]
     if ok.size < n_boot:
         warn(f"{desc}: {n_boot - ok.size} of {n_boot} bootstrap resamples gave NaN; ignored.")
     if ok.size == 0:
         return math.nan, math.nan
-    alpha = (1.0 - ci) / 2.0
-    lo, hi = np.quantile(ok, [alpha, 1.0 - alpha])
+    lo, hi = percentile_interval(ok, ci)
     return float(lo), float(hi)
 
 
+@renamed_arguments({"by": "groups"})
 def compare(
     a: Mapping[str, Any],
     b: Mapping[str, Any],
@@ -194,7 +204,7 @@ def compare(
     layers: Sequence[str] | Mapping[str, str] | str | None = None,
     measures: Sequence[str | Measure] | str = ("cka",),
     pairs: Literal["same", "all"] = "same",
-    by: Any = None,
+    groups: Any = None,
     n_boot: int = 0,
     ci: float = 0.95,
     seed: int | None = 0,
@@ -224,10 +234,11 @@ def compare(
         Same-named layer pairs, or every ``(layer_a, layer_b)`` (the L x L matrix; see
         :meth:`SimilarityTable.matrix`). Linear CKA's per-layer statistics (centered data, row
         norms, self-HSIC or centered Gram) are computed once per layer, not once per pair.
-    by : array-like or True, optional
+    groups : array-like or True, optional
         Group labels (one per sample) for group-conditional similarity: each measure is computed
         on each group's samples alone, plus on all samples (``group=None``). ``True`` uses the
-        capture's ``groups`` attribute.
+        capture's ``groups`` attribute. (Formerly ``by=``, still accepted with a
+        ``DeprecationWarning``.)
     n_boot : int
         Bootstrap resamples (over samples, with replacement) for a percentile confidence
         interval; 0 for none. The same resamples (from ``seed``) serve every cell.
@@ -261,7 +272,7 @@ def compare(
     LayerNotFoundError
         A requested layer is missing (with close matches).
     ShapeError
-        Layers with different numbers of rows, or ``by`` of the wrong length.
+        Layers with different numbers of rows, or ``groups`` of the wrong length.
     """
     if isinstance(measures, str | Measure):
         measures = [measures]
@@ -282,36 +293,32 @@ def compare(
         check_sample_order(ids_a, ids_b, names=(label_a, label_b))
 
     layer_pairs = _resolve_layers(a, b, layers, pairs)
-    n = int(a[layer_pairs[0][0]].shape[0])
-    for la, lb in layer_pairs:
-        for side, cap, name in (("a", a, la), ("b", b, lb)):
-            if int(cap[name].shape[0]) != n:
-                raise ShapeError(
-                    f"layer {name!r} of capture {side} has {cap[name].shape[0]} rows but "
-                    f"{layer_pairs[0][0]!r} has {n}; every layer must hold the same samples."
-                )
-    if ids_a is not None and len(np.asarray(ids_a)) != n:
-        raise ShapeError(
-            f"sample_id has {len(np.asarray(ids_a))} entries but layers hold {n} rows."
-        )
+    used = list(
+        dict.fromkeys([("a", la) for la, _ in layer_pairs] + [("b", lb) for _, lb in layer_pairs])
+    )
+    n = check_consistent_length(
+        *((a if side == "a" else b)[name] for side, name in used),
+        names=[f"layer {name!r} of capture {side}" for side, name in used],
+    )
+    if ids_a is not None:
+        as_array(ids_a, "sample_id", n=n, against="the layers")
 
-    groups: dict[Any, np.ndarray | None] = {_ALL: None}
-    if by is not None:
-        labels = by
-        if by is True:
+    group_rows: dict[Any, np.ndarray | None] = {_ALL: None}
+    if groups is not None:
+        labels = groups
+        if groups is True:
             labels = getattr(a, "groups", None)
             if labels is None:
                 labels = getattr(b, "groups", None)
             if labels is None:
                 raise ConfigError(
-                    "by=True but neither capture has a 'groups' attribute; pass by=labels."
+                    "groups=True but neither capture has a 'groups' attribute; pass "
+                    "groups=labels (one per sample)."
                 )
-        labels = np.asarray(labels.cpu() if is_torch(labels) else labels).ravel()
-        if labels.shape[0] != n:
-            raise ShapeError(f"by has {labels.shape[0]} labels but the layers hold {n} samples.")
+        labels = as_array(to_numpy(labels, "groups").ravel(), "groups", n=n, against="the layers")
         for g in np.unique(labels):
             key = g.item() if hasattr(g, "item") else g
-            groups[key] = np.flatnonzero(labels == g)
+            group_rows[key] = np.flatnonzero(labels == g)
 
     stream_needed = batch_size is not None or not all(
         _in_memory(a[la]) and _in_memory(b[lb]) for la, lb in layer_pairs
@@ -326,7 +333,7 @@ def compare(
             if full_key not in cache:
                 cache[full_key] = _load((a if side == "a" else b)[name], f"{side}:{name}")
             if gkey is not _ALL:
-                cache[key] = _take(cache[full_key], groups[gkey])
+                cache[key] = _take(cache[full_key], group_rows[gkey])
         return cache[key]
 
     stats: dict[tuple[str, str, Any], _LinearStats] = {}
@@ -341,13 +348,13 @@ def compare(
 
     def stream(la: str, lb: str) -> dict[Any, LinearCKAAccumulator]:
         if (la, lb) not in streamed:
-            accs = {g: LinearCKAAccumulator() for g in groups}
+            accs = {g: LinearCKAAccumulator() for g in group_rows}
             bs = batch_size or 4096
             for i, (xa, xb) in enumerate(
                 iter_row_batches(a[la], b[lb], bs, progress=progress, desc=f"{la} vs {lb}")
             ):
                 accs[_ALL].update(xa, xb)
-                for g, idx in groups.items():
+                for g, idx in group_rows.items():
                     if g is _ALL:
                         continue
                     sel = idx[(idx >= i * bs) & (idx < (i + 1) * bs)] - i * bs
@@ -356,11 +363,11 @@ def compare(
             streamed[(la, lb)] = accs
         return streamed[(la, lb)]
 
-    cells = [(la, lb, m, g) for la, lb in layer_pairs for m in ms for g in groups]
+    cells = [(la, lb, m, g) for la, lb in layer_pairs for m in ms for g in group_rows]
     for la, lb, m, g in tqdm(
         cells, desc="compare", disable=None if progress is None else not progress
     ):
-        n_g = n if g is _ALL else int(groups[g].size)
+        n_g = n if g is _ALL else int(group_rows[g].size)
         row: dict[str, Any] = {
             "model_a": label_a,
             "layer_a": la,
@@ -369,7 +376,7 @@ def compare(
             "measure": m.name,
             "value": math.nan,
         }
-        if by is not None:
+        if groups is not None:
             row["group"] = None if g is _ALL else g
         row["n"] = n_g
         opts = dict(options.get(m.name, {}))

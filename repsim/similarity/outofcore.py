@@ -22,17 +22,17 @@ See docs/scale.md for the derivations and the memory bounds.
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from repsim._core.rows import iter_rows
-from repsim.errors import ConfigError, InsufficientDataError, NonFiniteError, ShapeError
-from repsim.similarity._validate import SimilarityWarning
-from repsim.similarity.cca import CCAResult, n_kept
-from repsim.similarity.streaming import LinearCKAAccumulator
+from repsim._core.validation import as_like, as_pair, is_torch, to_numpy
+from repsim.errors import ConfigError, InsufficientDataError
+from repsim.similarity._center import warn
+from repsim.similarity.cca import basis, cca_of_bases, n_kept, warn_dropped
+from repsim.similarity.streaming import check_widths, stream_cka, to_device
 
 __all__ = [
     "QR_MEASURES",
@@ -47,67 +47,16 @@ QR_MEASURES = ("svcca", "pwcca", "mean_cca", "procrustes")
 """Measures computed from a :class:`CCAAccumulator` (:func:`cca_from_accumulator`)."""
 
 
-def _is_torch(a: Any) -> bool:
-    return torch is not None and isinstance(a, torch.Tensor)
-
-
-def _as_float64(a: Any, name: str) -> Any:
-    """A finite float64 ``[m, d]`` batch: numpy, or torch on the tensor's own device."""
-    if _is_torch(a):
-        m = a.detach().to(torch.float64)
-        finite = bool(torch.isfinite(m).all().item())
-    else:
-        m = np.asarray(a, dtype=np.float64)
-        finite = bool(np.isfinite(m).all())
-    if m.ndim != 2:
-        raise ShapeError(
-            f"{name} must be 2-D [n_samples, n_features], got shape {tuple(m.shape)}; flatten "
-            "or pool conv maps at capture (reduction='flatten' or 'mean')."
-        )
-    if not finite:
-        raise NonFiniteError(
-            f"{name} holds NaN or infinite values in this batch; a NaN row in a store array is a "
-            "row never written: run `repsim cache verify` and re-capture the entry."
-        )
-    return m
-
-
-# --------------------------------------------------------------------------- linear CKA
-def _to_device(batch: Any, device: Any) -> Any:
-    if device is None:
-        return batch
-    if _is_torch(batch):
-        return batch.to(device)
-    return torch.as_tensor(np.asarray(batch)).to(device)
-
-
-def stream_cka(
-    X: Any,
-    Y: Any,
-    *,
-    debiased: bool = False,
-    batch_size: int = 4096,
-    device: Any = None,
-    progress: bool | None = None,
-) -> float:
-    """Exact linear CKA of two row-aligned arrays read ``batch_size`` rows at a time.
-
-    ``CKA(X, Y) = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019),
-    or the debiased form with Song et al.'s (2012) unbiased HSIC; accumulated with the shared
-    :class:`repsim.similarity.LinearCKAAccumulator`. Memory: one batch plus
-    ``d_x^2 + d_y^2 + d_x d_y`` float64 values. Equal to ``repsim.similarity.cka(X[:], Y[:])``.
-    With ``device`` (e.g. ``"cuda"``), each batch is moved there as a torch tensor and the
-    accumulator keeps its float64 state on that device.
-    """
-    acc = LinearCKAAccumulator(debiased=debiased)
-    for xb, yb in iter_rows([X, Y], batch_size, progress=progress, desc="linear CKA"):
-        acc.update(_to_device(xb, device), _to_device(yb, device))
-    return acc.result()
+#: What a NaN in a streamed batch means, for the error message.
+_NEVER_WRITTEN = (
+    "a NaN row in a store array is a row never written: run `repsim cache verify` and "
+    "re-capture the entry"
+)
 
 
 # --------------------------------------------------------------------------- CCA family
 def _qr_r(a: Any) -> Any:
-    if _is_torch(a):
+    if is_torch(a):
         return torch.linalg.qr(a, mode="r")[1]
     return np.linalg.qr(a, mode="r")
 
@@ -142,32 +91,21 @@ class CCAAccumulator:
         return f"CCAAccumulator(n={self.n}, dx={self.dx}, dy={self.dy})"
 
     def _match(self, a: Any) -> Any:
-        if self.R is None:
-            return a
-        if _is_torch(self.R) and not _is_torch(a):
-            return torch.as_tensor(a, device=self.R.device)
-        if not _is_torch(self.R) and _is_torch(a):
-            return a.cpu().numpy()
-        return a
+        return as_like(a, self.R)
 
     def update(self, x_batch: Any, y_batch: Any) -> CCAAccumulator:
         """Add row batches ``[m, d_x]`` and ``[m, d_y]`` of the same samples; returns ``self``."""
-        xb = self._match(_as_float64(x_batch, "X"))
-        yb = self._match(_as_float64(y_batch, "Y"))
-        if xb.shape[0] != yb.shape[0]:
-            raise ShapeError(
-                f"the X batch has {xb.shape[0]} rows but the Y batch {yb.shape[0]}; they must "
-                "be the same samples."
-            )
+        xb, yb = as_pair(x_batch, y_batch, min_n=0, what="a batch", hint=_NEVER_WRITTEN)
+        xb, yb = self._match(xb), self._match(yb)
         m = int(xb.shape[0])
         if m == 0:
             return self
-        z = torch.cat([xb, yb], 1) if _is_torch(xb) else np.concatenate([xb, yb], 1)
+        z = torch.cat([xb, yb], 1) if is_torch(xb) else np.concatenate([xb, yb], 1)
         other = CCAAccumulator()
         other.n, other.dx, other.dy = m, int(xb.shape[1]), int(yb.shape[1])
         other.mu = z.mean(0)
         other.R = _qr_r(z - other.mu[None, :])
-        if _is_torch(z):
+        if is_torch(z):
             other.lo, other.hi = z.amin(0), z.amax(0)
         else:
             other.lo, other.hi = z.min(0), z.max(0)
@@ -186,15 +124,11 @@ class CCAAccumulator:
             self.n, self.dx, self.dy = o.n, o.dx, o.dy
             self.mu, self.R, self.lo, self.hi = o.mu, o.R, o.lo, o.hi
             return self
-        if (o.dx, o.dy) != (self.dx, self.dy):
-            raise ShapeError(
-                f"batches have {o.dx} and {o.dy} features but the accumulator holds {self.dx} "
-                f"and {self.dy}; every batch must come from the same two layers."
-            )
+        check_widths((o.dx, o.dy), (self.dx, self.dy))
         mu, R, lo, hi = (self._match(v) for v in (o.mu, o.R, o.lo, o.hi))
         n, m = self.n, o.n
         corr = (np.sqrt(n * m / (n + m)) * (self.mu - mu))[None, :]
-        if _is_torch(self.R):
+        if is_torch(self.R):
             self.R = _qr_r(torch.cat([self.R, R, corr], 0))
             self.lo, self.hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
         else:
@@ -205,29 +139,11 @@ class CCAAccumulator:
         return self
 
 
-def _warn(message: str) -> None:
-    warnings.warn(message, SimilarityWarning, stacklevel=3)
-
-
-def _side_basis(Rs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """SVD of one side's R block, truncated to the numerical rank of the centered data.
-
-    The rank tolerance is the one the in-memory measures use on ``X_c`` (numpy's
-    ``matrix_rank``): ``s_0 max(n, d) eps``; ``R_s`` has the same singular values as ``X_c``.
-    """
-    U, s, Vt = np.linalg.svd(Rs, full_matrices=False)
-    if s.size == 0 or s[0] == 0:
-        r = 0
-    else:
-        r = int((s > s[0] * max(n, Rs.shape[1]) * np.finfo(np.float64).eps).sum())
-    return U[:, :r], s[:r], Vt[:r]
-
-
 def _procrustes(Rx: np.ndarray, Ry: np.ndarray) -> float:
     """``2 - 2 ||X_c^T Y_c||_* / (||X_c||_F ||Y_c||_F)`` with ``X_c^T Y_c = R_x^T R_y``."""
     nx, ny = float(np.linalg.norm(Rx)), float(np.linalg.norm(Ry))
     if nx == 0 or ny == 0:
-        _warn(
+        warn(
             f"Procrustes distance is undefined: {'X' if nx == 0 else 'Y'} has zero variance "
             "(every unit constant); returning NaN."
         )
@@ -276,61 +192,23 @@ def cca_from_accumulator(
             f"{measure} needs at least 2 samples; the accumulator has seen {acc.n}."
         )
 
-    def np_(a: Any) -> np.ndarray:
-        return a.detach().cpu().numpy() if _is_torch(a) else np.asarray(a)
-
-    R, lo, hi = np_(acc.R), np_(acc.lo), np_(acc.hi)
+    R, lo, hi = to_numpy(acc.R), to_numpy(acc.lo), to_numpy(acc.hi)
     const = lo == hi
     cx, cy = const[: acc.dx], const[acc.dx :]
     dx, dy = int(cx.sum()), int(cy.sum())
     label = {"svcca": "SVCCA", "pwcca": "PWCCA", "mean_cca": "mean CCA"}.get(measure, measure)
-    if (dx or dy) and measure != "procrustes":
-        _warn(
-            f"{label}: dropped {dx} constant (dead) unit(s) of {acc.dx} from X and {dy} of "
-            f"{acc.dy} from Y before CCA."
-        )
+    if measure != "procrustes":
+        warn_dropped(label, dx, acc.dx, dy, acc.dy, stacklevel=3)
     Rx = R[:, : acc.dx][:, ~cx]
     Ry = R[:, acc.dx :][:, ~cy]
     n = acc.n
     if measure == "procrustes":
         return _procrustes(Rx, Ry)
-    Ux, sx, Vx = _side_basis(Rx, n)
-    Uy, sy, Vy = _side_basis(Ry, n)
-    if measure == "svcca":
-        kx = n_kept(sx, keep, rule, n_components)
-        ky = n_kept(sy, keep, rule, n_components)
-    else:
-        kx, ky = len(sx), len(sy)
-
-    def nan_result() -> Any:
-        res = CCAResult(float("nan"), np.empty(0), kx, ky, dx, dy, n)
-        return res if return_details else res.value
-
-    if kx == 0 or ky == 0:
-        _warn(
-            f"{label} is undefined: {'X' if kx == 0 else 'Y'} has zero variance (every unit "
-            "constant); returning NaN."
-        )
-        return nan_result()
-    if kx + ky > n - 1:
-        _warn(
-            f"{label} is ill-posed: {kx} + {ky} dimensions enter CCA but n = {n} samples span "
-            f"only {n - 1} dimensions after centering; returning NaN. Use more samples."
-        )
-        return nan_result()
-    if measure == "pwcca" and Rx.shape[1] > Ry.shape[1]:  # fewer live units, as google/svcca
-        A, rho, _ = np.linalg.svd(Uy[:, :ky].T @ Ux[:, :kx], full_matrices=False)
-        side, s, Vt = "Y", sy, Vy
-    else:
-        A, rho, _ = np.linalg.svd(Ux[:, :kx].T @ Uy[:, :ky], full_matrices=False)
-        side, s, Vt = "X", sx, Vx
-    rho = np.clip(rho, 0.0, 1.0)
-    if measure == "pwcca":
-        a = np.abs(A.T @ (s[:, None] * Vt)).sum(axis=1)
-        alpha = a / a.sum()
-        res = CCAResult(float(alpha @ rho), rho, kx, ky, dx, dy, n, alpha, side)
-    else:
-        res = CCAResult(float(rho.mean()), rho, kx, ky, dx, dy, n)
+    n_keep = (lambda s: n_kept(s, keep, rule, n_components)) if measure == "svcca" else None
+    bx, by = basis(Rx, n), basis(Ry, n)
+    res = cca_of_bases(
+        bx, by, n, dx, dy, label, n_keep=n_keep, weighted=measure == "pwcca", stacklevel=3
+    )
     return res if return_details else res.value
 
 
@@ -352,5 +230,5 @@ def stream_cca(
     """
     acc = CCAAccumulator()
     for xb, yb in iter_rows([X, Y], batch_size, progress=progress, desc=measure):
-        acc.update(_to_device(xb, device), _to_device(yb, device))
+        acc.update(to_device(xb, device), to_device(yb, device))
     return cca_from_accumulator(acc, measure, **options)

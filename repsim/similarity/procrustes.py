@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from repsim.similarity._validate import as_pair, center, is_torch, warn
+from repsim._core.validation import as_pair, is_torch
+from repsim.similarity._center import center, warn
 
 try:
     import torch

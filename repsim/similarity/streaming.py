@@ -18,10 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from repsim._core.rows import iter_rows
+from repsim._core.validation import as_like, as_pair, is_torch
 from repsim.errors import InsufficientDataError, ShapeError
-from repsim.similarity._validate import as_matrix, as_pair, center, is_torch, warn
+from repsim.similarity._center import center, warn
 from repsim.similarity.cka import hsic_unbiased_from_terms, linear_hsic_terms
 
 try:
@@ -40,6 +41,37 @@ def _dot(a: Any, b: Any) -> float:
 
 def _outer(a: Any, b: Any) -> Any:
     return a[:, None] * b[None, :]
+
+
+def _shifted_cross(S: Any, sa: Any, sb: Any, da: Any, db: Any, n: int) -> Any:
+    """``sum_i (a_i + da)(b_i + db)^T`` from ``S = sum_i a_i b_i^T``, ``sa = sum a_i``,
+    ``sb = sum b_i``: ``S + sa db^T + da sb^T + n da db^T``."""
+    return S + _outer(sa, db) + _outer(da, sb) + n * _outer(da, db)
+
+
+def _shifted_norm2_sq(
+    kk: float, kx: Any, d: Any, Sd: Any, D: float, ak: float, sd: float, n: int
+) -> float:
+    """``sum_i k'_i^2`` for rows ``x_i + d``, ``k'_i = k_i + 2 x_i.d + D`` (``D = d.d``), from
+    ``kk = sum k_i^2``, ``kx = sum k_i x_i``, ``Sd = (sum x_i x_i^T) d``, ``ak = sum k_i``,
+    ``sd = sum x_i.d``."""
+    return kk + 4 * _dot(kx, d) + 4 * _dot(d, Sd) + 2 * D * ak + 4 * D * sd + n * D * D
+
+
+def _shifted_weighted(v: Any, a: float, w: Any, M: Any, s: float, Q: float, S: Any, n: int) -> Any:
+    """``sum_i k'_i (u_i + w)`` for ``k'_i = k_i + 2 x_i.d + Q``, from ``v = sum k_i u_i``,
+    ``a = sum k_i``, ``M = sum u_i (x_i.d)``, ``s = sum x_i.d``, ``S = sum u_i``:
+    ``v + a w + 2 M + 2 s w + Q S + n Q w``."""
+    return v + a * w + 2 * M + 2 * s * w + Q * S + n * Q * w
+
+
+def check_widths(got: tuple[int, int], held: tuple[int, int]) -> None:
+    """Raise ``ShapeError`` unless a batch's ``(d_x, d_y)`` equal an accumulator's."""
+    if tuple(got) != tuple(held):
+        raise ShapeError(
+            f"the batch has {got[0]} and {got[1]} features but the accumulator holds {held[0]} "
+            f"and {held[1]}; every batch must come from the same two layers."
+        )
 
 
 def _hsic_u(c: float, kl: float, sk: float, sl: float, n: int) -> float:
@@ -81,14 +113,7 @@ class LinearCKAAccumulator:
 
     # ------------------------------------------------------------------ accumulation
     def _convert(self, m: Any) -> Any:
-        if not self.n:
-            return m
-        ref = self._s["sx"]
-        if is_torch(ref) and not is_torch(m):
-            return torch.as_tensor(m, device=ref.device)
-        if not is_torch(ref) and is_torch(m):
-            return m.cpu().numpy()
-        return m
+        return as_like(m, self._s["sx"] if self.n else None)
 
     def update(self, x_batch: Any, y_batch: Any) -> LinearCKAAccumulator:
         """Add a batch of rows ``[m, d_x]``, ``[m, d_y]`` (any float dtype, numpy or torch).
@@ -99,11 +124,9 @@ class LinearCKAAccumulator:
         xb, yb = self._convert(xb), self._convert(yb)
         if self.n == 0:
             self._init_state(xb, yb)
-        elif xb.shape[1] != self._s["sx"].shape[0] or yb.shape[1] != self._s["sy"].shape[0]:
-            raise ShapeError(
-                f"batch has {xb.shape[1]} and {yb.shape[1]} features but the accumulator holds "
-                f"{self._s['sx'].shape[0]} and {self._s['sy'].shape[0]}; every batch must come "
-                "from the same two layers."
+        else:
+            check_widths(
+                (xb.shape[1], yb.shape[1]), (self._s["sx"].shape[0], self._s["sy"].shape[0])
             )
         s = self._s
         xb = xb - s["cx"][None, :]
@@ -164,29 +187,13 @@ class LinearCKAAccumulator:
             "cy": s["cy"] - eps,
             "sx": s["sx"] + n * delta,
             "sy": s["sy"] + n * eps,
-            "Sxx": s["Sxx"]
-            + _outer(s["sx"], delta)
-            + _outer(delta, s["sx"])
-            + n * _outer(delta, delta),
-            "Syy": s["Syy"] + _outer(s["sy"], eps) + _outer(eps, s["sy"]) + n * _outer(eps, eps),
-            "Sxy": s["Sxy"]
-            + _outer(s["sx"], eps)
-            + _outer(delta, s["sy"])
-            + n * _outer(delta, eps),
+            "Sxx": _shifted_cross(s["Sxx"], s["sx"], s["sx"], delta, delta, n),
+            "Syy": _shifted_cross(s["Syy"], s["sy"], s["sy"], eps, eps, n),
+            "Sxy": _shifted_cross(s["Sxy"], s["sx"], s["sy"], delta, eps, n),
             "ak": ak + 2 * sxd + n * D,
             "al": al + 2 * sye + n * E,
-            "kk": s["kk"]
-            + 4 * _dot(s["kx"], delta)
-            + 4 * _dot(delta, Sxx_d)
-            + 2 * D * ak
-            + 4 * D * sxd
-            + n * D * D,
-            "ll": s["ll"]
-            + 4 * _dot(s["ly"], eps)
-            + 4 * _dot(eps, Syy_e)
-            + 2 * E * al
-            + 4 * E * sye
-            + n * E * E,
+            "kk": _shifted_norm2_sq(s["kk"], s["kx"], delta, Sxx_d, D, ak, sxd, n),
+            "ll": _shifted_norm2_sq(s["ll"], s["ly"], eps, Syy_e, E, al, sye, n),
             "kl": s["kl"]
             + 2 * _dot(s["ky"], eps)
             + E * ak
@@ -196,10 +203,10 @@ class LinearCKAAccumulator:
             + D * al
             + 2 * D * sye
             + n * D * E,
-            "kx": s["kx"] + ak * delta + 2 * Sxx_d + 2 * sxd * delta + D * s["sx"] + n * D * delta,
-            "ky": s["ky"] + ak * eps + 2 * SyxT_d + 2 * sxd * eps + D * s["sy"] + n * D * eps,
-            "lx": s["lx"] + al * delta + 2 * Sxy_e + 2 * sye * delta + E * s["sx"] + n * E * delta,
-            "ly": s["ly"] + al * eps + 2 * Syy_e + 2 * sye * eps + E * s["sy"] + n * E * eps,
+            "kx": _shifted_weighted(s["kx"], ak, delta, Sxx_d, sxd, D, s["sx"], n),
+            "ky": _shifted_weighted(s["ky"], ak, eps, SyxT_d, sxd, D, s["sy"], n),
+            "lx": _shifted_weighted(s["lx"], al, delta, Sxy_e, sye, E, s["sx"], n),
+            "ly": _shifted_weighted(s["ly"], al, eps, Syy_e, sye, E, s["sy"], n),
         }
 
     def merge(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
@@ -331,25 +338,50 @@ class MinibatchCKAAccumulator:
 def iter_row_batches(
     A: Any, B: Any, batch_size: int, *, progress: bool | None = None, desc: str = "rows"
 ) -> Iterator[tuple[Any, Any]]:
-    """Yield ``(A[i:j], B[i:j])`` row slices of two array-likes (numpy, torch, zarr).
+    """Yield ``(A[i:j], B[i:j])`` row slices of two 2-D array-likes (numpy, torch, zarr).
 
     Only ``.shape`` and slicing are used, so a ``zarr.Array`` is read one batch at a time.
+    :func:`repsim._core.rows.iter_rows` for two layers, which must be 2-D.
     """
     if len(A.shape) != 2 or len(B.shape) != 2:
         raise ShapeError(
             f"layers must be 2-D [n_samples, n_features], got shapes {tuple(A.shape)} and "
             f"{tuple(B.shape)}."
         )
-    n = A.shape[0]
-    if B.shape[0] != n:
-        raise ShapeError(f"the two layers hold {n} and {B.shape[0]} samples; they must match.")
-    if batch_size < 1:
-        raise ShapeError(f"batch_size must be a positive number of rows, got {batch_size}.")
-    starts = range(0, n, batch_size)
-    for i in tqdm(
-        starts, desc=desc, disable=None if progress is None else not progress, leave=False
-    ):
-        yield A[i : i + batch_size], B[i : i + batch_size]
+    yield from iter_rows([A, B], batch_size, progress=progress, desc=desc)
+
+
+def to_device(batch: Any, device: Any) -> Any:
+    """``batch`` as a torch tensor on ``device``; unchanged when ``device`` is None."""
+    if device is None:
+        return batch
+    if is_torch(batch):
+        return batch.to(device)
+    return torch.as_tensor(np.asarray(batch)).to(device)
+
+
+def stream_cka(
+    X: Any,
+    Y: Any,
+    *,
+    debiased: bool = False,
+    batch_size: int = 4096,
+    device: Any = None,
+    progress: bool | None = None,
+) -> float:
+    """Exact linear CKA of two row-aligned arrays read ``batch_size`` rows at a time.
+
+    ``CKA(X, Y) = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019),
+    or the debiased form with Song et al.'s (2012) unbiased HSIC; accumulated with the shared
+    :class:`LinearCKAAccumulator`. ``X`` and ``Y`` may be ``zarr.Array`` objects larger than
+    memory; memory stays one batch plus ``d_x^2 + d_y^2 + d_x d_y`` float64 values. Equal to
+    ``repsim.similarity.cka(X[:], Y[:])``. With ``device`` (e.g. ``"cuda"``), each batch is
+    moved there as a torch tensor and the accumulator keeps its float64 state on that device.
+    """
+    acc = LinearCKAAccumulator(debiased=debiased)
+    for xb, yb in iter_rows([X, Y], batch_size, progress=progress, desc="linear CKA"):
+        acc.update(to_device(xb, device), to_device(yb, device))
+    return acc.result()
 
 
 def stream_linear_cka(
@@ -362,13 +394,9 @@ def stream_linear_cka(
 ) -> float:
     """Exact linear CKA of two row-aligned array-likes read ``batch_size`` rows at a time.
 
-    ``A`` and ``B`` may be ``zarr.Array`` objects larger than memory; memory stays
-    ``O(batch_size d + d^2)``. Equal to ``cka(A[:], B[:], debiased=debiased)``.
+    The same as :func:`stream_cka` (on the CPU); equal to ``cka(A[:], B[:], debiased=...)``.
     """
-    acc = LinearCKAAccumulator(debiased=debiased)
-    for xa, xb in iter_row_batches(A, B, batch_size, progress=progress, desc="linear CKA"):
-        acc.update(xa, xb)
-    return acc.result()
+    return stream_cka(A, B, debiased=debiased, batch_size=batch_size, progress=progress)
 
 
 def minibatch_cka(
@@ -380,11 +408,8 @@ def minibatch_cka(
     into consecutive minibatches of ``batch_size``; a last minibatch with fewer than 4 rows is
     dropped with a warning. See :class:`MinibatchCKAAccumulator` for the formula.
     """
-    Xm = as_matrix(X, "X")
-    Ym = as_matrix(Y, "Y")
+    Xm, Ym = as_pair(X, Y, min_n=0, what="minibatch CKA")
     n = Xm.shape[0]
-    if Ym.shape[0] != n:
-        raise ShapeError(f"X has {n} samples but Y has {Ym.shape[0]}; they must match.")
     if batch_size < 4:
         raise InsufficientDataError(f"minibatch CKA needs batch_size >= 4, got {batch_size}.")
     order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)

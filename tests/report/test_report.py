@@ -212,3 +212,13 @@ def test_missing_figure_is_an_error(tmp_path):
         render(
             title="t", summary=["s"], sections=[Section("x", figures=[(tmp_path / "no.png", "c")])]
         )
+
+
+def test_fit_band_old_alpha_spelling_warns_and_gives_the_same_band():
+    rng = np.random.default_rng(3)
+    x, y = rng.random(20), rng.random(20)
+    grid = np.linspace(0, 1, 4)
+    new = plots.fit_band(x, y, grid, n_boot=100, ci=0.9, seed=2)
+    with pytest.warns(DeprecationWarning, match=r"fit_band\(alpha=\.\.\.\)"):
+        old = plots.fit_band(x, y, grid, n_boot=100, alpha=0.1, seed=2)
+    assert all(np.array_equal(a, b) for a, b in zip(old, new, strict=True))

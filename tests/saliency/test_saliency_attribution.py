@@ -96,3 +96,14 @@ def test_pruned_units_and_share() -> None:
     assert math.isnan(shares["z"])
     with pytest.raises(MaskError):
         attribution_share({"a": np.ones(3)}, pruned_units(mask))
+
+
+def test_old_by_spelling_warns_and_gives_the_same_attributions() -> None:
+    model, data = linear_pair()
+    codes = np.arange(12) % 3
+    new = group_layer_attributions(model, data, "hidden", groups=codes, n_steps=4)
+    with pytest.warns(DeprecationWarning, match=r"group_layer_attributions\(by=\.\.\.\)"):
+        old = group_layer_attributions(model, data, "hidden", by=codes, n_steps=4)
+    assert list(old) == list(new) == ["0", "1", "2", "overall"]
+    for group in new:
+        np.testing.assert_array_equal(old[group], new[group])

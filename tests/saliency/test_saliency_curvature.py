@@ -113,3 +113,19 @@ def test_per_probe_fallback_matches_batched(monkeypatch: pytest.MonkeyPatch) -> 
     looped = group_hessian_trace(model, data, n_probes=6, seed=1, include_overall=False)
     for g in batched:
         assert looped[g].trace == pytest.approx(batched[g].trace, rel=1e-6)
+
+
+def test_old_by_spelling_warns_and_gives_the_same_numbers() -> None:
+    model, data = tiny()
+    codes = np.arange(30) % 3
+    with pytest.warns(DeprecationWarning, match=r"group_gradient_norm\(by=\.\.\.\)"):
+        old_norm = group_gradient_norm(model, data, by=codes, batch_size=7)
+    assert old_norm == group_gradient_norm(model, data, groups=codes, batch_size=7)
+    with pytest.warns(DeprecationWarning, match=r"group_hessian_trace\(by=\.\.\.\)"):
+        old_trace = group_hessian_trace(model, data, by=codes, n_probes=4, batch_size=7)
+    assert old_trace == group_hessian_trace(model, data, groups=codes, n_probes=4, batch_size=7)
+    with pytest.warns(DeprecationWarning, match=r"disparate_impact_predictors\(by=\.\.\.\)"):
+        old = disparate_impact_predictors(model, data, by=codes, n_probes=4)
+    new = disparate_impact_predictors(model, data, groups=codes, n_probes=4)
+    assert old.to_records() == new.to_records()
+    assert [r["group"] for r in new] == ["0", "1", "2", "overall"]

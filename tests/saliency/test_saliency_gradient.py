@@ -85,11 +85,11 @@ def test_explicit_codes_and_attribute_grouping() -> None:
     data = make_data(n=12)
     model = linear_model()
     codes = np.array([5, 7] * 6)
-    by_codes = weight_saliency(model, data, by=codes, batch_size=3)
+    by_codes = weight_saliency(model, data, groups=codes, batch_size=3)
     by_data = weight_saliency(model, data, batch_size=3)
     assert list(by_codes) == ["5", "7", "overall"]
     torch.testing.assert_close(by_codes["5"]["0.weight"], by_data["g0"]["0.weight"])
-    by_attr = weight_saliency(model, data, by="group", batch_size=3)
+    by_attr = weight_saliency(model, data, groups="group", batch_size=3)
     torch.testing.assert_close(by_attr["g1"]["0.bias"], by_data["g1"]["0.bias"])
 
 
@@ -224,3 +224,22 @@ def test_custom_loss_callable() -> None:
     torch.testing.assert_close(doubled["g1"]["0.weight"], 2 * base["g1"]["0.weight"])
     with pytest.raises(ConfigError, match="loss"):
         weight_saliency(model, data, loss="mse")
+
+
+def test_old_by_spelling_warns_and_gives_the_same_maps() -> None:
+    from repsim.saliency.gradient import resolve_groups
+
+    data = make_data(n=12)
+    model = linear_model()
+    codes = np.array([5, 7] * 6)
+    new = weight_saliency(model, data, groups=codes, batch_size=3)
+    with pytest.warns(DeprecationWarning, match=r"weight_saliency\(by=\.\.\.\)"):
+        old = weight_saliency(model, data, by=codes, batch_size=3)
+    for group in new:
+        for name in new[group]:
+            torch.testing.assert_close(old[group][name], new[group][name], rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match=r"resolve_groups\(by=\.\.\.\)"):
+        rows = resolve_groups(data, by=codes)
+    assert {k: v.tolist() for k, v in rows.items()} == {
+        k: v.tolist() for k, v in resolve_groups(data, codes).items()
+    }

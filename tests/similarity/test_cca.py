@@ -154,3 +154,19 @@ def test_details_type():
     X, Y = low_rank_pair(np.random.default_rng(13))
     assert isinstance(svcca(X, Y, return_details=True), CCAResult)
     assert isinstance(svcca(X, Y), float)
+
+
+def test_cca_warnings_point_at_the_caller():
+    from repsim.similarity import CCAAccumulator, cca_from_accumulator
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(12, 4)), rng.normal(size=(12, 11))
+    X[:, 0] = 1.0  # a dead unit
+    for measure in (svcca, mean_cca, pwcca):
+        with pytest.warns(SimilarityWarning) as caught:
+            measure(X, Y)  # a dead unit; mean CCA and PWCCA: ill-posed, 3 + 11 > 12 - 1
+        assert [w.filename for w in caught] == [__file__] * (1 if measure is svcca else 2)
+    acc = CCAAccumulator().update(X[:5], Y[:5]).update(X[5:], Y[5:])
+    with pytest.warns(SimilarityWarning) as caught:
+        assert np.isnan(cca_from_accumulator(acc, "pwcca"))
+    assert [w.filename for w in caught] == [__file__] * 2

@@ -93,9 +93,9 @@ def test_streaming_path_equals_in_memory(tmp_path):
     za = Capture(za, a.sample_id, a.groups, "dense")
     zb = Capture(zb, b.sample_id, b.groups, "pruned")
     ms = ["cka", "cka_debiased"]
-    mem = compare(a, b, measures=ms, by=True)
-    streamed = compare(za, zb, measures=ms, by=True, batch_size=70)
-    forced = compare(a, b, measures=ms, by=True, batch_size=33)
+    mem = compare(a, b, measures=ms, groups=True)
+    streamed = compare(za, zb, measures=ms, groups=True, batch_size=70)
+    forced = compare(a, b, measures=ms, groups=True, batch_size=33)
     for r1, r2, r3 in zip(mem, streamed, forced):
         assert r1["group"] == r2["group"] == r3["group"]
         assert r2["value"] == pytest.approx(r1["value"], abs=1e-10)
@@ -104,7 +104,7 @@ def test_streaming_path_equals_in_memory(tmp_path):
 
 def test_group_conditional_values():
     a, b = make_captures(4)
-    t = compare(a, b, measures=["cka", "svcca"], by=a.groups)
+    t = compare(a, b, measures=["cka", "svcca"], groups=a.groups)
     groups = {r["group"] for r in t}
     assert groups == {None, "majority", "minority"}
     for r in t:
@@ -125,7 +125,7 @@ def test_tiny_group_is_nan_with_warning():
     a, b = make_captures(5, n=40)
     labels = np.array(["g"] * 37 + ["tiny"] * 3)
     with pytest.warns(SimilarityWarning, match="tiny"):
-        t = compare(a, b, by=labels)
+        t = compare(a, b, groups=labels)
     assert np.isnan(t.value(group="tiny", layer_a="l0"))
 
 
@@ -179,7 +179,7 @@ def test_layer_selection_and_errors():
     with pytest.raises(ShapeError):
         compare(a, {"l0": b["l0"][:-1]})
     with pytest.raises(ShapeError):
-        compare(a, b, by=np.zeros(5))
+        compare(a, b, groups=np.zeros(5))
 
 
 def test_options_are_passed():
@@ -190,7 +190,7 @@ def test_options_are_passed():
 
 def test_table_exports(tmp_path):
     a, b = make_captures(10)
-    t = compare(a, b, measures=["cka"], by=True)
+    t = compare(a, b, measures=["cka"], groups=True)
     path = t.to_csv(tmp_path / "out" / "t.csv")
     with path.open() as f:
         rows = list(csv.DictReader(f))
@@ -216,6 +216,16 @@ def test_too_few_samples_for_debiased_becomes_nan_in_table():
     a, b = make_captures(11, n=40)
     labels = np.array(["big"] * 37 + ["small"] * 3)
     with pytest.warns(SimilarityWarning, match="small"):
-        t = compare(a, b, measures=["cka_debiased"], by=labels, min_group_size=2, layers="l0")
+        t = compare(a, b, measures=["cka_debiased"], groups=labels, min_group_size=2, layers="l0")
     assert np.isnan(t.value(group="small"))
     assert np.isfinite(t.value(group="big"))
+
+
+def test_old_by_spelling_warns_and_gives_the_same_table():
+    a, b = make_captures(7, n=60)
+    new = compare(a, b, measures=["cka"], groups=a.groups, n_boot=10, seed=2)
+    with pytest.warns(DeprecationWarning, match=r"compare\(by=\.\.\.\) is deprecated; use groups="):
+        old = compare(a, b, measures=["cka"], by=a.groups, n_boot=10, seed=2)
+    assert old.to_records() == new.to_records()
+    with pytest.raises(TypeError, match="both 'by'"):
+        compare(a, b, by=a.groups, groups=a.groups)
