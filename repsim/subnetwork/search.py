@@ -27,7 +27,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,9 +40,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from repsim._core.fingerprints import model_fingerprint, unwrap_model
+from repsim._core.io import atomic_write, write_json
 from repsim.compress import Mask, bake
 from repsim.data.base import GroupedData
-from repsim.errors import ConfigError, DataError, ShapeError, did_you_mean
+from repsim.errors import ConfigError, DataError, OutputError, ShapeError, did_you_mean
 from repsim.subnetwork.gates import (
     GRANULARITIES,
     classifier_name,
@@ -162,15 +162,28 @@ def _config_hash(config: dict[str, Any]) -> str:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    write_json(obj, path, indent=1, allow_nan=True)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`search` (tensors and plain values only)."""
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise OutputError(
+            f"The checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); it is damaged "
+            "or was not written by repsim. Delete it to start the run over, or use a new "
+            "run_dir."
+        ) from None
+    if not isinstance(ckpt, dict) or "config_hash" not in ckpt:
+        raise OutputError(
+            f"{path} is not a repsim search checkpoint. Delete it or use a new run_dir."
+        )
+    return ckpt
 
 
 @torch.no_grad()
@@ -403,14 +416,14 @@ def search(
     run_path = Path(run_dir) if run_dir is not None else None
     if run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
-        (run_path / "config.json").write_text(json.dumps(config, indent=1))
+        write_json(config, run_path / "config.json", indent=1, allow_nan=True)
     if resume:
         ckpt_file = run_path / CHECKPOINT  # type: ignore[operator]
         if not ckpt_file.exists():
             raise ConfigError(
                 f"Nothing to resume: {ckpt_file} does not exist. Run without --resume to start."
             )
-        ckpt = torch.load(ckpt_file, weights_only=False)
+        ckpt = _load_checkpoint(ckpt_file)
         if ckpt["config_hash"] != chash:
             raise ConfigError(
                 f"{ckpt_file} was written with different settings, model or data "

@@ -9,8 +9,6 @@ from torch import nn
 from torch.nn.utils import prune
 
 from repsim.compress import Mask
-from repsim.data.base import GroupedData
-from repsim.errors import ConfigError, InsufficientDataError, LayerNotFoundError
 from repsim.compress.fairgrape import (
     fairgrape_masks,
     fairgrape_prune,
@@ -18,7 +16,13 @@ from repsim.compress.fairgrape import (
     group_importance,
     prunable_parameters,
 )
-from repsim.errors import ParameterNotFoundError
+from repsim.data.base import GroupedData
+from repsim.errors import (
+    ConfigError,
+    InsufficientDataError,
+    LayerNotFoundError,
+    ParameterNotFoundError,
+)
 
 
 def make_data(n: int = 24, seed: int = 0) -> GroupedData:
