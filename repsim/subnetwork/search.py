@@ -48,10 +48,10 @@ from repsim.subnetwork.gates import (
     GRANULARITIES,
     classifier_name,
     gate,
+    gate_weights,
     gated_forward,
     hard_mask,
     init_gates,
-    prunable_parameters,
 )
 from repsim.subnetwork.mi import mutual_information
 
@@ -339,7 +339,7 @@ def search(
     vb_spec = bias_labels if val_bias_labels is None else val_bias_labels
     b_val = _bias_array(val, vb_spec, f"{val.name}/{val.split}")
     n_bias = max(n_bias, int(b_val.max()) + 1)
-    weights = prunable_parameters(model, exclude=exclude)
+    weights = gate_weights(model, exclude=exclude)
     bn = bottleneck or classifier_name(model)
     dev = next(model.parameters()).device
 
