@@ -581,7 +581,7 @@ def forward_rows(
     """
     dev = torch.device(device) if device is not None else _default_device()
     a, b = (0, src.n) if rows is None else rows
-    feats: dict[str, tuple[int, ...]] = {}
+    checks = _BatchChecks()
     bar = tqdm(
         total=b - a,
         desc=desc,
@@ -604,9 +604,9 @@ def forward_rows(
                         x, y, g = x[cut], y[cut], None if g is None else g[cut]
                     recorder.reset()
                     logits = _logits_of(model(x.to(dev, non_blocking=True)))
-                    batch = _layer_rows(recorder, pairs, feats, i, lo, hi)
+                    batch = checks.at(i, lo, hi).layers(recorder, pairs)
                     if meta:
-                        batch.update(_meta_rows(logits, y, g, src.sample_id, feats, i, lo, hi))
+                        batch.update(checks.meta(logits, y, g, src.sample_id))
                     sink.write(lo, batch)
                     bar.update(hi - lo)
                 if rows is not None and row >= b:
@@ -615,80 +615,86 @@ def forward_rows(
         raise DataError(f"The data yielded {row} samples but reports {src.n}.")
 
 
-def _layer_rows(
-    recorder: Any,
-    pairs: Sequence[tuple[str, str]],
-    feats: dict[str, tuple[int, ...]],
-    b: int,
-    lo: int,
-    hi: int,
-) -> dict[str, np.ndarray]:
-    """The checked activations of one batch (samples ``lo..hi-1``, batch index ``b``)."""
-    k = hi - lo
-    batch: dict[str, np.ndarray] = {}
-    for layer, reduction in pairs:
-        if (layer, reduction) not in recorder.out:
+class _BatchChecks:
+    """The checks every batch passes: layers ran, batch-first, constant width, finite values.
+
+    Remembers each array's feature shape across batches; :meth:`at` names the batch (its
+    index ``b`` and samples ``lo..hi-1``) for the messages.
+    """
+
+    def __init__(self) -> None:
+        self.feats: dict[str, tuple[int, ...]] = {}
+        self.b = self.lo = self.hi = 0
+
+    def at(self, b: int, lo: int, hi: int) -> _BatchChecks:
+        self.b, self.lo, self.hi = b, lo, hi
+        return self
+
+    def layers(self, recorder: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """The checked activations of the batch, by array name."""
+        b, lo, hi, k = self.b, self.lo, self.hi, self.hi - self.lo
+        batch: dict[str, np.ndarray] = {}
+        for layer, reduction in pairs:
+            if (layer, reduction) not in recorder.out:
+                raise ShapeError(
+                    f"Layer {layer!r} did not run in batch {b}; it is not part of the "
+                    "model's forward pass. Choose layers that run."
+                )
+            act = recorder.out[layer, reduction]
+            if act.shape[0] != k:
+                raise ShapeError(
+                    f"Layer {layer!r} output has leading size {act.shape[0]} in batch {b}"
+                    f" but the batch has {k} samples; capture needs batch-first outputs."
+                )
+            shape = tuple(act.shape[1:])
+            key = f"{layer}@{reduction}"
+            if self.feats.setdefault(key, shape) != shape:
+                raise ShapeError(
+                    f"Layer {layer!r} changed its output from {self.feats[key][0]} features "
+                    f"to {shape[0]} in batch {b} (samples {lo}-{hi - 1}); the model"
+                    " must give every sample the same shape."
+                )
+            arr = act.numpy()
+            if not np.isfinite(arr).all():
+                raise NonFiniteError(
+                    f"Layer {layer!r} produced NaN or inf in batch {b} (samples "
+                    f"{lo}-{hi - 1}). Fix the model or its inputs; nothing was "
+                    "cached for this capture."
+                )
+            batch[array_name(layer, reduction)] = arr
+        return batch
+
+    def meta(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        g: torch.Tensor | None,
+        sample_id: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Checked logits, predictions, labels, groups and sample ids of the batch."""
+        b, lo, hi, k = self.b, self.lo, self.hi, self.hi - self.lo
+        lg = logits.numpy()
+        if logits.shape[0] != k:
             raise ShapeError(
-                f"Layer {layer!r} did not run in batch {b}; it is not part of the "
-                "model's forward pass. Choose layers that run."
+                f"The model returned {logits.shape[0]} rows for a batch of {k} samples (batch {b})."
             )
-        act = recorder.out[layer, reduction]
-        if act.shape[0] != k:
+        if self.feats.setdefault(":logits", tuple(lg.shape[1:])) != lg.shape[1:]:
             raise ShapeError(
-                f"Layer {layer!r} output has leading size {act.shape[0]} in batch {b}"
-                f" but the batch has {k} samples; capture needs batch-first outputs."
+                f"The model's output changed from {self.feats[':logits']} "
+                f"to {lg.shape[1:]} classes in batch {b}."
             )
-        shape = tuple(act.shape[1:])
-        key = f"{layer}@{reduction}"
-        if feats.setdefault(key, shape) != shape:
-            raise ShapeError(
-                f"Layer {layer!r} changed its output from {feats[key][0]} features "
-                f"to {shape[0]} in batch {b} (samples {lo}-{hi - 1}); the model"
-                " must give every sample the same shape."
-            )
-        arr = act.numpy()
-        if not np.isfinite(arr).all():
+        if not np.isfinite(lg).all():
             raise NonFiniteError(
-                f"Layer {layer!r} produced NaN or inf in batch {b} (samples "
-                f"{lo}-{hi - 1}). Fix the model or its inputs; nothing was "
-                "cached for this capture."
+                f"The model's logits hold NaN or inf in batch {b} (samples "
+                f"{lo}-{hi - 1}); nothing was cached for this capture."
             )
-        batch[array_name(layer, reduction)] = arr
-    return batch
-
-
-def _meta_rows(
-    logits: torch.Tensor,
-    y: torch.Tensor,
-    g: torch.Tensor | None,
-    sample_id: np.ndarray,
-    feats: dict[str, tuple[int, ...]],
-    b: int,
-    lo: int,
-    hi: int,
-) -> dict[str, np.ndarray]:
-    """Checked logits, predictions, labels, groups and sample ids of one batch."""
-    k = hi - lo
-    lg = logits.numpy()
-    if logits.shape[0] != k:
-        raise ShapeError(
-            f"The model returned {logits.shape[0]} rows for a batch of {k} samples (batch {b})."
-        )
-    if feats.setdefault(":logits", tuple(lg.shape[1:])) != lg.shape[1:]:
-        raise ShapeError(
-            f"The model's output changed from {feats[':logits']} "
-            f"to {lg.shape[1:]} classes in batch {b}."
-        )
-    if not np.isfinite(lg).all():
-        raise NonFiniteError(
-            f"The model's logits hold NaN or inf in batch {b} (samples "
-            f"{lo}-{hi - 1}); nothing was cached for this capture."
-        )
-    preds = (lg[:, 0] > 0) if lg.shape[1] == 1 else lg.argmax(axis=1)
-    return {
-        "logits": lg,
-        "predictions": preds.astype(np.int64),
-        "labels": y.reshape(-1).numpy().astype(np.int64),
-        "groups": np.zeros(k, np.int64) if g is None else g.reshape(-1).numpy().astype(np.int64),
-        "sample_id": sample_id[lo:hi],
-    }
+        preds = (lg[:, 0] > 0) if lg.shape[1] == 1 else lg.argmax(axis=1)
+        return {
+            "logits": lg,
+            "predictions": preds.astype(np.int64),
+            "labels": y.reshape(-1).numpy().astype(np.int64),
+            "groups": (
+                np.zeros(k, np.int64) if g is None else g.reshape(-1).numpy().astype(np.int64)
+            ),
+            "sample_id": sample_id[lo:hi],
+        }

@@ -412,6 +412,20 @@ def search(
         "done": False,
     }
     vanilla_acc, _ = _score(model, None, head, bn, xv, yv, bv)
+    rules = _Selection(
+        xv,
+        yv,
+        bv,
+        vanilla_acc=vanilla_acc,
+        bias_chance=bias_chance,
+        max_acc_drop=max_acc_drop,
+        selection=selection,
+        eval_every=eval_every,
+        plateau_delta=plateau_delta,
+        plateau_patience=plateau_patience,
+        tau_decay=tau_decay,
+        tau_min=tau_min,
+    )
 
     run_path = Path(run_dir) if run_dir is not None else None
     if run_path is not None:
@@ -499,25 +513,7 @@ def search(
             st["log"].append(terms)
             bar.update(1)
             if st["step"] % eval_every == 0 or st["step"] == steps:
-                _evaluate(
-                    st,
-                    model,
-                    gates,
-                    head,
-                    bn,
-                    xv,
-                    yv,
-                    bv,
-                    vanilla_acc,
-                    max_acc_drop,
-                    selection,
-                    bias_chance,
-                    eval_every,
-                    plateau_delta,
-                    plateau_patience,
-                    tau_decay,
-                    tau_min,
-                )
+                _evaluate(st, model, gates, head, bn, rules)
                 bar.set_postfix(tau=st["tau"], mi=round(terms["mi"], 4))
             if on_step is not None:
                 on_step(st["step"], terms)
@@ -566,55 +562,61 @@ def search(
     return SearchResult(mask=out_mask, record=record, log=list(st["log"]), evals=list(st["evals"]))
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """The validation split and the rules of model selection and temperature annealing."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    b: torch.Tensor
+    vanilla_acc: float
+    bias_chance: float
+    max_acc_drop: float
+    selection: str
+    eval_every: int
+    plateau_delta: float
+    plateau_patience: int
+    tau_decay: float
+    tau_min: float
+
+
 def _evaluate(
-    st,
-    model,
-    gates,
-    head,
-    bn,
-    xv,
-    yv,
-    bv,
-    vanilla_acc,
-    max_acc_drop,
-    selection,
-    bias_chance,
-    eval_every,
-    plateau_delta,
-    plateau_patience,
-    tau_decay,
-    tau_min,
+    st: dict[str, Any],
+    model: nn.Module,
+    gates: dict[str, torch.Tensor],
+    head: nn.Module,
+    bn: str,
+    rules: _Selection,
 ) -> None:
     """Score the hard mask on validation, update the selection and anneal on a plateau."""
-    acc, bias_acc = _score(model, gates, head, bn, xv, yv, bv)
-    named = dict(model.named_parameters())
-    mask = {k: (m.detach() >= 0).expand_as(named[k]).cpu().clone() for k, m in gates.items()}
+    acc, bias_acc = _score(model, gates, head, bn, rules.x, rules.y, rules.b)
+    mask = hard_mask(gates, dict(model.named_parameters()))
     kept = sum(int(v.sum()) for v in mask.values())
     total = sum(v.numel() for v in mask.values())
-    eligible = acc >= vanilla_acc - max_acc_drop
+    eligible = acc >= rules.vanilla_acc - rules.max_acc_drop
     entry = {
         "step": st["step"],
         "tau": st["tau"],
         "val_acc": acc,
         "val_bias_acc": bias_acc,
-        "bias_chance": bias_chance,
+        "bias_chance": rules.bias_chance,
         "sparsity": 1.0 - kept / total,
         "eligible": bool(eligible),
     }
     st["evals"].append(entry)
     if eligible:
-        score = abs(bias_acc - bias_chance) if selection == "bias-head" else -acc
+        score = abs(bias_acc - rules.bias_chance) if rules.selection == "bias-head" else -acc
         if st["best"] is None or score < st["best"]["score"]:
             st["best"] = {**entry, "score": score, "mask": mask}
-    window = st["log"][-eval_every:]
+    window = st["log"][-rules.eval_every :]
     mean_mi = float(np.mean([r["mi"] for r in window]))
-    if mean_mi < st["best_mi"] - plateau_delta:
+    if mean_mi < st["best_mi"] - rules.plateau_delta:
         st["best_mi"], st["bad_windows"] = mean_mi, 0
     else:
         st["bad_windows"] += 1
-        if st["bad_windows"] >= plateau_patience:
-            st["tau"] *= tau_decay
+        if st["bad_windows"] >= rules.plateau_patience:
+            st["tau"] *= rules.tau_decay
             st["bad_windows"] = 0
             st["best_mi"] = mean_mi
-            if st["tau"] < tau_min:
+            if st["tau"] < rules.tau_min:
                 st["done"] = True
