@@ -582,16 +582,14 @@ def forward_rows(
     dev = torch.device(device) if device is not None else _default_device()
     a, b = (0, src.n) if rows is None else rows
     checks = _BatchChecks()
-    bar = tqdm(
-        total=b - a,
-        desc=desc,
-        unit="sample",
-        disable=None if progress is None else not progress,
-        leave=False,
-    )
+    bar = {"total": b - a, "desc": desc, "disable": None if progress is None else not progress}
     row = 0
-    with evaluating(model, dev), hooks(model, pairs) as recorder, bar:
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+    with evaluating(model, dev), hooks(model, pairs) as recorder:
+        with (
+            tqdm(unit="sample", leave=False, **bar) as progress_bar,
+            torch.random.fork_rng(devices=[]),
+            torch.inference_mode(),
+        ):
             torch.manual_seed(seed)
             for i, (x, y, g) in enumerate(src.batches()):
                 if hasher is not None:
@@ -608,7 +606,7 @@ def forward_rows(
                     if meta:
                         batch.update(checks.meta(logits, y, g, src.sample_id))
                     sink.write(lo, batch)
-                    bar.update(hi - lo)
+                    progress_bar.update(hi - lo)
                 if rows is not None and row >= b:
                     break
     if rows is None and row != src.n:

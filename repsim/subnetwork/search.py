@@ -27,6 +27,8 @@ import copy
 import hashlib
 import json
 import math
+import os
+import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -162,7 +164,23 @@ def _config_hash(config: dict[str, Any]) -> str:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` through :func:`repsim._core.io.atomic_write`.
+
+    torch names the archive inside the file after the file it writes, so the checkpoint is
+    saved as ``<name>.tmp`` in a private directory and moved to the unique temporary name: the
+    bytes are the same whichever process writes them.
+    """
+
+    def write(tmp: Path) -> None:
+        staging = tmp.with_name(tmp.name + ".d")
+        staging.mkdir()
+        try:
+            torch.save(obj, staging / (path.name + ".tmp"))
+            os.replace(staging / (path.name + ".tmp"), tmp)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    atomic_write(path, write)
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
@@ -175,9 +193,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
         ckpt = torch.load(path, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
         raise OutputError(
-            f"The checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); it is damaged "
-            "or was not written by repsim. Delete it to start the run over, or use a new "
-            "run_dir."
+            f"The checkpoint {path} is unreadable ({type(exc).__name__}); it is damaged or holds "
+            "more than tensors and plain values (repsim never unpickles objects), so it was not "
+            "written by repsim. Delete it to start the run over, or use a new run_dir."
         ) from None
     if not isinstance(ckpt, dict) or "config_hash" not in ckpt:
         raise OutputError(
