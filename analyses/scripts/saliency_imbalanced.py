@@ -36,6 +36,7 @@ from scipy import stats
 from torch.nn.utils import prune
 
 from repsim import load_dataset
+from repsim.compress import prunable_parameters
 from repsim.fairness import compression_shift
 from repsim.models import build_model
 from repsim.saliency import (
@@ -45,7 +46,6 @@ from repsim.saliency import (
     group_layer_attributions,
     plot_saliency_histograms,
     plot_salient_removed,
-    prunable_parameters,
     pruned_units,
     pruning_mask,
     salient_jaccard,
@@ -112,7 +112,7 @@ def main() -> None:
         fit(model, train, epochs=EPOCHS, batch_size=64, lr=3e-3, seed=seed, progress=False)
         dense_eval = evaluate(model, test)
         dense_acc.append(dense_eval.accuracy)
-        names = prunable_parameters(model, exclude_classifier=False)
+        names = prunable_parameters(model, exclude_classifier=False).names
 
         # --- salient weights removed by global magnitude pruning
         sal = weight_saliency(model, test, parameters=names)

@@ -6,6 +6,7 @@
 - :mod:`~repsim._core.table`: the one tidy :class:`~repsim._core.table.Table`.
 - :mod:`~repsim._core.io`: atomic file writes (bytes, text, JSON, safetensors plus JSON).
 - :mod:`~repsim._core.fingerprints`: content hashes of models and data.
+- :mod:`~repsim._core.hooks`: temporary hooks, frozen parameters and eval mode, always undone.
 - :mod:`~repsim._core.provenance`: versions and thread counts recorded with every result.
 - :mod:`~repsim._core.stats`: bootstrap, permutation tests, correlation, p-value adjustment.
 - :mod:`~repsim._core.deprecation`: old import paths and argument names, with a warning.

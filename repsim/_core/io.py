@@ -26,9 +26,12 @@ from repsim.errors import OutputError
 __all__ = [
     "atomic_write",
     "read_json",
+    "read_tensor_pair",
+    "tensor_pair_paths",
     "to_jsonable",
     "write_bytes",
     "write_json",
+    "write_tensor_pair",
     "write_text",
 ]
 
@@ -142,3 +145,107 @@ def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> Any:
         raise OutputError(f"{what} {p} does not exist.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise OutputError(f"{what} {p} is unreadable or not valid JSON ({exc}).") from None
+
+
+# ------------------------------------------------------------------ safetensors + JSON pairs
+
+
+def tensor_pair_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``PATH.safetensors`` and ``PATH.json`` for ``PATH`` (with or without either suffix)."""
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+
+
+def write_tensor_pair(
+    tensors: Mapping[str, Any], info: Mapping[str, Any], path: str | os.PathLike
+) -> Path:
+    """Write ``tensors`` to ``PATH.safetensors`` and ``info`` to ``PATH.json``, each atomically.
+
+    The tensors go first and the JSON second, so a reader that finds the JSON finds the
+    tensors it describes; each file is written under a unique temporary name and renamed
+    (:func:`atomic_write`), so two processes saving the same path never collide. The JSON is
+    ``json.dumps(info, indent=2, default=str)`` (NaN written as ``NaN``).
+
+    Parameters
+    ----------
+    tensors : mapping of str to torch.Tensor
+        Contiguous CPU tensors (``safetensors.torch.save_file``: never pickled).
+    info : mapping
+        The description saved next to them.
+    path : path-like
+        ``PATH``, ``PATH.safetensors`` or ``PATH.json``.
+
+    Returns
+    -------
+    pathlib.Path
+        The ``.safetensors`` path.
+
+    Raises
+    ------
+    OutputError
+        When either file cannot be written.
+    """
+    from safetensors.torch import save_file
+
+    weights, meta = tensor_pair_paths(path)
+    atomic_write(weights, lambda tmp: save_file(dict(tensors), str(tmp)))
+    write_json(info, meta, indent=2, allow_nan=True)
+    return weights
+
+
+def read_tensor_pair(
+    path: str | os.PathLike,
+    *,
+    what: str,
+    hint: str,
+    error: type[Exception] = OutputError,
+    need_info: bool = True,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Read a pair written by :func:`write_tensor_pair`: ``(tensors, info)``; never unpickles.
+
+    Parameters
+    ----------
+    path : path-like
+        ``PATH``, ``PATH.safetensors`` or ``PATH.json``.
+    what : str
+        What the files hold, for messages (``"saved model"``, ``"mask"``).
+    hint : str
+        How to make one, for the message of a missing file (``"save one with save_model"``).
+    error : exception type
+        The :mod:`repsim.errors` type raised for a missing or damaged file.
+    need_info : bool
+        Whether ``PATH.json`` must exist; without it, ``info`` is ``None`` when it is absent.
+
+    Raises
+    ------
+    error
+        When a needed file is missing, a file is damaged (not safetensors, not valid JSON, or
+        a JSON value that is not an object).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, meta = tensor_pair_paths(path)
+    if not weights.is_file() or (need_info and not meta.is_file()):
+        also = f" (+ {meta.name})" if need_info else ""
+        raise error(f"No {what} at {weights}{also}; {hint}.")
+    info = None
+    if meta.is_file():
+        try:
+            info = read_json(meta, what=f"{what} description")
+        except OutputError as exc:
+            raise error(f"{exc} Save the {what} again; {hint}.") from None
+        if not isinstance(info, dict):
+            raise error(
+                f"{meta} holds a JSON {type(info).__name__}, not a {what} description. Save the "
+                f"{what} again; {hint}."
+            )
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise error(
+            f"{weights} is not a readable safetensors file ({exc}); it is damaged or was not "
+            f"written by repsim. Save the {what} again; {hint}."
+        ) from None
+    return tensors, info

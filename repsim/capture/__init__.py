@@ -1,11 +1,13 @@
 """Capture: record what chosen layers compute on a dataset and cache it in Zarr.
 
-- :mod:`~repsim.capture.hooks`: forward hooks that copy activations inside the hook, and the
-  reductions of conv maps to ``[n, features]``.
+- :mod:`~repsim.capture.hooks`: ``hooks(model, pairs)``, the context manager of forward hooks
+  that copy activations inside the hook (always removed on exit), and the reductions of conv
+  maps to ``[n, features]``.
 - :mod:`~repsim.capture.record`: :func:`record` / :func:`record_reductions`, the one forward
   loop, and :class:`Capture`, the mapping of layer -> activations it returns.
 - :mod:`~repsim.capture.store`: :class:`ActivationStore`, the Zarr cache with atomic entries.
-- :mod:`~repsim.capture.shards`: capture split by sample ranges across workers.
+- :mod:`~repsim.capture.shards`: capture split by sample ranges across workers (the same loop,
+  on a row range).
 """
 
 from __future__ import annotations

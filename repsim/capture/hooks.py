@@ -7,13 +7,15 @@ CPU ``float32`` *inside the hook*, before the next module runs, so an in-place R
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from repsim._core.hooks import HookSet, attach_hooks
 from repsim.errors import ShapeError
 from repsim.layers import split_layer_name
 
@@ -53,7 +55,11 @@ def reduce_activation(t: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 class _Hooks:
-    """Forward (pre-)hooks on chosen layers, storing a CPU float32 copy of each activation."""
+    """Forward (pre-)hooks on chosen layers, storing a CPU float32 copy of each activation.
+
+    Registered all or none at construction (:func:`repsim._core.hooks.attach_hooks`);
+    :meth:`remove` (or leaving a ``with`` block) takes off exactly these hooks.
+    """
 
     def __init__(self, model: nn.Module, pairs: Sequence[tuple[str, str]]) -> None:
         self.reductions: dict[str, list[str]] = {}
@@ -61,26 +67,25 @@ class _Hooks:
             self.reductions.setdefault(layer, []).append(reduction)
         self.out: dict[tuple[str, str], torch.Tensor] = {}
         self.calls: dict[str, int] = {}
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self.warned: set[str] = set()
-        modules = dict(model.named_modules())
-        try:
-            for layer in self.reductions:
-                base, is_input = split_layer_name(layer)
-                module = modules[base]
-                if is_input:
-                    h = module.register_forward_pre_hook(self._pre_hook(layer), with_kwargs=True)
-                else:
-                    h = module.register_forward_hook(self._hook(layer))
-                self.handles.append(h)
-        except BaseException:
-            self.remove()
-            raise
+        forward, pre = [], []
+        for layer in self.reductions:
+            base, is_input = split_layer_name(layer)
+            if is_input:
+                pre.append((base, self._pre_hook(layer)))
+            else:
+                forward.append((base, self._hook(layer)))
+        self.handles: HookSet = attach_hooks(model, forward, pre, with_kwargs=True)
 
     def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
+        """Remove this recorder's hooks (and only those)."""
+        self.handles.remove()
+
+    def __enter__(self) -> _Hooks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
     def _store(self, layer: str, value: Any) -> None:
         t = _first_tensor(value)
@@ -119,3 +124,32 @@ class _Hooks:
     def reset(self) -> None:
         self.out = {}
         self.calls = {}
+
+
+@contextlib.contextmanager
+def hooks(model: nn.Module, pairs: Sequence[tuple[str, str]]) -> Iterator[_Hooks]:
+    """Record what chosen layers compute while the block runs; the hooks go on leaving it.
+
+    ``with hooks(model, [("block1", "mean"), ("fc:input", "flatten")]) as rec:`` registers a
+    forward hook on each layer (a forward-pre hook for ``":input"`` names); after each forward
+    pass ``rec.out[layer, reduction]`` holds the ``[batch, n_features]`` CPU float32 copy
+    (see :func:`reduce_activation`). Leaving the block, by return, exception or
+    ``KeyboardInterrupt``, removes exactly these hooks; hooks others registered stay.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; names are its ``named_modules()`` paths, optionally suffixed ``":input"``.
+    pairs : sequence of (layer, reduction)
+        What to record; a layer may appear with several reductions.
+
+    Raises
+    ------
+    LayerNotFoundError
+        When a layer is not a module of ``model``; nothing is left registered.
+    """
+    recorder = _Hooks(model, pairs)
+    try:
+        yield recorder
+    finally:
+        recorder.remove()

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from tqdm.auto import tqdm
 
 from repsim._core.fingerprints import array_fingerprint, model_fingerprint, unwrap_model
-from repsim.capture.hooks import _first_tensor, _Hooks
+from repsim._core.hooks import evaluating
+from repsim.capture.hooks import _first_tensor, hooks
 from repsim.capture.store import META_ARRAYS, REDUCTIONS, ActivationStore, RowWriter, array_name
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, DataError, NonFiniteError, SampleOrderError, ShapeError
@@ -309,13 +310,19 @@ def data_fingerprint(data: Any, batch_size: int = 256) -> str:
 
 
 # ---------------------------------------------------------------------------- sinks
+#
+# A sink takes each batch of the forward loop as ``write(start, batch)``: ``start`` is the
+# batch's first row in the data's order, ``batch`` maps array name -> rows. The loop is the
+# same whatever the sink; only where the rows go differs.
 
 
 class _MemorySink:
+    """Keep every batch in memory; :meth:`result` concatenates them."""
+
     def __init__(self) -> None:
         self.parts: dict[str, list[np.ndarray]] = {}
 
-    def write(self, batch: dict[str, np.ndarray]) -> None:
+    def write(self, start: int, batch: dict[str, np.ndarray]) -> None:
         for k, v in batch.items():
             self.parts.setdefault(k, []).append(v)
 
@@ -352,7 +359,7 @@ class _StoreSink:
         if self.error is not None:
             raise self.error
 
-    def write(self, batch: dict[str, np.ndarray]) -> None:
+    def write(self, start: int, batch: dict[str, np.ndarray]) -> None:
         self._check()
         for k, v in batch.items():
             if k not in self.writers:
@@ -389,6 +396,24 @@ class _StoreSink:
                 except queue.Empty:
                     pass
         self.thread.join(timeout=30)
+
+
+def array_attrs(
+    pairs: Sequence[tuple[str, str]], label: str, seed: int, meta: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The attributes stored with each array of an entry: layer arrays name their layer,
+    reduction, seed and model; the ``meta`` arrays carry the seed."""
+    attrs: dict[str, dict[str, Any]] = {
+        array_name(layer, reduction): {
+            "layer": layer,
+            "reduction": reduction,
+            "seed": seed,
+            "model": label,
+        }
+        for layer, reduction in pairs
+    }
+    attrs.update({k: {"seed": seed} for k in meta})
+    return attrs
 
 
 # ---------------------------------------------------------------------------- record
@@ -568,134 +593,193 @@ def _run(
     *,
     meta: bool,
 ) -> tuple[dict[str, np.ndarray], str]:
-    """One pass over the data with hooks; returns in-memory arrays (empty for a store)."""
-    dev = torch.device(device) if device is not None else _default_device()
-    modes = {m: m.training for m in model.modules()}
-    first_param = next(iter(model.parameters()), None)
-    home = first_param.device if first_param is not None else None
-    hasher = _InputHash(src.sample_id) if d_fp is None else None
-    hooks: _Hooks | None = None
-    sink: Any = None
-    pending = None
-    layer_attrs: dict[str, dict[str, Any]] = {}
-    if store is not None:
-        pending = store.begin(
-            m_fp,
-            d_fp,
-            src.n,
-            {
-                "name": label,
-                "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-                "seed": seed,
-            },
-        )
-        for layer, reduction in pairs:
-            layer_attrs[array_name(layer, reduction)] = {
-                "layer": layer,
-                "reduction": reduction,
-                "seed": seed,
-                "model": label,
-            }
-        layer_attrs["logits"] = {"seed": seed}
+    """One pass over all the data; returns in-memory arrays (empty for a store).
+
+    With a store the rows stream into a pending entry that is published when the pass is
+    complete and discarded on any error.
+    """
+    loop = {"seed": seed, "device": device, "progress": progress, "desc": f"capture {label}"}
+    if store is None:
+        hasher = _InputHash(src.sample_id) if d_fp is None else None
+        memory = _MemorySink()
+        forward_rows(model, src, pairs, memory, meta=meta, hasher=hasher, **loop)
+        return memory.result(), hasher.hexdigest() if hasher is not None else (d_fp or "")
+    pending = store.begin(
+        m_fp,
+        d_fp,
+        src.n,
+        {
+            "name": label,
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "seed": seed,
+        },
+    )
+    sink: _StoreSink | None = None
     try:
-        sink = _StoreSink(pending, layer_attrs) if pending is not None else _MemorySink()
-        model.eval()
-        if home is not None and home != dev:
-            model.to(dev)
-        hooks = _Hooks(model, pairs)
-        feats: dict[str, tuple[int, ...]] = {}
-        bar = tqdm(
-            total=src.n,
-            desc=f"capture {label}",
-            unit="sample",
-            disable=None if progress is None else not progress,
-            leave=False,
-        )
-        row = 0
-        with torch.random.fork_rng(devices=[]), torch.inference_mode(), bar:
+        sink = _StoreSink(pending, array_attrs(pairs, label, seed, ("logits",)))
+        forward_rows(model, src, pairs, sink, meta=meta, **loop)
+        sink.close()
+        pending.commit()
+    except BaseException:
+        if sink is not None:
+            sink.stop()
+        pending.abort()
+        raise
+    return {}, d_fp or ""
+
+
+def forward_rows(
+    model: nn.Module,
+    src: _Source,
+    pairs: Sequence[tuple[str, str]],
+    sink: Any,
+    *,
+    rows: tuple[int, int] | None = None,
+    meta: bool = True,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+    desc: str = "capture",
+    hasher: _InputHash | None = None,
+) -> None:
+    """The one forward loop of capture: run ``model`` on rows of ``src`` and hand each batch
+    of activations to ``sink.write(start, batch)``.
+
+    The model runs in eval mode on ``device`` under ``torch.inference_mode()``, in a forked
+    torch RNG seeded with ``seed``; the hooks of :func:`repsim.capture.hooks.hooks` copy each
+    layer's output inside the forward pass. Hooks, train/eval flags and the model's device are
+    restored however the loop ends.
+
+    Parameters
+    ----------
+    rows : (int, int), optional
+        Only the samples ``[a, b)`` (a shard): batches outside are skipped, batches straddling
+        a bound are cut, and the loop stops after ``b``. Default: every sample, and the number
+        of samples the data yields is checked against its length.
+    meta : bool
+        Also write ``logits``, ``predictions``, ``labels``, ``groups`` and ``sample_id``.
+    hasher : optional
+        Fed every input batch (the streaming data fingerprint).
+
+    Raises
+    ------
+    ShapeError, NonFiniteError, DataError
+        As :func:`record`; the sink has then been given only the batches before the bad one.
+    """
+    dev = torch.device(device) if device is not None else _default_device()
+    a, b = (0, src.n) if rows is None else rows
+    checks = _BatchChecks()
+    bar = {"total": b - a, "desc": desc, "disable": None if progress is None else not progress}
+    row = 0
+    with evaluating(model, dev), hooks(model, pairs) as recorder:
+        with (
+            tqdm(unit="sample", leave=False, **bar) as progress_bar,
+            torch.random.fork_rng(devices=[]),
+            torch.inference_mode(),
+        ):
             torch.manual_seed(seed)
-            for b, (x, y, g) in enumerate(src.batches()):
+            for i, (x, y, g) in enumerate(src.batches()):
                 if hasher is not None:
                     hasher.update(x)
-                k = len(x)
-                hooks.reset()
-                logits = _logits_of(model(x.to(dev, non_blocking=True)))
-                batch: dict[str, np.ndarray] = {}
-                for layer, reduction in pairs:
-                    if (layer, reduction) not in hooks.out:
-                        raise ShapeError(
-                            f"Layer {layer!r} did not run in batch {b}; it is not part of the "
-                            "model's forward pass. Choose layers that run."
-                        )
-                    act = hooks.out[layer, reduction]
-                    if act.shape[0] != k:
-                        raise ShapeError(
-                            f"Layer {layer!r} output has leading size {act.shape[0]} in batch {b}"
-                            f" but the batch has {k} samples; capture needs batch-first outputs."
-                        )
-                    shape = tuple(act.shape[1:])
-                    key = f"{layer}@{reduction}"
-                    if feats.setdefault(key, shape) != shape:
-                        raise ShapeError(
-                            f"Layer {layer!r} changed its output from {feats[key][0]} features "
-                            f"to {shape[0]} in batch {b} (samples {row}-{row + k - 1}); the model"
-                            " must give every sample the same shape."
-                        )
-                    arr = act.numpy()
-                    if not np.isfinite(arr).all():
-                        raise NonFiniteError(
-                            f"Layer {layer!r} produced NaN or inf in batch {b} (samples "
-                            f"{row}-{row + k - 1}). Fix the model or its inputs; nothing was "
-                            "cached for this capture."
-                        )
-                    batch[array_name(layer, reduction)] = arr
-                if meta:
-                    lg = logits.numpy()
-                    if logits.shape[0] != k:
-                        raise ShapeError(
-                            f"The model returned {logits.shape[0]} rows for a "
-                            f"batch of {k} samples (batch {b})."
-                        )
-                    if feats.setdefault(":logits", tuple(lg.shape[1:])) != lg.shape[1:]:
-                        raise ShapeError(
-                            f"The model's output changed from {feats[':logits']} "
-                            f"to {lg.shape[1:]} classes in batch {b}."
-                        )
-                    if not np.isfinite(lg).all():
-                        raise NonFiniteError(
-                            f"The model's logits hold NaN or inf in batch {b} (samples "
-                            f"{row}-{row + k - 1}); nothing was cached for this capture."
-                        )
-                    preds = (lg[:, 0] > 0) if lg.shape[1] == 1 else lg.argmax(axis=1)
-                    batch["logits"] = lg
-                    batch["predictions"] = preds.astype(np.int64)
-                    batch["labels"] = y.reshape(-1).numpy().astype(np.int64)
-                    batch["groups"] = (
-                        np.zeros(k, np.int64)
-                        if g is None
-                        else g.reshape(-1).numpy().astype(np.int64)
-                    )
-                    batch["sample_id"] = src.sample_id[row : row + k]
-                sink.write(batch)
-                row += k
-                bar.update(k)
-        if row != src.n:
-            raise DataError(f"The data yielded {row} samples but reports {src.n}.")
-        if pending is not None:
-            sink.close()
-            pending.commit()
-            return {}, d_fp or ""
-        return sink.result(), hasher.hexdigest() if hasher is not None else (d_fp or "")
-    except BaseException:
-        if isinstance(sink, _StoreSink):
-            sink.stop()
-        if pending is not None:
-            pending.abort()
-        raise
-    finally:
-        if hooks is not None:
-            hooks.remove()
-        if home is not None and home != dev:
-            model.to(home)
-        for m, mode in modes.items():
-            m.training = mode
+                start, row = row, row + len(x)
+                lo, hi = max(a, start), min(b, row)
+                if hi > lo:
+                    if (lo, hi) != (start, row):
+                        cut = slice(lo - start, hi - start)
+                        x, y, g = x[cut], y[cut], None if g is None else g[cut]
+                    recorder.reset()
+                    logits = _logits_of(model(x.to(dev, non_blocking=True)))
+                    batch = checks.at(i, lo, hi).layers(recorder, pairs)
+                    if meta:
+                        batch.update(checks.meta(logits, y, g, src.sample_id))
+                    sink.write(lo, batch)
+                    progress_bar.update(hi - lo)
+                if rows is not None and row >= b:
+                    break
+    if rows is None and row != src.n:
+        raise DataError(f"The data yielded {row} samples but reports {src.n}.")
+
+
+class _BatchChecks:
+    """The checks every batch passes: layers ran, batch-first, constant width, finite values.
+
+    Remembers each array's feature shape across batches; :meth:`at` names the batch (its
+    index ``b`` and samples ``lo..hi-1``) for the messages.
+    """
+
+    def __init__(self) -> None:
+        self.feats: dict[str, tuple[int, ...]] = {}
+        self.b = self.lo = self.hi = 0
+
+    def at(self, b: int, lo: int, hi: int) -> _BatchChecks:
+        self.b, self.lo, self.hi = b, lo, hi
+        return self
+
+    def layers(self, recorder: Any, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
+        """The checked activations of the batch, by array name."""
+        b, lo, hi, k = self.b, self.lo, self.hi, self.hi - self.lo
+        batch: dict[str, np.ndarray] = {}
+        for layer, reduction in pairs:
+            if (layer, reduction) not in recorder.out:
+                raise ShapeError(
+                    f"Layer {layer!r} did not run in batch {b}; it is not part of the "
+                    "model's forward pass. Choose layers that run."
+                )
+            act = recorder.out[layer, reduction]
+            if act.shape[0] != k:
+                raise ShapeError(
+                    f"Layer {layer!r} output has leading size {act.shape[0]} in batch {b}"
+                    f" but the batch has {k} samples; capture needs batch-first outputs."
+                )
+            shape = tuple(act.shape[1:])
+            key = f"{layer}@{reduction}"
+            if self.feats.setdefault(key, shape) != shape:
+                raise ShapeError(
+                    f"Layer {layer!r} changed its output from {self.feats[key][0]} features "
+                    f"to {shape[0]} in batch {b} (samples {lo}-{hi - 1}); the model"
+                    " must give every sample the same shape."
+                )
+            arr = act.numpy()
+            if not np.isfinite(arr).all():
+                raise NonFiniteError(
+                    f"Layer {layer!r} produced NaN or inf in batch {b} (samples "
+                    f"{lo}-{hi - 1}). Fix the model or its inputs; nothing was "
+                    "cached for this capture."
+                )
+            batch[array_name(layer, reduction)] = arr
+        return batch
+
+    def meta(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        g: torch.Tensor | None,
+        sample_id: np.ndarray,
+    ) -> dict[str, np.ndarray]:
+        """Checked logits, predictions, labels, groups and sample ids of the batch."""
+        b, lo, hi, k = self.b, self.lo, self.hi, self.hi - self.lo
+        lg = logits.numpy()
+        if logits.shape[0] != k:
+            raise ShapeError(
+                f"The model returned {logits.shape[0]} rows for a batch of {k} samples (batch {b})."
+            )
+        if self.feats.setdefault(":logits", tuple(lg.shape[1:])) != lg.shape[1:]:
+            raise ShapeError(
+                f"The model's output changed from {self.feats[':logits']} "
+                f"to {lg.shape[1:]} classes in batch {b}."
+            )
+        if not np.isfinite(lg).all():
+            raise NonFiniteError(
+                f"The model's logits hold NaN or inf in batch {b} (samples "
+                f"{lo}-{hi - 1}); nothing was cached for this capture."
+            )
+        preds = (lg[:, 0] > 0) if lg.shape[1] == 1 else lg.argmax(axis=1)
+        return {
+            "logits": lg,
+            "predictions": preds.astype(np.int64),
+            "labels": y.reshape(-1).numpy().astype(np.int64),
+            "groups": (
+                np.zeros(k, np.int64) if g is None else g.reshape(-1).numpy().astype(np.int64)
+            ),
+            "sample_id": sample_id[lo:hi],
+        }

@@ -35,8 +35,10 @@ import zarr
 import zarr.codecs
 import zarr.errors
 import zarr.storage
-from tqdm.auto import tqdm
 
+from repsim._core.fingerprints import model_fingerprint, unwrap_model
+from repsim._core.io import write_json
+from repsim.capture.record import _source, array_attrs, data_fingerprint, forward_rows
 from repsim.capture.store import (
     META_ARRAYS,
     REDUCTIONS,
@@ -48,7 +50,8 @@ from repsim.capture.store import (
     entry_key,
     provenance,
 )
-from repsim.errors import CacheError, ConfigError, DataError, NonFiniteError, ShapeError
+from repsim.errors import CacheError, ConfigError, DataError, ShapeError
+from repsim.layers import select_layers
 
 __all__ = ["finalize_shards", "record_shard", "shard_ranges", "shard_status"]
 
@@ -167,12 +170,6 @@ def record_shard(
     NonFiniteError, ShapeError, DataError
         As :func:`repsim.capture.record`; this shard's marker is then not written.
     """
-    from repsim._core.fingerprints import model_fingerprint, unwrap_model
-    from repsim.capture import data_fingerprint
-    from repsim.capture.hooks import _Hooks
-    from repsim.capture.record import _logits_of, _source
-    from repsim.layers import select_layers
-
     try:
         i, k = (int(v) for v in shard)
     except (TypeError, ValueError):
@@ -211,111 +208,72 @@ def record_shard(
         "chunk_rows": int(chunk_rows),
     }
     if not (gdir / "zarr.json").exists():
-        tmp_meta = gdir / f".zarr.json.{uuid.uuid4().hex}"
-        tmp_meta.write_text(
-            json.dumps({"zarr_format": 3, "node_type": "group", "attributes": group_attrs})
+        write_json(
+            {"zarr_format": 3, "node_type": "group", "attributes": group_attrs},
+            gdir / "zarr.json",
+            indent=None,
+            allow_nan=True,
         )
-        os.replace(tmp_meta, gdir / "zarr.json")
-
-    dev = (
-        torch.device(device)
-        if device is not None
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    sink = _ShardSink(
+        gdir, src.n, int(chunk_rows), store.clevel, array_attrs(pairs, label, seed, META_ARRAYS)
     )
-    modes = {m: m.training for m in model.modules()}
-    writers: dict[str, RowWriter] = {}
-    home = next(iter(model.parameters()), torch.empty(0)).device
-    hooks = _Hooks(model, pairs)
-    try:
-        model.eval()
-        model.to(dev)
-        row = 0
-        bar = tqdm(
-            total=b - a,
-            desc=f"capture {label} shard {i}/{k}",
-            unit="sample",
-            disable=None if progress is None else not progress,
-            leave=False,
-        )
-        with torch.random.fork_rng(devices=[]), torch.inference_mode(), bar:
-            torch.manual_seed(seed)
-            for x, y, g in src.batches():
-                lo, hi = max(a, row), min(b, row + len(x))
-                start = row
-                row += len(x)
-                if hi <= lo:
-                    if row >= b:
-                        break
-                    continue
-                sl = slice(lo - start, hi - start)
-                x, y = x[sl], y[sl]
-                g = None if g is None else g[sl]
-                hooks.reset()
-                lg = _logits_of(model(x.to(dev))).numpy()
-                batch = {
-                    array_name(layer, red): hooks.out[layer, red].numpy() for layer, red in pairs
-                }
-                batch["logits"] = lg
-                preds = (lg[:, 0] > 0) if lg.shape[1] == 1 else lg.argmax(axis=1)
-                batch["predictions"] = preds.astype(np.int64)
-                batch["labels"] = y.reshape(-1).numpy().astype(np.int64)
-                batch["groups"] = (
-                    np.zeros(len(x), np.int64)
-                    if g is None
-                    else g.reshape(-1).numpy().astype(np.int64)
-                )
-                batch["sample_id"] = src.sample_id[lo:hi]
-                for nm, v in batch.items():
-                    if v.dtype.kind == "f" and not np.isfinite(v).all():
-                        raise NonFiniteError(
-                            f"{nm} holds NaN or inf for samples {lo}-{hi - 1}; fix the model or "
-                            "its inputs. This shard's marker was not written."
-                        )
-                    if nm not in writers:
-                        attrs = (
-                            {
-                                "layer": pairs_by_name(pairs)[nm],
-                                "reduction": reduction,
-                                "seed": seed,
-                                "model": label,
-                            }
-                            if nm not in META_ARRAYS
-                            else {"seed": seed}
-                        )
-                        arr = _create_or_open(
-                            gdir,
-                            nm,
-                            src.n,
-                            None if v.ndim == 1 else v.shape[1],
-                            v.dtype,
-                            int(chunk_rows),
-                            store.clevel,
-                            attrs,
-                        )
-                        if v.ndim == 2 and arr.shape[1] != v.shape[1]:
-                            raise ShapeError(
-                                f"{nm} has {v.shape[1]} features here but "
-                                f"{arr.shape[1]} in the shared array."
-                            )
-                        writers[nm] = RowWriter(arr)
-                        writers[nm].start = lo
-                    writers[nm].append(v)
-                bar.update(hi - lo)
-                if row >= b:
-                    break
-        for w in writers.values():
-            w.flush()
-    finally:
-        hooks.remove()
-        model.to(home)
-        for m, mode in modes.items():
-            m.training = mode
-    done = gdir / ".done"
-    done.mkdir(exist_ok=True)
-    tmp = done / f".{i}-of-{k}.{uuid.uuid4().hex}"
-    tmp.write_text(json.dumps({"shard": i, "of": k, "rows": [a, b], "pid": os.getpid()}))
-    os.replace(tmp, done / f"{i}-of-{k}.json")
+    forward_rows(
+        model,
+        src,
+        pairs,
+        sink,
+        rows=(a, b),
+        seed=seed,
+        device=device,
+        progress=progress,
+        desc=f"capture {label} shard {i}/{k}",
+    )
+    sink.close()
+    write_json(
+        {"shard": i, "of": k, "rows": [a, b], "pid": os.getpid()},
+        gdir / ".done" / f"{i}-of-{k}.json",
+        indent=None,
+        allow_nan=True,
+    )
     return finalize_shards(store, m_fp, d_fp, reduction=reduction)
+
+
+class _ShardSink:
+    """Write a shard's rows into the shared arrays (created by whichever worker is first)."""
+
+    def __init__(
+        self, gdir: Path, n: int, chunk_rows: int, clevel: int, attrs: dict[str, dict[str, Any]]
+    ) -> None:
+        self.gdir, self.n, self.chunk_rows, self.clevel = gdir, n, chunk_rows, clevel
+        self.attrs = attrs
+        self.writers: dict[str, RowWriter] = {}
+
+    def write(self, start: int, batch: dict[str, np.ndarray]) -> None:
+        for nm, v in batch.items():
+            if nm not in self.writers:
+                arr = _create_or_open(
+                    self.gdir,
+                    nm,
+                    self.n,
+                    None if v.ndim == 1 else v.shape[1],
+                    v.dtype,
+                    self.chunk_rows,
+                    self.clevel,
+                    self.attrs.get(nm, {}),
+                )
+                if v.ndim == 2 and arr.shape[1] != v.shape[1]:
+                    raise ShapeError(
+                        f"{nm} has {v.shape[1]} features here but {arr.shape[1]} in the shared "
+                        "array."
+                    )
+                self.writers[nm] = RowWriter(arr)
+                self.writers[nm].start = start
+            self.writers[nm].append(v)
+
+    def close(self) -> None:
+        """Write the buffered last rows of every array."""
+        for w in self.writers.values():
+            w.flush()
 
 
 def pairs_by_name(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:

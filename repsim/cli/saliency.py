@@ -42,7 +42,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run_saliency(args: argparse.Namespace) -> int:
     """Handler of ``repsim saliency``; prints a JSON summary, writes tables/figures to --out."""
-    from repsim.compress.fairgrape import prunable_parameters
+    from repsim.compress import prunable_parameters
     from repsim.data import load_dataset
     from repsim.errors import DataError
     from repsim.models import load_model
@@ -61,7 +61,11 @@ def run_saliency(args: argparse.Namespace) -> int:
         data = data.with_groups(args.by)
     model = load_model(args.model)
     keep = pruning_mask(load_model(args.pruned)) if args.pruned else None
-    names = list(keep) if keep is not None else prunable_parameters(model, exclude_classifier=False)
+    names = (
+        list(keep)
+        if keep is not None
+        else prunable_parameters(model, exclude_classifier=False).names
+    )
     sal = weight_saliency(
         model, data, reduce=args.reduce, batch_size=args.batch_size, parameters=names
     )

@@ -17,13 +17,14 @@ from repsim.compress.fairgrape import (
     group_importance,
 )
 from repsim.compress.mask import Mask, bake
-from repsim.compress.prune import (
+from repsim.compress.prunable import (
+    PrunableParameters,
     PruneRecord,
     classifier_name,
     prunable_parameters,
-    prune,
     pruned_parameters,
 )
+from repsim.compress.prune import prune
 from repsim.compress.quantize import QuantRecord, quantize, quantize_tensor, torch_int8_dynamic
 from repsim.compress.schedule import (
     GradualPruning,
@@ -37,6 +38,7 @@ __all__ = [
     "DistillationLoss",
     "GradualPruning",
     "Mask",
+    "PrunableParameters",
     "PruneRecord",
     "QuantRecord",
     "agp_schedule",

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from repsim._core.fingerprints import unwrap_model
-from repsim.compress.prune import clone_model
+from repsim._core.hooks import attach_hooks, evaluating, frozen
+from repsim.compress.prunable import clone_model
 from repsim.data.base import GroupedData, GroupedDataset
-from repsim.errors import ConfigError, LayerNotFoundError, ModelError, did_you_mean
+from repsim.errors import ConfigError, ModelError
 from repsim.train import FitResult, fit, resolve_device
 
 
@@ -97,16 +98,11 @@ def attention_transfer_loss(
 
 
 class _Recorder:
+    """Keep the latest output of each named layer (with its graph: the loss backpropagates)."""
+
     def __init__(self, model: nn.Module, names: Sequence[str], role: str) -> None:
-        modules = dict(model.named_modules())
         self.outputs: dict[str, torch.Tensor] = {}
-        self.handles = []
-        for name in names:
-            if name not in modules:
-                raise LayerNotFoundError(
-                    f"The {role} has no layer {name!r}." + did_you_mean(name, modules)
-                )
-            self.handles.append(modules[name].register_forward_hook(self._hook(name)))
+        self.hooks = attach_hooks(model, [(n, self._hook(n)) for n in names], what=role)
 
     def _hook(self, name: str) -> Any:
         def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
@@ -115,15 +111,16 @@ class _Recorder:
         return hook
 
     def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+        self.hooks.remove()
 
 
 class DistillationLoss:
     """The ``loss(model, x, y)`` callable :func:`repsim.train.fit` trains the student with.
 
     ``kd_loss(student(x), teacher(x), y) + beta * attention_transfer_loss(...)``; the teacher
-    runs in eval mode under ``torch.no_grad``.
+    runs in eval mode under ``torch.no_grad``. With ``attention`` it hooks the teacher's
+    layers (and, after :meth:`attach`, the student's); :meth:`remove` takes those hooks off,
+    as does leaving a ``with DistillationLoss(...) as loss:`` block.
     """
 
     def __init__(
@@ -155,10 +152,16 @@ class DistillationLoss:
         self._student_rec = _Recorder(student, list(self.attention), "student")
 
     def remove(self) -> None:
-        """Remove all forward hooks."""
+        """Remove all forward hooks (only this loss's own)."""
         self._teacher_rec.remove()
         if self._student_rec is not None:
             self._student_rec.remove()
+
+    def __enter__(self) -> DistillationLoss:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -243,11 +246,8 @@ def distill(
     teacher.to(device).eval()
     student.to(device)
     x0 = torch.from_numpy(data.x[:2]).to(device)
-    with torch.no_grad():
-        was = student.training
-        student.eval()
+    with torch.no_grad(), evaluating(student):
         t_out, s_out = teacher(x0), student(x0)
-        student.train(was)
     if t_out.shape != s_out.shape:
         raise ModelError(
             f"Teacher outputs {tuple(t_out.shape[1:])} but student outputs "
@@ -255,17 +255,13 @@ def distill(
         )
     if attention is not None and not isinstance(attention, Mapping):
         attention = {name: name for name in attention}
-    requires = [q.requires_grad for q in teacher.parameters()]
-    for q in teacher.parameters():
-        q.requires_grad_(False)
-    loss = DistillationLoss(
-        teacher, T=T, alpha=alpha, gamma=gamma, attention=attention, beta=beta, p=p
-    )
-    try:
+    # the teacher is frozen and every hook removed however training ends
+    with (
+        frozen(teacher),
+        DistillationLoss(
+            teacher, T=T, alpha=alpha, gamma=gamma, attention=attention, beta=beta, p=p
+        ) as loss,
+    ):
         loss.attach(student)
         result = fit(student, data, epochs=epochs, loss=loss, **fit_options)
-    finally:
-        loss.remove()
-        for q, r in zip(teacher.parameters(), requires):
-            q.requires_grad_(r)
     return student, result

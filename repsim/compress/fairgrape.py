@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -46,8 +47,8 @@ from tqdm.auto import tqdm
 
 from repsim._core.fingerprints import unwrap_model
 from repsim.compress.mask import Mask
-from repsim.compress.prune import PruneRecord, check_sparsity, clone_model
-from repsim.compress.prune import prunable_parameters as compress_prunable
+from repsim.compress.prunable import PruneRecord, check_sparsity, clone_model
+from repsim.compress.prunable import prunable_parameters as compress_prunable
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, MaskError
 from repsim.saliency.gradient import (
@@ -65,17 +66,17 @@ from repsim.saliency.gradient import (
 )
 
 
-def prunable_parameters(
+def _scored_names(
     model: nn.Module,
-    parameters: Iterable[str] | None = None,
-    exclude: Sequence[str] | None = None,
-    exclude_classifier: bool = True,
+    parameters: Iterable[str] | None,
+    exclude: Sequence[str] | None,
+    exclude_classifier: bool,
 ) -> list[str]:
-    """Names of the weights FairGRAPE prunes.
+    """Names of the weights FairGRAPE scores and prunes.
 
-    By default the same selection as :func:`repsim.compress.prune`: every Linear/Conv
-    ``weight`` except ``exclude`` (module/parameter names or glob patterns) and, with
-    ``exclude_classifier``, the last Linear layer. ``parameters`` names them explicitly instead.
+    By default the selection of :func:`repsim.compress.prunable_parameters` (every Linear/Conv
+    ``weight`` except ``exclude`` and, with ``exclude_classifier``, the classifier);
+    ``parameters`` names them explicitly instead (less those matching an ``exclude`` glob).
 
     Raises
     ------
@@ -89,8 +90,34 @@ def prunable_parameters(
         if not names:
             raise ConfigError("No parameters left to prune (check parameters= and exclude=).")
         return names
-    targets, _ = compress_prunable(model, exclude=exclude, exclude_classifier=exclude_classifier)
-    return [f"{n}.weight" if n else "weight" for n, _ in targets]
+    return compress_prunable(model, exclude=exclude, exclude_classifier=exclude_classifier).names
+
+
+def prunable_parameters(
+    model: nn.Module,
+    parameters: Iterable[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    exclude_classifier: bool = True,
+) -> list[str]:
+    """Deprecated: the names of the weights FairGRAPE prunes.
+
+    Use ``repsim.compress.prunable_parameters(model, exclude=..., exclude_classifier=...)
+    .names`` (the one selection of prunable weights); FairGRAPE's functions take
+    ``parameters=`` to name the weights explicitly.
+
+    Raises
+    ------
+    ParameterNotFoundError, LayerNotFoundError, ConfigError
+        An unknown parameter name; an ``exclude`` entry matching no layer; nothing left.
+    """
+    warnings.warn(
+        "repsim.compress.fairgrape.prunable_parameters is deprecated and will be removed in "
+        "repsim 0.3; use repsim.compress.prunable_parameters(model, exclude=..., "
+        "exclude_classifier=...).names instead.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return _scored_names(model, parameters, exclude, exclude_classifier)
 
 
 def _actual_names(model: nn.Module, names: Iterable[str]) -> dict[str, str]:
@@ -147,7 +174,8 @@ def group_importance(
     batch_size : int
         Batch size of each group's batches.
     parameters, exclude, exclude_classifier
-        Which weights to score (see :func:`prunable_parameters`).
+        Which weights to score: explicit names, or the selection of
+        :func:`repsim.compress.prunable_parameters`.
     masks : mapping, optional
         Extra keep masks ``{name: bool tensor}`` applied (functionally, without touching the
         model) before estimating.
@@ -161,7 +189,7 @@ def group_importance(
     """
     check_batch_size(batch_size)
     model = unwrap_model(model)
-    names = prunable_parameters(model, parameters, exclude, exclude_classifier)
+    names = _scored_names(model, parameters, exclude, exclude_classifier)
     actual = _actual_names(model, names)
     real = dict(model.named_parameters())
     rows_by_group = resolve_groups(data, groups, include_overall=include_overall)
@@ -345,7 +373,7 @@ def fairgrape_masks(
     if not isinstance(iterations, int) or iterations < 1:
         raise ConfigError(f"iterations must be a positive integer, got {iterations!r}.")
     model = unwrap_model(model)
-    names = prunable_parameters(model, parameters, exclude, exclude_classifier)
+    names = _scored_names(model, parameters, exclude, exclude_classifier)
     real = dict(model.named_parameters())
     actual = _actual_names(model, names)
     shapes = {n: tuple(real[actual[n]].shape) for n in names}
@@ -435,11 +463,7 @@ def fairgrape_prune(
     target = model if inplace else clone_model(model)
     masks.apply(target)
     report = masks.sparsity()
-    all_prunable = [
-        f"{n}.weight" if n else "weight"
-        for n, m in target.named_modules()
-        if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)
-    ]
+    all_prunable = compress_prunable(target, exclude_classifier=False).names
     record = PruneRecord(
         method="fairgrape",
         scope=scope,

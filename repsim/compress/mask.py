@@ -9,26 +9,19 @@ made permanent with ``torch.nn.utils.prune.remove`` (:func:`bake`).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import prune as tprune
 
 from repsim._core.fingerprints import model_fingerprint, unwrap_model
+from repsim._core.io import read_tensor_pair, tensor_pair_paths, write_tensor_pair
 from repsim.errors import MaskError, MaskKeyError, did_you_mean
 
 FORMAT_VERSION = 1
-
-
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -190,13 +183,14 @@ class Mask(Mapping[str, torch.Tensor]):
     def save(self, path: str | os.PathLike, **extra: object) -> Path:
         """Write ``PATH.safetensors`` (boolean tensors) and ``PATH.json`` (report, fingerprint).
 
-        Both files are written under temporary names and renamed. Returns the ``.safetensors``
-        path.
+        Both files are written under unique temporary names and renamed
+        (:func:`repsim._core.io.write_tensor_pair`). Returns the ``.safetensors`` path.
+
+        Raises
+        ------
+        OutputError
+            If the files cannot be written.
         """
-        weights, meta = _paths(path)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        tmp_w, tmp_m = weights.with_name(weights.name + ".tmp"), meta.with_name(meta.name + ".tmp")
-        save_file(dict(self._entries), str(tmp_w))
         info = {
             "format": "repsim.Mask",
             "version": FORMAT_VERSION,
@@ -205,10 +199,7 @@ class Mask(Mapping[str, torch.Tensor]):
             "report": self.sparsity(),
             **extra,
         }
-        tmp_m.write_text(json.dumps(info, indent=2, default=str))
-        os.replace(tmp_w, weights)
-        os.replace(tmp_m, meta)
-        return weights
+        return write_tensor_pair(self._entries, info, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Mask:
@@ -217,18 +208,18 @@ class Mask(Mapping[str, torch.Tensor]):
         Raises
         ------
         MaskError
-            If the files are missing or are not a repsim mask.
+            If the files are missing, damaged or are not a repsim mask. ``PATH.json`` is
+            optional: without it the mask has no fingerprint.
         """
-        weights, meta = _paths(path)
-        if not weights.is_file():
-            raise MaskError(f"No mask at {weights}; save one with Mask.save.")
+        tensors, info = read_tensor_pair(
+            path, what="mask", hint="save one with Mask.save", error=MaskError, need_info=False
+        )
         fingerprint, order = None, []
-        if meta.is_file():
-            info = json.loads(meta.read_text())
+        if info is not None:
             if info.get("format") != "repsim.Mask":
+                _, meta = tensor_pair_paths(path)
                 raise MaskError(f"{meta} is not a repsim mask report.")
             fingerprint, order = info.get("fingerprint"), info.get("names", [])
-        tensors = load_file(str(weights))
         names = [n for n in order if n in tensors] + [n for n in tensors if n not in order]
         return cls({n: tensors[n] for n in names}, fingerprint=fingerprint)
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from repsim.compress.prune import clone_model, prunable_parameters
+from repsim._core.hooks import attach_hooks, evaluating
+from repsim.compress.prunable import clone_model, prunable_parameters
 from repsim.errors import ConfigError, DataError
 
 
@@ -204,25 +206,18 @@ def quantize(
 
 @torch.no_grad()
 def _calibrate(model: nn.Module, names: list[str], x: torch.Tensor) -> dict[str, float]:
-    modules = dict(model.named_modules())
     ranges = dict.fromkeys(names, 0.0)
-    handles = []
-    for name in names:
 
-        def hook(_m: nn.Module, _i: object, out: torch.Tensor, name: str = name) -> None:
+    def recorder(name: str) -> Any:
+        def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
             ranges[name] = max(ranges[name], float(out.detach().abs().max()))
 
-        handles.append(modules[name].register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
-    try:
+        return hook
+
+    with attach_hooks(model, [(n, recorder(n)) for n in names]), evaluating(model):
         device = next(model.parameters()).device
         for start in range(0, len(x), 512):
             model(x[start : start + 512].to(device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
     return ranges
 
 

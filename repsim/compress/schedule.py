@@ -11,7 +11,8 @@ from typing import Any
 
 from torch import nn
 
-from repsim.compress.prune import PruneRecord, check_sparsity, prune
+from repsim.compress.prunable import PruneRecord, check_sparsity
+from repsim.compress.prune import prune
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError
 from repsim.train import FitResult, TrainState, fit

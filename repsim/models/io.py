@@ -2,32 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils import prune
 
 from repsim._core.fingerprints import model_fingerprint, unwrap_model
+from repsim._core.io import read_tensor_pair, tensor_pair_paths, write_tensor_pair
 from repsim.errors import ModelError
 from repsim.models.registry import build_model
-
-
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
-    p = Path(path)
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, **extra: object) -> Path:
     """Save ``model`` as ``PATH.safetensors`` (state dict) and ``PATH.json`` (spec, fingerprint).
 
     Pruned models keep their ``weight_orig``/``weight_mask`` entries, so the mask is saved too.
-    Both files are written under temporary names and renamed, so a killed save leaves no
-    half-written model. Returns the ``.safetensors`` path.
+    Both files are written under unique temporary names and renamed
+    (:func:`repsim._core.io.write_tensor_pair`), so a killed save leaves no half-written model
+    and two processes saving the same path do not collide. Returns the ``.safetensors`` path.
+
+    Raises
+    ------
+    ModelError
+        If the model was not built by :func:`repsim.models.build_model`.
+    OutputError
+        If the files cannot be written.
     """
     model = unwrap_model(model)
     spec = getattr(model, "repsim_spec", None)
@@ -36,16 +37,9 @@ def save_model(model: nn.Module, path: str | os.PathLike, **extra: object) -> Pa
             "save_model needs a model built by repsim.models.build_model (it records the spec "
             "needed to rebuild it); for other models save model.state_dict() yourself."
         )
-    weights, meta = _paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp_w, tmp_m = weights.with_name(weights.name + ".tmp"), meta.with_name(meta.name + ".tmp")
-    save_file(state, str(tmp_w))
     info = {"spec": spec, "fingerprint": model_fingerprint(model), **extra}
-    tmp_m.write_text(json.dumps(info, indent=2, default=str))
-    os.replace(tmp_w, weights)
-    os.replace(tmp_m, meta)
-    return weights
+    return write_tensor_pair(state, info, path)
 
 
 def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> nn.Module:
@@ -54,20 +48,25 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu") -
     Raises
     ------
     ModelError
-        If either file is missing or the weights do not fit the recorded architecture.
+        If either file is missing or damaged, or the weights do not fit the recorded
+        architecture.
     """
-    weights, meta = _paths(path)
-    if not weights.is_file() or not meta.is_file():
-        raise ModelError(f"No saved model at {weights} (+ {meta.name}); save one with save_model.")
-    info = json.loads(meta.read_text())
-    spec = info["spec"]
+    state, info = read_tensor_pair(
+        path, what="saved model", hint="save one with save_model", error=ModelError
+    )
+    spec = (info or {}).get("spec")
+    if not isinstance(spec, dict) or not {"name", "input_shape", "n_classes"} <= set(spec):
+        _, meta = tensor_pair_paths(path)
+        raise ModelError(
+            f"{meta} has no model spec (name, input_shape, n_classes); it was not written by "
+            "save_model. Save the model again with save_model."
+        )
     model = build_model(
         spec["name"],
         input_shape=spec["input_shape"],
         n_classes=spec["n_classes"],
         **spec.get("options", {}),
     )
-    state = load_file(str(weights))
     load_state_dict_pruned(model, state)
     return model.to(device)
 

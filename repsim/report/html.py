@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repsim._core.io import write_text
 from repsim.errors import DataError
 
 _CSS = """
@@ -127,13 +128,8 @@ def write_index(
 ) -> Path:
     """Write ``out_dir/index.html``: summary bullets, then each section's text, figures (PNG,
     embedded as base64 ``data:`` URIs) and tables. Returns the path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "index.html"
-    path.write_text(
-        render(title=title, summary=summary, sections=sections, meta=meta), encoding="utf-8"
-    )
-    return path
+    path = Path(out_dir) / "index.html"
+    return write_text(render(title=title, summary=summary, sections=sections, meta=meta), path)
 
 
 def _ci(row: Mapping[str, Any], key: str) -> str:

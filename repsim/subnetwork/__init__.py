@@ -3,7 +3,8 @@
 See ``docs/subnetwork.md`` for the method, the exact definitions and their sources.
 """
 
-from repsim.subnetwork.gates import gate, gated_forward, hard_mask, init_gates, prunable_parameters
+from repsim.subnetwork.gates import gate, gate_weights, gated_forward, hard_mask, init_gates
+from repsim.subnetwork.gates import prunable_parameters as prunable_parameters  # deprecated
 from repsim.subnetwork.mi import mutual_information
 from repsim.subnetwork.search import (
     SearchResult,
@@ -20,11 +21,11 @@ __all__ = [
     "as_mask",
     "cell_weights",
     "gate",
+    "gate_weights",
     "gated_forward",
     "hard_mask",
     "init_gates",
     "mutual_information",
-    "prunable_parameters",
     "search",
     "sparsity_report",
 ]

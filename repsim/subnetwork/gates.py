@@ -19,6 +19,7 @@ module and parameter names stay as they are and its weights are never written.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -26,9 +27,10 @@ from torch import nn
 from torch.func import functional_call
 
 from repsim._core.fingerprints import unwrap_model
-from repsim.compress.prune import classifier_name as _last_linear
-from repsim.compress.prune import prunable_parameters as _compress_prunable
-from repsim.errors import ConfigError, LayerNotFoundError, ModelError, did_you_mean
+from repsim._core.hooks import attach_hooks
+from repsim.compress.prunable import classifier_name as _last_linear
+from repsim.compress.prunable import prunable_parameters as _compress_prunable
+from repsim.errors import ConfigError, ModelError
 
 GRANULARITIES = ("weight", "channel")
 
@@ -81,30 +83,30 @@ def classifier_name(model: nn.Module) -> str:
     return name
 
 
-def prunable_parameters(
+def gate_weights(
     model: nn.Module, *, exclude: Sequence[str] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Weights of the conv and linear layers that gates may prune, by parameter name.
-
-    The same layers :func:`repsim.compress.prune.prunable_parameters` prunes, so masks from
-    either are interchangeable.
+    """The weights gates attach to, by parameter name: the subnetwork view of
+    :func:`repsim.compress.prunable_parameters` (so masks from either are interchangeable).
 
     Parameters
     ----------
     model : torch.nn.Module
     exclude : sequence of str, optional
         Module names (or globs) left unpruned. Default: the classifier (last linear layer), as
-        in Debiasing Surgeon, where the mask is learnt on the encoder only.
+        in Debiasing Surgeon, where the mask is learnt on the encoder only. An explicit list
+        (even empty) replaces that default.
 
     Returns
     -------
     dict
-        ``{"features.conv1.weight": tensor, ...}`` in ``named_modules`` order.
+        ``{"features.conv1.weight": tensor, ...}`` in ``named_modules`` order
+        (``prunable_parameters(...).weights``).
 
     Raises
     ------
     ModelError
-        When no prunable layer is left.
+        When no prunable layer is left, or (default ``exclude``) the model has no classifier.
     LayerNotFoundError
         When ``exclude`` names a module the model does not have.
     """
@@ -112,13 +114,28 @@ def prunable_parameters(
     if exclude is None:
         classifier_name(model)  # a model without a classifier is a clear error here
     try:
-        targets, _ = _compress_prunable(model, exclude=exclude, exclude_classifier=exclude is None)
+        selected = _compress_prunable(model, exclude=exclude, exclude_classifier=exclude is None)
     except ConfigError as exc:
         raise ModelError(
             "The model has no prunable layer (conv or linear weights outside the excluded "
             f"modules); subnetwork search needs at least one. {exc}"
         ) from None
-    return {f"{name}.weight" if name else "weight": mod.weight for name, mod in targets}
+    return selected.weights
+
+
+def prunable_parameters(
+    model: nn.Module, *, exclude: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """Deprecated alias of :func:`gate_weights` (repsim has one ``prunable_parameters``, in
+    :mod:`repsim.compress`, returning :class:`repsim.compress.PrunableParameters`)."""
+    warnings.warn(
+        "repsim.subnetwork.prunable_parameters is deprecated and will be removed in repsim "
+        "0.3; use repsim.subnetwork.gates.gate_weights(model, exclude=...) or "
+        "repsim.compress.prunable_parameters(model, ...).weights instead.",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return gate_weights(model, exclude=exclude)
 
 
 def gate_shape(weight: torch.Tensor, granularity: str) -> tuple[int, ...]:
@@ -159,22 +176,20 @@ def hard_mask(
 
 @contextlib.contextmanager
 def capture_input(model: nn.Module, module_name: str) -> Iterator[list[torch.Tensor]]:
-    """Record the input of ``module_name`` on each forward; the hook is removed on exit."""
-    modules = dict(model.named_modules())
-    if module_name not in modules:
-        raise LayerNotFoundError(
-            f"The model has no module {module_name!r}." + did_you_mean(module_name, modules)
-        )
+    """Record the input of ``module_name`` on each forward; the hook is removed on exit.
+
+    Raises
+    ------
+    LayerNotFoundError
+        When ``module_name`` is not a module of ``model``.
+    """
     store: list[torch.Tensor] = []
 
     def hook(_mod: nn.Module, args: tuple) -> None:
         store.append(args[0])
 
-    handle = modules[module_name].register_forward_pre_hook(hook)
-    try:
+    with attach_hooks(model, pre=[(module_name, hook)], noun="module"):
         yield store
-    finally:
-        handle.remove()
 
 
 def gated_forward(

@@ -28,6 +28,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,17 +42,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from repsim._core.fingerprints import model_fingerprint, unwrap_model
+from repsim._core.io import atomic_write, write_json
 from repsim.compress import Mask, bake
 from repsim.data.base import GroupedData
-from repsim.errors import ConfigError, DataError, ShapeError, did_you_mean
+from repsim.errors import ConfigError, DataError, OutputError, ShapeError, did_you_mean
 from repsim.subnetwork.gates import (
     GRANULARITIES,
     classifier_name,
     gate,
+    gate_weights,
     gated_forward,
     hard_mask,
     init_gates,
-    prunable_parameters,
 )
 from repsim.subnetwork.mi import mutual_information
 
@@ -162,15 +164,44 @@ def _config_hash(config: dict[str, Any]) -> str:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through :func:`repsim._core.io.atomic_write`.
+
+    torch names the archive inside the file after the file it writes, so the checkpoint is
+    saved as ``<name>.tmp`` in a private directory and moved to the unique temporary name: the
+    bytes are the same whichever process writes them.
+    """
+
+    def write(tmp: Path) -> None:
+        staging = tmp.with_name(tmp.name + ".d")
+        staging.mkdir()
+        try:
+            torch.save(obj, staging / (path.name + ".tmp"))
+            os.replace(staging / (path.name + ".tmp"), tmp)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    atomic_write(path, write)
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=True))
-    os.replace(tmp, path)
+    write_json(obj, path, indent=1, allow_nan=True)
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`search` (tensors and plain values only)."""
+    try:
+        ckpt = torch.load(path, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        raise OutputError(
+            f"The checkpoint {path} is unreadable ({type(exc).__name__}); it is damaged or holds "
+            "more than tensors and plain values (repsim never unpickles objects), so it was not "
+            "written by repsim. Delete it to start the run over, or use a new run_dir."
+        ) from None
+    if not isinstance(ckpt, dict) or "config_hash" not in ckpt:
+        raise OutputError(
+            f"{path} is not a repsim search checkpoint. Delete it or use a new run_dir."
+        )
+    return ckpt
 
 
 @torch.no_grad()
@@ -326,7 +357,7 @@ def search(
     vb_spec = bias_labels if val_bias_labels is None else val_bias_labels
     b_val = _bias_array(val, vb_spec, f"{val.name}/{val.split}")
     n_bias = max(n_bias, int(b_val.max()) + 1)
-    weights = prunable_parameters(model, exclude=exclude)
+    weights = gate_weights(model, exclude=exclude)
     bn = bottleneck or classifier_name(model)
     dev = next(model.parameters()).device
 
@@ -399,18 +430,32 @@ def search(
         "done": False,
     }
     vanilla_acc, _ = _score(model, None, head, bn, xv, yv, bv)
+    rules = _Selection(
+        xv,
+        yv,
+        bv,
+        vanilla_acc=vanilla_acc,
+        bias_chance=bias_chance,
+        max_acc_drop=max_acc_drop,
+        selection=selection,
+        eval_every=eval_every,
+        plateau_delta=plateau_delta,
+        plateau_patience=plateau_patience,
+        tau_decay=tau_decay,
+        tau_min=tau_min,
+    )
 
     run_path = Path(run_dir) if run_dir is not None else None
     if run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
-        (run_path / "config.json").write_text(json.dumps(config, indent=1))
+        write_json(config, run_path / "config.json", indent=1, allow_nan=True)
     if resume:
         ckpt_file = run_path / CHECKPOINT  # type: ignore[operator]
         if not ckpt_file.exists():
             raise ConfigError(
                 f"Nothing to resume: {ckpt_file} does not exist. Run without --resume to start."
             )
-        ckpt = torch.load(ckpt_file, weights_only=False)
+        ckpt = _load_checkpoint(ckpt_file)
         if ckpt["config_hash"] != chash:
             raise ConfigError(
                 f"{ckpt_file} was written with different settings, model or data "
@@ -486,25 +531,7 @@ def search(
             st["log"].append(terms)
             bar.update(1)
             if st["step"] % eval_every == 0 or st["step"] == steps:
-                _evaluate(
-                    st,
-                    model,
-                    gates,
-                    head,
-                    bn,
-                    xv,
-                    yv,
-                    bv,
-                    vanilla_acc,
-                    max_acc_drop,
-                    selection,
-                    bias_chance,
-                    eval_every,
-                    plateau_delta,
-                    plateau_patience,
-                    tau_decay,
-                    tau_min,
-                )
+                _evaluate(st, model, gates, head, bn, rules)
                 bar.set_postfix(tau=st["tau"], mi=round(terms["mi"], 4))
             if on_step is not None:
                 on_step(st["step"], terms)
@@ -553,55 +580,61 @@ def search(
     return SearchResult(mask=out_mask, record=record, log=list(st["log"]), evals=list(st["evals"]))
 
 
+@dataclass(frozen=True)
+class _Selection:
+    """The validation split and the rules of model selection and temperature annealing."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    b: torch.Tensor
+    vanilla_acc: float
+    bias_chance: float
+    max_acc_drop: float
+    selection: str
+    eval_every: int
+    plateau_delta: float
+    plateau_patience: int
+    tau_decay: float
+    tau_min: float
+
+
 def _evaluate(
-    st,
-    model,
-    gates,
-    head,
-    bn,
-    xv,
-    yv,
-    bv,
-    vanilla_acc,
-    max_acc_drop,
-    selection,
-    bias_chance,
-    eval_every,
-    plateau_delta,
-    plateau_patience,
-    tau_decay,
-    tau_min,
+    st: dict[str, Any],
+    model: nn.Module,
+    gates: dict[str, torch.Tensor],
+    head: nn.Module,
+    bn: str,
+    rules: _Selection,
 ) -> None:
     """Score the hard mask on validation, update the selection and anneal on a plateau."""
-    acc, bias_acc = _score(model, gates, head, bn, xv, yv, bv)
-    named = dict(model.named_parameters())
-    mask = {k: (m.detach() >= 0).expand_as(named[k]).cpu().clone() for k, m in gates.items()}
+    acc, bias_acc = _score(model, gates, head, bn, rules.x, rules.y, rules.b)
+    mask = hard_mask(gates, dict(model.named_parameters()))
     kept = sum(int(v.sum()) for v in mask.values())
     total = sum(v.numel() for v in mask.values())
-    eligible = acc >= vanilla_acc - max_acc_drop
+    eligible = acc >= rules.vanilla_acc - rules.max_acc_drop
     entry = {
         "step": st["step"],
         "tau": st["tau"],
         "val_acc": acc,
         "val_bias_acc": bias_acc,
-        "bias_chance": bias_chance,
+        "bias_chance": rules.bias_chance,
         "sparsity": 1.0 - kept / total,
         "eligible": bool(eligible),
     }
     st["evals"].append(entry)
     if eligible:
-        score = abs(bias_acc - bias_chance) if selection == "bias-head" else -acc
+        score = abs(bias_acc - rules.bias_chance) if rules.selection == "bias-head" else -acc
         if st["best"] is None or score < st["best"]["score"]:
             st["best"] = {**entry, "score": score, "mask": mask}
-    window = st["log"][-eval_every:]
+    window = st["log"][-rules.eval_every :]
     mean_mi = float(np.mean([r["mi"] for r in window]))
-    if mean_mi < st["best_mi"] - plateau_delta:
+    if mean_mi < st["best_mi"] - rules.plateau_delta:
         st["best_mi"], st["bad_windows"] = mean_mi, 0
     else:
         st["bad_windows"] += 1
-        if st["bad_windows"] >= plateau_patience:
-            st["tau"] *= tau_decay
+        if st["bad_windows"] >= rules.plateau_patience:
+            st["tau"] *= rules.tau_decay
             st["bad_windows"] = 0
             st["best_mi"] = mean_mi
-            if st["tau"] < tau_min:
+            if st["tau"] < rules.tau_min:
                 st["done"] = True

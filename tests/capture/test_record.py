@@ -8,8 +8,16 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from repsim.capture import Capture, data_fingerprint, record, record_reductions
+from repsim.capture.hooks import hooks
 from repsim.data import load_dataset
-from repsim.errors import ConfigError, NonFiniteError, SampleOrderError, ShapeError
+from repsim.errors import (
+    ConfigError,
+    DataError,
+    LayerNotFoundError,
+    NonFiniteError,
+    SampleOrderError,
+    ShapeError,
+)
 from tests.helpers import tiny_resnet
 
 
@@ -112,7 +120,7 @@ def test_shuffled_loader_and_bad_items_are_rejected(data):
     ds = data.to_torch()
     with pytest.raises(SampleOrderError):
         record(tiny_resnet(), DataLoader(ds, shuffle=True), ["fc"], progress=False)
-    with pytest.raises(Exception, match="tuple"):
+    with pytest.raises(DataError, match=r"Each batch must be a tuple \(x, y\) or \(x, y, group\)"):
         record(tiny_resnet(), TensorDataset(torch.from_numpy(data.x)), ["fc"], progress=False)
     with pytest.raises(ConfigError):
         record(tiny_resnet(), data, ["fc"], reduction="median")
@@ -181,6 +189,29 @@ def test_hooks_removed_after_exception_user_hooks_kept(data, exc):
     }
     assert after == counts
     assert user.id in model.block2._forward_hooks
+
+
+@pytest.mark.parametrize("exc", [Boom, KeyboardInterrupt])
+def test_hooks_context_manager_records_and_always_removes_its_own(data, exc):
+    model = tiny_resnet()
+    user = model.fc.register_forward_pre_hook(lambda m, a: None)
+    x = torch.from_numpy(data.x[:5])
+    with hooks(model, [("block1", "mean"), ("block1", "flatten"), ("fc:input", "flatten")]) as rec:
+        with torch.no_grad():
+            model(x)
+        assert set(rec.out) == {("block1", "mean"), ("block1", "flatten"), ("fc:input", "flatten")}
+        assert rec.out["block1", "mean"].shape == (5, 4)
+        assert rec.out["block1", "flatten"].shape == (5, 4 * 8 * 8)
+    assert not model.block1._forward_hooks
+    assert list(model.fc._forward_pre_hooks) == [user.id]
+    with pytest.raises(exc):
+        with hooks(model, [("block2", "mean")]):
+            raise exc("boom")
+    assert not model.block2._forward_hooks
+    with pytest.raises(LayerNotFoundError, match="block9"):
+        with hooks(model, [("block1", "mean"), ("block9", "mean")]):
+            pass
+    assert not model.block1._forward_hooks
 
 
 class NaNAt(nn.Module):

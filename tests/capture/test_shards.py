@@ -121,3 +121,33 @@ def test_concurrent_shards_write_one_entry(tmp_path, setup):
         model_fingerprint(model), data.fingerprint(), array_name("features.fc2", "flatten")
     )
     np.testing.assert_array_equal(arr[:], full["features.fc2"])
+
+
+def test_failing_shard_writes_no_marker_and_restores_the_model(tmp_path, setup):
+    """The shard runs capture's own forward loop: the same checks, errors and restores."""
+    from torch import nn
+
+    from repsim.errors import NonFiniteError, ShapeError
+
+    _, data = setup
+
+    class NaNAfter(nn.Module):
+        def forward(self, x):
+            return x * float("nan")
+
+    model = build_model("mlp", input_shape=data.x.shape[1:], n_classes=10, seed=0)
+    model.train()
+    model.features.fc2 = nn.Sequential(model.features.fc2, NaNAfter())
+    store = ActivationStore(tmp_path / "s")
+    with pytest.raises(NonFiniteError, match=r"'features.fc2.1'.*samples 0-"):
+        record_shard(model, data, ["features.fc2.1"], shard=(0, 2), store=store, chunk_rows=100)
+    status = shard_status(store, model_fingerprint(model), data.fingerprint())
+    assert status["done"] == []
+    assert all(m.training for m in model.modules())
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+    unused = build_model("mlp", input_shape=data.x.shape[1:], n_classes=10, seed=0)
+    unused.spare = nn.Linear(3, 3)  # never called in forward
+    with pytest.raises(ShapeError, match="'spare' did not run"):
+        record_shard(unused, data, ["spare"], shard=(1, 2), store=store, chunk_rows=100)
+    assert not unused.spare._forward_hooks

@@ -115,3 +115,56 @@ def test_different_output_sizes(teacher, digits):
     student = build_model("mlp", input_shape=(1, 8, 8), n_classes=5, seed=0)
     with pytest.raises(ModelError, match="same number of classes"):
         distill(teacher, student, digits.train, epochs=1)
+
+
+def _n_hooks(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_teacher_unfrozen_and_hooks_removed_when_distillation_fails(teacher, digits):
+    student = build_model("cnn", input_shape=(1, 8, 8), n_classes=10, seed=7, width=8)
+    # a bad teacher layer fails while the loss hooks the teacher (after the freeze)
+    with pytest.raises(LayerNotFoundError, match="The teacher has no layer 'features.relu_3'"):
+        distill(
+            teacher,
+            student,
+            digits.train,
+            epochs=1,
+            attention={"features.relu2": "features.relu2", "features.relu3": "features.relu_3"},
+            progress=False,
+        )
+    assert all(p.requires_grad for p in teacher.parameters())
+    assert _n_hooks(teacher) == 0
+
+    class Stop(Exception):
+        pass
+
+    class StopAfterOneStep:
+        def on_step_end(self, state):
+            assert not any(p.requires_grad for p in teacher.parameters())  # frozen meanwhile
+            raise Stop
+
+    # an error inside training (here from a callback) unfreezes and unhooks both models too
+    with pytest.raises(Stop):
+        distill(
+            teacher,
+            student,
+            digits.train,
+            epochs=1,
+            attention=["features.relu2"],
+            inplace=True,
+            callbacks=[StopAfterOneStep()],
+            progress=False,
+        )
+    assert all(p.requires_grad for p in teacher.parameters())
+    assert _n_hooks(teacher) == 0 and _n_hooks(student) == 0
+
+
+def test_distillation_loss_as_context_manager_removes_its_hooks(teacher):
+    from repsim.compress import DistillationLoss
+
+    student = build_model("cnn", input_shape=(1, 8, 8), n_classes=10, seed=7, width=8)
+    with DistillationLoss(teacher, attention={"features.relu2": "features.relu2"}) as loss:
+        loss.attach(student)
+        assert _n_hooks(teacher) == 1 and _n_hooks(student) == 1
+    assert _n_hooks(teacher) == 0 and _n_hooks(student) == 0

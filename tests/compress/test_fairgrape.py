@@ -204,8 +204,10 @@ def test_bad_inputs() -> None:
         fairgrape_masks(model, data, 1.0)
     with pytest.raises(ConfigError, match="scope"):
         fairgrape_masks(model, data, 0.5, scope="network")
-    with pytest.raises(ParameterNotFoundError):
+    with pytest.warns(DeprecationWarning), pytest.raises(ParameterNotFoundError):
         prunable_parameters(model, ["5.wieght"])
+    with pytest.raises(ParameterNotFoundError, match="5.wieght"):
+        group_importance(model, data, parameters=["5.wieght"])
     with pytest.raises(LayerNotFoundError):
         fairgrape_masks(model, data, 0.5, exclude=["conv9"])
     empty = GroupedData(

@@ -181,3 +181,35 @@ def test_bias_and_batchnorm_not_pruned(cnn):
     assert not any(
         isinstance(dict(pruned.named_modules())[n.rsplit(".", 1)[0]], nn.BatchNorm2d) for n in names
     )
+
+
+def test_one_prunable_parameters_with_its_views(cnn):
+    from repsim.compress import PrunableParameters, prunable_parameters
+
+    sel = prunable_parameters(cnn, exclude=["features.conv1"])
+    assert isinstance(sel, PrunableParameters)
+    targets, excluded = sel  # unpacks as the (targets, excluded) pair it always was
+    assert [n for n, _ in targets] == ["features.conv2", "features.conv3", "fc"]
+    assert excluded == ["features.conv1.weight", "classifier.weight"]
+    assert sel.names == ["features.conv2.weight", "features.conv3.weight", "fc.weight"]
+    assert all(w is m.weight for w, (_, m) in zip(sel.weights.values(), targets, strict=True))
+    pruned, _ = prune(cnn, 0.5)
+    assert prunable_parameters(pruned).names == pruned_parameters(pruned)
+
+
+def test_prune_and_fairgrape_share_helpers_without_an_import_cycle():
+    import ast
+    import importlib
+    from pathlib import Path
+
+    prune_module = importlib.import_module("repsim.compress.prune")
+    prunable = importlib.import_module("repsim.compress.prunable")
+    fairgrape = importlib.import_module("repsim.compress.fairgrape")
+    for name in ("PruneRecord", "check_sparsity", "clone_model", "prunable_parameters"):
+        assert getattr(prune_module, name) is getattr(prunable, name)
+    # fairgrape (which prune calls for method="fairgrape") and the shared helpers never import
+    # prune, so there is no cycle
+    for module in (fairgrape, prunable):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "repsim.compress.prune" not in imported

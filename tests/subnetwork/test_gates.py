@@ -6,6 +6,7 @@ from torch import nn
 from repsim.errors import ConfigError, ModelError
 from repsim.subnetwork.gates import (
     gate,
+    gate_weights,
     gated_forward,
     hard_mask,
     init_gates,
@@ -48,23 +49,23 @@ def test_gate_anneals_to_binary():
         gate(m, 0.0)
 
 
-def test_prunable_parameters_skip_bias_norm_and_classifier(tiny_model):
-    names = list(prunable_parameters(tiny_model))
+def test_gate_weights_skip_bias_norm_and_classifier(tiny_model):
+    names = list(gate_weights(tiny_model))
     assert names == ["fc1.weight"]
-    assert set(prunable_parameters(tiny_model, exclude=[])) == {"fc1.weight", "classifier.weight"}
+    assert set(gate_weights(tiny_model, exclude=[])) == {"fc1.weight", "classifier.weight"}
 
 
 def test_no_prunable_layer_is_a_clear_error():
     with pytest.raises(ModelError, match="no prunable layer"):
-        prunable_parameters(nn.Sequential(nn.Linear(4, 2)))
+        gate_weights(nn.Sequential(nn.Linear(4, 2)))
     with pytest.raises(ModelError, match="no nn.Linear"):
-        prunable_parameters(nn.Sequential(nn.ReLU()))
+        gate_weights(nn.Sequential(nn.ReLU()))
 
 
 @pytest.mark.parametrize("granularity", ["weight", "channel"])
 def test_gated_forward_matches_manually_masked_model(tiny_model, granularity):
     torch.manual_seed(1)
-    weights = prunable_parameters(tiny_model)
+    weights = gate_weights(tiny_model)
     gates = init_gates(weights, granularity)
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     with torch.no_grad():
@@ -93,14 +94,14 @@ def test_gated_forward_matches_manually_masked_model(tiny_model, granularity):
 
 
 def test_hook_removed_when_forward_raises(tiny_model):
-    gates = init_gates(prunable_parameters(tiny_model))
+    gates = init_gates(gate_weights(tiny_model))
     with pytest.raises(RuntimeError):
         gated_forward(tiny_model, torch.randn(3, 5), gates, 1.0, bottleneck="classifier")
     assert not tiny_model.classifier._forward_pre_hooks
 
 
 def test_init_gates_keep_full_network(tiny_model):
-    weights = prunable_parameters(tiny_model)
+    weights = gate_weights(tiny_model)
     gates = init_gates(weights, "channel")
     assert gates["fc1.weight"].shape == (8, 1)
     x = torch.randn(4, 6)
@@ -111,3 +112,23 @@ def test_init_gates_keep_full_network(tiny_model):
         init_gates(weights, "channel", init=0.0)
     with pytest.raises(ConfigError, match="granularity"):
         init_gates(weights, "block")
+
+
+def test_gate_weights_are_the_compress_selection(tiny_model):
+    from repsim.compress import prunable_parameters as compress_prunable
+
+    for exclude in (None, [], ["fc1"]):
+        view = compress_prunable(tiny_model, exclude=exclude, exclude_classifier=exclude is None)
+        got = gate_weights(tiny_model, exclude=exclude)
+        assert list(got) == view.names
+        assert all(got[k] is v for k, v in view.weights.items())
+
+
+def test_old_prunable_parameters_name_warns_and_still_works(tiny_model):
+    import repsim.subnetwork
+
+    with pytest.warns(DeprecationWarning, match="gate_weights"):
+        old = prunable_parameters(tiny_model)
+    assert list(old) == ["fc1.weight"]
+    with pytest.warns(DeprecationWarning), pytest.raises(ModelError, match="no prunable layer"):
+        repsim.subnetwork.prunable_parameters(nn.Sequential(nn.Linear(4, 2)))

@@ -191,3 +191,35 @@ def test_sigkilled_run_resumes_to_the_same_mask(tmp_path):
     assert resumed.log == full.log
     assert all(torch.equal(resumed.mask[k], full.mask[k]) for k in full.mask)
     assert resumed.record["chosen_step"] == full.record["chosen_step"]
+
+
+def test_run_files_are_written_atomically_and_checkpoints_never_unpickle(tiny_model, toy, tmp_path):
+    import zipfile
+
+    from repsim.errors import OutputError
+
+    run = tmp_path / "run"
+    _run(tiny_model, toy, run_dir=run, checkpoint_every=10)
+    assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoint.pt",
+        "config.json",
+        "log.json",
+        "mask.json",
+        "mask.safetensors",
+        "record.json",
+    ]
+    # the archive inside is named as a direct save of checkpoint.pt.tmp names it, whichever
+    # process and temporary name wrote it
+    names = zipfile.ZipFile(run / "checkpoint.pt").namelist()
+    assert all(n.startswith("checkpoint.pt/") for n in names)
+
+    class Trap:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    torch.save({"config_hash": Trap()}, run / "checkpoint.pt")
+    with pytest.raises(OutputError, match="checkpoint .* is unreadable.*new run_dir"):
+        _run(tiny_model, toy, run_dir=run, checkpoint_every=10, resume=True)
+    (run / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(OutputError, match="unreadable"):
+        _run(tiny_model, toy, run_dir=run, checkpoint_every=10, resume=True)
