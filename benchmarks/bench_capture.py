@@ -64,8 +64,8 @@ class PeakRSS:
 def one(n: int, batch_size: int, repeats: int) -> dict:
     import torch
 
-    from repsim.capture.store import ActivationStore
     from repsim.capture import record_reductions
+    from repsim.capture.store import ActivationStore
     from repsim.data import load_dataset
     from repsim.models import ResNetCIFAR
 

@@ -32,8 +32,11 @@ PACKAGES: tuple[tuple[str, str], ...] = (
 
 
 def _version_of(distribution: str, module: str) -> str | None:
-    """The version of ``module`` (imported) or of ``distribution`` (installed); ``None``
-    when neither is available."""
+    """The installed version of a package, or ``None``.
+
+    The version of ``module`` (imported) or of ``distribution`` (installed); ``None``
+    when neither is available.
+    """
     loaded = sys.modules.get(module)
     version = getattr(loaded, "__version__", None) if loaded is not None else None
     if isinstance(version, str):

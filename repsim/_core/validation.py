@@ -83,7 +83,9 @@ def to_numpy(x: Any, name: str = "input", *, dtype: Any = None) -> np.ndarray:
 
 
 def as_like(a: Any, ref: Any) -> Any:
-    """``a`` as the same kind of array as ``ref``: a torch tensor on ``ref``'s device when
+    """Convert ``a`` to the array kind of ``ref`` (torch on its device, or numpy).
+
+    ``a`` as the same kind of array as ``ref``: a torch tensor on ``ref``'s device when
     ``ref`` is one, else a numpy array. ``ref=None`` returns ``a`` unchanged.
 
     Accumulators use it to keep their state and each new batch on one device.

@@ -128,7 +128,7 @@ class Capture(Mapping[str, Any]):
         )
 
     def load(self) -> Capture:
-        """This capture in memory: every layer read into a ``numpy.ndarray``.
+        """A copy of the capture in memory: every layer read into a ``numpy.ndarray``.
 
         A capture backed by an :class:`~repsim.capture.store.ActivationStore` reads each layer
         once; the result holds no reference to the store (``store`` is ``None``), so repeated
@@ -401,8 +401,11 @@ class _StoreSink:
 def array_attrs(
     pairs: Sequence[tuple[str, str]], label: str, seed: int, meta: Sequence[str]
 ) -> dict[str, dict[str, Any]]:
-    """The attributes stored with each array of an entry: layer arrays name their layer,
-    reduction, seed and model; the ``meta`` arrays carry the seed."""
+    """The attributes stored with each array of an entry.
+
+    The attributes stored with each array of an entry: layer arrays name their layer,
+    reduction, seed and model; the ``meta`` arrays carry the seed.
+    """
     attrs: dict[str, dict[str, Any]] = {
         array_name(layer, reduction): {
             "layer": layer,
@@ -642,7 +645,9 @@ def forward_rows(
     desc: str = "capture",
     hasher: _InputHash | None = None,
 ) -> None:
-    """The one forward loop of capture: run ``model`` on rows of ``src`` and hand each batch
+    """Run the one forward loop of capture over rows of ``src``.
+
+    The one forward loop of capture: run ``model`` on rows of ``src`` and hand each batch
     of activations to ``sink.write(start, batch)``.
 
     The model runs in eval mode on ``device`` under ``torch.inference_mode()``, in a forked

@@ -59,7 +59,9 @@ _SHARDS = ".shards"
 
 
 def shard_ranges(n: int, k: int, chunk_rows: int) -> list[tuple[int, int]]:
-    """Split ``n`` samples into ``k`` contiguous ranges whose boundaries are multiples of
+    """Split ``n`` samples into ``k`` chunk-aligned contiguous ranges.
+
+    Split ``n`` samples into ``k`` contiguous ranges whose boundaries are multiples of
     ``chunk_rows`` (the last range ends at ``n``). Ranges may be empty when ``k`` exceeds the
     number of chunks.
     """

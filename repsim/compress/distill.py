@@ -164,6 +164,7 @@ class DistillationLoss:
         self.remove()
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The batch-mean distillation loss of ``model`` on ``(x, y)`` against the teacher."""
         with torch.no_grad():
             self.teacher.eval()
             t_logits = self.teacher(x)

@@ -114,6 +114,7 @@ class ActivationFakeQuant:
         self.scale = absmax / q_max if absmax > 0 else 1.0
 
     def __call__(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+        """Fake-quantise a module's output (a forward hook)."""
         return torch.clamp(torch.round(output / self.scale), -self.q_max, self.q_max) * self.scale
 
 

@@ -149,9 +149,11 @@ class GradualPruning:
         self.records.append(record)
 
     def on_epoch_start(self, state: TrainState) -> None:
+        """Prune if the schedule has a step due (a fit callback)."""
         self._maybe_prune(state)
 
     def on_step_end(self, state: TrainState) -> None:
+        """Prune if the schedule has a step due (a fit callback)."""
         self._maybe_prune(state)
 
     def finish(self, model: nn.Module) -> PruneRecord:

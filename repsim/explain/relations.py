@@ -123,8 +123,11 @@ def as_rows(table: Any) -> list[dict[str, Any]]:
 
 
 def parse_divergence(divergence: str) -> tuple[str, bool]:
-    """``"1-cka"`` -> ``("cka", True)`` (one minus a similarity); ``"procrustes"`` ->
-    ``("procrustes", False)`` (a distance used as is)."""
+    """Parse a divergence name into its measure and whether it is one minus it.
+
+    ``"1-cka"`` -> ``("cka", True)`` (one minus a similarity); ``"procrustes"`` ->
+    ``("procrustes", False)`` (a distance used as is).
+    """
     text = divergence.replace(" ", "")
     if text.startswith("1-"):
         return text[2:], True
@@ -461,7 +464,9 @@ def group_gaps(
     ci: float = 0.95,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Group-conditional divergence gaps per layer: does a group drift further than the
+    """Group-conditional divergence gaps per layer.
+
+    Group-conditional divergence gaps per layer: does a group drift further than the
     reference (majority) group?
 
     For compressed members ``i`` and each group ``g``: ``gap_g = mean_i (D_ig - D_i,ref)``, with
@@ -581,8 +586,11 @@ class Relations:
         }
 
     def best(self, bias: str, statistic: str = "spearman") -> dict[str, Any] | None:
-        """The layer whose divergence correlates most strongly (by ``|statistic|``) with
-        ``bias``; ``None`` when every value is NaN."""
+        """The layer whose divergence correlates most strongly with ``bias``.
+
+        The layer whose divergence correlates most strongly (by ``|statistic|``) with
+        ``bias``; ``None`` when every value is NaN.
+        """
         rows = [r for r in self.correlations if r["bias"] == bias and np.isfinite(r[statistic])]
         return max(rows, key=lambda r: abs(r[statistic])) if rows else None
 

@@ -69,8 +69,11 @@ class Exemplars:
 
 
 def label_histograms(preds: np.ndarray, k: int) -> np.ndarray:
-    """Normalised label histograms ``[n, K]``: share of the population's models voting each
-    label, from integer-coded predictions ``[n_models, n]``."""
+    """Normalised label histograms ``[n, K]`` of a population's votes.
+
+    Normalised label histograms ``[n, K]``: share of the population's models voting each
+    label, from integer-coded predictions ``[n_models, n]``.
+    """
     m, n = preds.shape
     flat = np.arange(n)[None, :] * k + preds
     return np.bincount(flat.ravel(), minlength=n * k).reshape(n, k) / m

@@ -202,9 +202,12 @@ def encode_inputs(
     group_names: Sequence[str] | None,
     pos_label: Any,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray, int | None]:
-    """Label codes of true and predicted labels, group codes and names, the sorted labels and
+    """Encode labels, predictions and groups as the metrics need them.
+
+    Label codes of true and predicted labels, group codes and names, the sorted labels and
     the positive class's index: the encoding :func:`group_metrics` and
-    :func:`repsim.fairness.counts.group_metrics_from_counts` share."""
+    :func:`repsim.fairness.counts.group_metrics_from_counts` share.
+    """
     lab = (
         np.unique(np.concatenate([true_raw, pred_raw]))
         if labels is None
@@ -264,8 +267,11 @@ def metrics_result(
     context: str,
     boot: tuple[dict, dict] | None = None,
 ) -> GroupMetrics:
-    """The :class:`GroupMetrics` of computed metrics ``res`` (with bootstrap intervals
-    ``boot = (per_group, aggregates)`` when given); warns once about undefined values."""
+    """Assemble a :class:`GroupMetrics` from computed metrics.
+
+    The :class:`GroupMetrics` of computed metrics ``res`` (with bootstrap intervals
+    ``boot = (per_group, aggregates)`` when given); warns once about undefined values.
+    """
     boot_g, boot_agg = boot if boot is not None else (None, None)
     by_group, by_class, by_group_class, overall = _tables(
         res, names, lab, pos, len(lab), boot_g, undefined

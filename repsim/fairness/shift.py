@@ -1,4 +1,6 @@
-"""How compression moves errors between classes and groups: CEV, SDE, bias amplification, and
+"""How compression moves errors between classes and groups.
+
+How compression moves errors between classes and groups: CEV, SDE, bias amplification, and
 Hooker et al.'s per-class significance test.
 
 Rates are one-vs-rest per class ``c``: ``FPR_c = FP_c / (FP_c + TN_c)``,

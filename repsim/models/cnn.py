@@ -59,6 +59,7 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Linear(hidden, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, n_classes]`` of a batch."""
         return self.classifier(self.relu(self.fc(self.flatten(self.features(x)))))
 
 
@@ -104,4 +105,5 @@ class VGGSmall(nn.Module):
         self.classifier = nn.Linear(cin, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, n_classes]`` of a batch."""
         return self.classifier(self.flatten(self.avgpool(self.features(x))))

@@ -49,4 +49,5 @@ class MLP(nn.Module):
         self.classifier = nn.Linear(prev, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, n_classes]`` of a batch."""
         return self.classifier(self.features(self.flatten(x)))

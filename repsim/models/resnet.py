@@ -33,6 +33,7 @@ class BasicBlock(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: two convolutions plus the shortcut, then ReLU."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         out += self.shortcut(x)
@@ -83,6 +84,7 @@ class ResNetCIFAR(nn.Module):
         self.fc = nn.Linear(cin, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, n_classes]`` of a batch."""
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         return self.fc(self.flatten(self.avgpool(out)))

@@ -72,6 +72,7 @@ class Field:
 
     @property
     def required(self) -> bool:
+        """Whether the key has no default and must be given."""
         return self.default is _REQUIRED
 
 

@@ -336,6 +336,7 @@ class Member:
 
     @property
     def method(self) -> str:
+        """The compression method of the member's setting."""
         return self.setting.method
 
     def load(self, device: str = "cpu") -> nn.Module:

@@ -84,8 +84,11 @@ SEARCH_KEYS = (
 
 
 def _schema() -> dict[str, Section]:
-    """The study schema plus the required ``[subnetwork]`` section (a new schema: the shared one
-    is left as it is, so other studies do not need the section)."""
+    """The study schema plus the required ``[subnetwork]`` section.
+
+    The study schema plus the required ``[subnetwork]`` section (a new schema: the shared one
+    is left as it is, so other studies do not need the section).
+    """
     return extend_schema({"subnetwork": SUBNETWORK_SECTION})
 
 

@@ -319,6 +319,7 @@ class Plan:
 
     @property
     def n_members(self) -> int:
+        """The number of compressed models the study builds."""
         return len(self.configs) * len(self.seeds)
 
 
@@ -568,9 +569,12 @@ def _shift_rows(
 
 
 def _quiet_group_metrics(fn: Any, y_true: Any, y_pred: Any, groups: Any, names: Any) -> Any:
-    """Per-group metrics; the per-group one-vs-rest rates that are undefined when the groups
+    """Per-group metrics without one warning per model for expected NaN rates.
+
+    Per-group metrics; the per-group one-vs-rest rates that are undefined when the groups
     are the classes themselves (e.g. FPR of class c within group c) stay NaN in the CSV
-    without a warning per model."""
+    without a warning per model.
+    """
     import warnings
 
     from repsim.fairness import UndefinedMetricWarning
@@ -779,8 +783,11 @@ def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResul
 def explain_study(
     plan: Plan, similarity: SimilarityResults, fairness: FairnessResults
 ) -> Explanation:
-    """Stage 6: relate divergence to bias per layer, summarise each configuration, and pair
-    distillation against fine-tuning (:func:`repsim.explain.relate`, :func:`kd_vs_ft`)."""
+    """Stage 6: relate divergence to bias.
+
+    Stage 6: relate divergence to bias per layer, summarise each configuration, and pair
+    distillation against fine-tuning (:func:`repsim.explain.relate`, :func:`kd_vs_ft`).
+    """
     from repsim.explain import parse_divergence, relate
 
     report = plan.config["report"]
@@ -847,7 +854,9 @@ def write_study_report(
     work: Mapping[str, int] | None = None,
     timer: StageTimer | None = None,
 ) -> Path:
-    """Stage 7: write ``<out_dir>/<study name>/``: tidy CSVs, figures, ``index.html`` and
+    """Stage 7: write the report directory and return it.
+
+    Stage 7: write ``<out_dir>/<study name>/``: tidy CSVs, figures, ``index.html`` and
     ``results.json``; return the directory.
 
     ``work`` (what was trained and captured) and ``timer`` (the stage timings, to which this

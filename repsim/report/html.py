@@ -1,4 +1,6 @@
-"""One self-contained ``index.html`` per study: every image embedded as a base64 ``data:`` URI,
+"""One self-contained ``index.html`` per study.
+
+One self-contained ``index.html`` per study: every image embedded as a base64 ``data:`` URI,
 inline CSS, no scripts and no external references, so the page can be opened offline or sent
 as a single file. The written summary is generated from the numbers by :func:`summarize`.
 """
@@ -32,8 +34,11 @@ td:first-child,th:first-child{text-align:left}
 
 @dataclass
 class Section:
-    """One part of the page: a heading, paragraphs, figures ``(path, caption)`` and tables
-    ``(caption, rows)``."""
+    """One part of the page.
+
+    One part of the page: a heading, paragraphs, figures ``(path, caption)`` and tables
+    ``(caption, rows)``.
+    """
 
     heading: str
     text: Sequence[str] = ()
@@ -126,8 +131,11 @@ def write_index(
     sections: Sequence[Section],
     meta: str = "",
 ) -> Path:
-    """Write ``out_dir/index.html``: summary bullets, then each section's text, figures (PNG,
-    embedded as base64 ``data:`` URIs) and tables. Returns the path."""
+    """Write ``out_dir/index.html`` and return its path.
+
+    Write ``out_dir/index.html``: summary bullets, then each section's text, figures (PNG,
+    embedded as base64 ``data:`` URIs) and tables. Returns the path.
+    """
     path = Path(out_dir) / "index.html"
     return write_text(render(title=title, summary=summary, sections=sections, meta=meta), path)
 

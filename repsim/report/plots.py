@@ -1,4 +1,6 @@
-"""Report figures (matplotlib, Agg canvas, no global pyplot state). Each function takes tidy
+"""Report figures (matplotlib, Agg canvas, no global pyplot state).
+
+Report figures (matplotlib, Agg canvas, no global pyplot state). Each function takes tidy
 rows or arrays, saves one PNG and returns its path.
 
 * :func:`similarity_heatmap`: layer x layer similarity of one model pair (Kornblith et al. 2019,
@@ -59,8 +61,11 @@ def similarity_heatmap(
     row_label: str = "model A layer",
     col_label: str = "model B layer",
 ) -> Path:
-    """Heatmap of a layer x layer similarity matrix (NaN cells left blank), values annotated
-    when the matrix is small."""
+    """Heatmap of a layer x layer similarity matrix.
+
+    Heatmap of a layer x layer similarity matrix (NaN cells left blank), values annotated
+    when the matrix is small.
+    """
     m = np.asarray(values, dtype=float)
     if m.shape != (len(rows), len(cols)):
         raise DataError(f"matrix shape {m.shape} does not match {len(rows)} x {len(cols)} labels.")
@@ -104,7 +109,9 @@ def similarity_vs_sparsity(
     layers: Sequence[str] | None = None,
     title: str = "",
 ) -> Path:
-    """Per layer: mean dense-vs-compressed ``measure`` (over seeds, min-max bars) against
+    """Similarity to the dense model against sparsity, per layer.
+
+    Per layer: mean dense-vs-compressed ``measure`` (over seeds, min-max bars) against
     sparsity, one line per method; the dense-vs-dense values as a grey band (min to max) with
     their mean dashed: the noise floor.
 
@@ -185,7 +192,9 @@ def group_error_shifts(
     value: str = "accuracy_change",
     title: str = "",
 ) -> Path:
-    """Bars of each group's ``value`` (default: compressed minus dense accuracy) per
+    """Bars of each group's accuracy change per configuration.
+
+    Bars of each group's ``value`` (default: compressed minus dense accuracy) per
     configuration ``method@sparsity``, mean over seeds with min-max whiskers.
 
     ``rows``: ``method``, ``sparsity``, ``seed``, ``group``, ``value``.
@@ -291,7 +300,9 @@ def fpr_fnr_scatter(
 def fit_band(
     x: Any, y: Any, grid: Any, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """OLS line of ``y`` on ``x`` evaluated on ``grid`` and its pointwise percentile bootstrap
+    """OLS line with its pointwise percentile bootstrap band.
+
+    OLS line of ``y`` on ``x`` evaluated on ``grid`` and its pointwise percentile bootstrap
     band at level ``ci`` (pairs resampled with replacement, ``numpy.random.default_rng(seed)``;
     :func:`repsim._core.stats.bootstrap_indices` and
     :func:`~repsim._core.stats.percentile_interval`). The deprecated ``alpha=a`` means
@@ -333,10 +344,13 @@ def divergence_bias_scatter(
     title: str = "",
     seed: int = 0,
 ) -> Path:
-    """Member divergence against bias, coloured by ``labels`` (configuration), with the OLS fit
+    """Member divergence against bias, with the OLS fit and noise floor.
+
+    Member divergence against bias, coloured by ``labels`` (configuration), with the OLS fit
     and its 95% bootstrap band; ``noise_floor = (mean, max)`` of dense-vs-dense divergence is
     drawn as a grey band from 0 to ``max`` with the mean dashed. ``stats`` (a
-    :func:`repsim.explain.correlate` row) is written in the legend."""
+    :func:`repsim.explain.correlate` row) is written in the legend.
+    """
     xa = np.asarray(x, dtype=float)
     ya = np.asarray(y, dtype=float)
     if xa.shape != ya.shape:

@@ -75,8 +75,11 @@ def _setup(
 def _weighted_batches(
     data: GroupedData, rows: np.ndarray, batch_size: int, device: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
-    """A group's batches with weights ``|B_b| / n_g``: weighted sums of batch means are means
-    over the whole group."""
+    """A group's batches with weights ``|B_b| / n_g``.
+
+    A group's batches with weights ``|B_b| / n_g``: weighted sums of batch means are means
+    over the whole group.
+    """
     for x, y in group_batches(data, rows, batch_size, device):
         yield x, y, len(x) / len(rows)
 

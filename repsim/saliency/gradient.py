@@ -207,6 +207,7 @@ class eval_mode:  # noqa: N801 - used as a context manager like torch.no_grad
 
 
 def check_batch_size(batch_size: int) -> None:
+    """Raise ``ConfigError`` unless ``batch_size`` is a positive integer."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
 

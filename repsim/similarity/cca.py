@@ -136,7 +136,9 @@ def _prepare(X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray, int, in
 
 
 def ill_posed(n: int, kx: int, ky: int, what: str, stacklevel: int) -> bool:
-    """Whether CCA of ``kx`` and ``ky`` kept dimensions on ``n`` samples is undefined (a side
+    """Whether CCA is undefined or ill-posed on these dimensions (warns).
+
+    Whether CCA of ``kx`` and ``ky`` kept dimensions on ``n`` samples is undefined (a side
     with zero variance) or ill-posed (``kx + ky > n - 1``); warns saying which.
 
     ``stacklevel``: as the caller would pass it to :func:`~repsim.similarity._center.warn`

@@ -50,6 +50,7 @@ class Measure:
     description: str
 
     def __call__(self, X: Any, Y: Any, **options: Any) -> float:
+        """Compute the measure on ``X`` and ``Y``."""
         return self.function(X, Y, **options)
 
 

@@ -44,24 +44,33 @@ def _outer(a: Any, b: Any) -> Any:
 
 
 def _shifted_cross(S: Any, sa: Any, sb: Any, da: Any, db: Any, n: int) -> Any:
-    """``sum_i (a_i + da)(b_i + db)^T`` from ``S = sum_i a_i b_i^T``, ``sa = sum a_i``,
-    ``sb = sum b_i``: ``S + sa db^T + da sb^T + n da db^T``."""
+    """Cross-product sum of shifted rows from unshifted sums.
+
+    ``sum_i (a_i + da)(b_i + db)^T`` from ``S = sum_i a_i b_i^T``, ``sa = sum a_i``,
+    ``sb = sum b_i``: ``S + sa db^T + da sb^T + n da db^T``.
+    """
     return S + _outer(sa, db) + _outer(da, sb) + n * _outer(da, db)
 
 
 def _shifted_norm2_sq(
     kk: float, kx: Any, d: Any, Sd: Any, D: float, ak: float, sd: float, n: int
 ) -> float:
-    """``sum_i k'_i^2`` for rows ``x_i + d``, ``k'_i = k_i + 2 x_i.d + D`` (``D = d.d``), from
+    """Sum of squared shifted row norms from unshifted sums.
+
+    ``sum_i k'_i^2`` for rows ``x_i + d``, ``k'_i = k_i + 2 x_i.d + D`` (``D = d.d``), from
     ``kk = sum k_i^2``, ``kx = sum k_i x_i``, ``Sd = (sum x_i x_i^T) d``, ``ak = sum k_i``,
-    ``sd = sum x_i.d``."""
+    ``sd = sum x_i.d``.
+    """
     return kk + 4 * _dot(kx, d) + 4 * _dot(d, Sd) + 2 * D * ak + 4 * D * sd + n * D * D
 
 
 def _shifted_weighted(v: Any, a: float, w: Any, M: Any, s: float, Q: float, S: Any, n: int) -> Any:
-    """``sum_i k'_i (u_i + w)`` for ``k'_i = k_i + 2 x_i.d + Q``, from ``v = sum k_i u_i``,
+    """Weighted sum of shifted rows from unshifted sums.
+
+    ``sum_i k'_i (u_i + w)`` for ``k'_i = k_i + 2 x_i.d + Q``, from ``v = sum k_i u_i``,
     ``a = sum k_i``, ``M = sum u_i (x_i.d)``, ``s = sum x_i.d``, ``S = sum u_i``:
-    ``v + a w + 2 M + 2 s w + Q S + n Q w``."""
+    ``v + a w + 2 M + 2 s w + Q S + n Q w``.
+    """
     return v + a * w + 2 * M + 2 * s * w + Q * S + n * Q * w
 
 

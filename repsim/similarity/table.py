@@ -30,7 +30,9 @@ class LabelledMatrix:
 
 
 class SimilarityTable(Table):
-    """Rows ``(model_a, layer_a, model_b, layer_b, measure, value)`` and, when relevant, ``group``
+    """The tidy result of :func:`repsim.similarity.compare`.
+
+    Rows ``(model_a, layer_a, model_b, layer_b, measure, value)`` and, when relevant, ``group``
     (group-conditional rows; ``None`` for all samples), ``n`` (samples used), ``ci_low``,
     ``ci_high`` and ``n_boot`` (bootstrap interval).
 

@@ -86,7 +86,9 @@ def classifier_name(model: nn.Module) -> str:
 def gate_weights(
     model: nn.Module, *, exclude: Sequence[str] | None = None
 ) -> dict[str, torch.Tensor]:
-    """The weights gates attach to, by parameter name: the subnetwork view of
+    """The weights gates attach to, by parameter name.
+
+    The weights gates attach to, by parameter name: the subnetwork view of
     :func:`repsim.compress.prunable_parameters` (so masks from either are interchangeable).
 
     Parameters
@@ -126,8 +128,11 @@ def gate_weights(
 def prunable_parameters(
     model: nn.Module, *, exclude: Sequence[str] | None = None
 ) -> dict[str, torch.Tensor]:
-    """Deprecated alias of :func:`gate_weights` (repsim has one ``prunable_parameters``, in
-    :mod:`repsim.compress`, returning :class:`repsim.compress.PrunableParameters`)."""
+    """Deprecated alias of :func:`gate_weights`.
+
+    Deprecated alias of :func:`gate_weights` (repsim has one ``prunable_parameters``, in
+    :mod:`repsim.compress`, returning :class:`repsim.compress.PrunableParameters`).
+    """
     warnings.warn(
         "repsim.subnetwork.prunable_parameters is deprecated and will be removed in repsim "
         "0.3; use repsim.subnetwork.gates.gate_weights(model, exclude=...) or "
