@@ -116,7 +116,9 @@ def main() -> None:
 
         # --- salient weights removed by global magnitude pruning
         sal = weight_saliency(model, test, parameters=names)
-        sal_cls = weight_saliency(model, test, groups="class", parameters=names, include_overall=False)
+        sal_cls = weight_saliency(
+            model, test, groups="class", parameters=names, include_overall=False
+        )
         pruned = magnitude_prune(model, SPARSITY, "global")
         keep = pruning_mask(pruned)
         with warnings.catch_warnings():

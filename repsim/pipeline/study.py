@@ -672,7 +672,7 @@ def measure_similarity(plan: Plan, captures: Captures, test: Any) -> SimilarityR
     sim_opts = {
         "layers": layers,
         "measures": plan.measures,
-        "by": by,
+        "groups": by,
         "seed": int(config["study"]["seed"]),
         "progress": False,
     }

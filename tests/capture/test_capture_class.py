@@ -51,7 +51,7 @@ def test_load_reads_every_layer_into_numpy_with_the_same_metadata(stored, memory
 def test_loaded_capture_compares_like_the_stored_one(stored):
     loaded = stored.load()
     by = np.asarray(["a", "b", "c"], dtype=object)[np.arange(stored.n_samples) % 3]
-    opts = dict(layers=LAYERS, measures=["cka"], by=by, progress=False)
+    opts = dict(layers=LAYERS, measures=["cka"], groups=by, progress=False)
     a = compare(stored, stored, **opts).to_records()
     b = compare(loaded, loaded, **opts).to_records()
     assert [r["value"] for r in a] == pytest.approx([r["value"] for r in b], abs=1e-12)
