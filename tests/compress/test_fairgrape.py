@@ -225,9 +225,9 @@ def test_bad_inputs() -> None:
 
 
 def test_prune_method_fairgrape_plugs_into_compress_prune():
+    from repsim.compress import fairgrape_prune
     from repsim.compress import prune as compress_prune
     from repsim.errors import ConfigError
-    from repsim.compress import fairgrape_prune
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
