@@ -96,6 +96,10 @@ class RelationWarning(UserWarning):
     """A relation statistic is undefined (NaN): too few members or a constant input."""
 
 
+class PruningWarning(UserWarning):
+    """Pruning left a layer pruned to 100 % or with dead outputs (units whose weights are all 0)."""
+
+
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return a ``" Did you mean ...?"`` suffix listing the closest of ``choices`` to ``name``.
 

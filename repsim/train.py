@@ -21,11 +21,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from repsim._core.fingerprints import unwrap_model
-from repsim.data.base import GroupedData
+from repsim.data.adapt import as_grouped
+from repsim.data.base import GroupedData, input_tensors
 from repsim.errors import ConfigError, DataError
+from repsim.models.adapters import Inputs, batch_len, inputs_to, model_logits, select_inputs
 
-#: A loss takes the model, an input batch and its labels and returns a scalar tensor.
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+#: A loss takes the model, an input batch (a tensor, or a dict of tensors for models taking
+#: keyword inputs) and its labels and returns a scalar tensor.
+LossFn = Callable[[nn.Module, Inputs, torch.Tensor], torch.Tensor]
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -101,9 +104,13 @@ class FitResult:
         return None if self.test is None else self.test.logits
 
 
-def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The default loss: mean cross-entropy of ``model(x)`` against ``y``."""
-    return F.cross_entropy(model(x), y)
+def cross_entropy_loss(model: nn.Module, x: Inputs, y: torch.Tensor) -> torch.Tensor:
+    """The default loss: mean cross-entropy of the model's logits on ``x`` against ``y``.
+
+    The logits are read by the model's output rule (:func:`repsim.models.model_logits`), so
+    models returning a tuple or a ``transformers`` ``ModelOutput`` train as they are.
+    """
+    return F.cross_entropy(model_logits(model, x), y)
 
 
 def make_optimizer(
@@ -121,6 +128,13 @@ def make_optimizer(
     raise ConfigError(f"Unknown optimizer {name!r}; use 'adam', 'adamw' or 'sgd'.")
 
 
+def _describe_inputs(data: GroupedData) -> str:
+    if data.input_keys:
+        fields = {k: tuple(data.x.dtype[k].shape) for k in data.input_keys}
+        return f"keyword inputs {fields}"
+    return f"inputs of shape {data.input_shape} ({data.x.dtype})"
+
+
 def _check_fits(model: nn.Module, data: GroupedData, device: torch.device) -> None:
     if len(data) == 0:
         raise DataError(f"{data.name}/{data.split} is empty.")
@@ -128,10 +142,10 @@ def _check_fits(model: nn.Module, data: GroupedData, device: torch.device) -> No
         was_training = model.training
         model.eval()
         try:
-            out = model(torch.from_numpy(data.x[:2]).to(device))
-        except RuntimeError as exc:
+            out = model_logits(model, inputs_to(data.inputs(slice(0, 2)), device))
+        except (RuntimeError, TypeError, IndexError) as exc:
             raise DataError(
-                f"The model cannot take inputs of shape {data.input_shape} from {data.name}: {exc}"
+                f"The model cannot take {_describe_inputs(data)} from {data.name}: {exc}"
             ) from exc
         finally:
             model.train(was_training)
@@ -169,9 +183,12 @@ def fit(
     ----------
     model : torch.nn.Module
         Trained in place.
-    train, test, val : GroupedData
+    train, test, val : GroupedData or a container
         Training split; optional test split (evaluated at the end) and validation split
-        (evaluated each epoch, used for early stopping).
+        (evaluated each epoch, used for early stopping). Anything
+        :func:`repsim.data.as_grouped` takes: a ``GroupedData``, a torch ``Dataset`` or
+        ``DataLoader`` yielding ``(x, y[, group])`` or dicts, a tuple of arrays. Inputs may be
+        integer token ids or dicts of tensors (passed as keyword arguments).
     epochs, batch_size, lr, optimizer, weight_decay, momentum
         Optimisation settings; ``optimizer`` is ``"adam"``, ``"adamw"`` or ``"sgd"``.
     scheduler : {"cosine", None}
@@ -184,7 +201,8 @@ def fit(
     device : str or torch.device, optional
         Default: CUDA when available, else CPU.
     loss : callable, optional
-        ``loss(model, x, y) -> scalar``; default cross-entropy. Distillation and other
+        ``loss(model, x, y) -> scalar``; default cross-entropy of the logits read by the
+        model's output rule. ``x`` is a tensor or a dict of tensors. Distillation and other
         objectives plug in here.
     callbacks : sequence
         Objects with any of ``on_epoch_start(state)``, ``on_step_end(state)``,
@@ -206,12 +224,15 @@ def fit(
         raise ConfigError("Early stopping (patience) needs a validation split (val=...).")
     if scheduler not in (None, "cosine", "none"):
         raise ConfigError(f"Unknown scheduler {scheduler!r}; use 'cosine' or None.")
+    train = as_grouped(train, require_groups=False, what="train")
+    test = None if test is None else as_grouped(test, require_groups=False, what="test")
+    val = None if val is None else as_grouped(val, require_groups=False, what="val")
     dev = resolve_device(device)
     model = unwrap_model(model).to(dev)
     _check_fits(model, train, dev)
     loss_fn = loss or cross_entropy_loss
     x_all, y_all, _ = train.tensors()
-    x_all, y_all = x_all.to(dev), y_all.to(dev)
+    x_all, y_all = inputs_to(x_all, dev), y_all.to(dev)
     n = len(train)
     steps_per_epoch = math.ceil(n / batch_size)
     params = (
@@ -253,7 +274,7 @@ def fit(
             total, seen = 0.0, 0
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
-                xb, yb = x_all[idx], y_all[idx]
+                xb, yb = select_inputs(x_all, idx), y_all[idx]
                 opt.zero_grad(set_to_none=True)
                 value = loss_fn(model, xb, yb)
                 if not torch.isfinite(value):
@@ -292,24 +313,45 @@ def fit(
     return FitResult(model=model, history=history, test=result_test, best_epoch=best_epoch)
 
 
+def as_input_tensors(x: Any) -> Inputs:
+    """Inputs as tensors, dtypes kept (token ids stay integer).
+
+    A tensor as is, a numpy array by :func:`repsim.data.input_tensors`, a dict of arrays or
+    tensors as a dict of tensors.
+    """
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, dict) or hasattr(x, "keys"):
+        return {
+            k: v if isinstance(v, torch.Tensor) else input_tensors(np.asarray(v))
+            for k, v in x.items()
+        }
+    return input_tensors(np.asarray(x))
+
+
 @torch.no_grad()
 def predict_logits(
     model: nn.Module,
-    x: np.ndarray | torch.Tensor,
+    x: Any,
     *,
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
-    """Logits of ``model`` on inputs ``x`` in eval mode, batch by batch, as float32 numpy."""
+    """Logits of ``model`` on inputs ``x`` in eval mode, batch by batch, as float32 numpy.
+
+    ``x`` is an array or tensor, or a dict of them (keyword inputs); logits are read by the
+    model's output rule (:func:`repsim.models.model_logits`).
+    """
     dev = resolve_device(device)
     model = unwrap_model(model).to(dev)
     was_training = model.training
     model.eval()
-    xt = torch.as_tensor(x)
+    xt = as_input_tensors(x)
     outs = []
     try:
-        for start in range(0, len(xt), batch_size):
-            outs.append(model(xt[start : start + batch_size].to(dev)).float().cpu())
+        for start in range(0, batch_len(xt), batch_size):
+            batch = select_inputs(xt, slice(start, start + batch_size))
+            outs.append(model_logits(model, inputs_to(batch, dev)).float().cpu())
     finally:
         model.train(was_training)
     if not outs:
@@ -319,12 +361,17 @@ def predict_logits(
 
 def evaluate(
     model: nn.Module,
-    data: GroupedData,
+    data: Any,
     *,
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> Evaluation:
-    """Evaluate ``model`` on ``data``: logits, predictions, labels, groups and sample ids aligned."""
+    """Evaluate ``model`` on ``data``: logits, predictions, labels, groups and sample ids aligned.
+
+    ``data`` is anything :func:`repsim.data.as_grouped` takes (without group labels every
+    sample is in group 0, ``"all"``).
+    """
+    data = as_grouped(data, require_groups=False)
     logits = predict_logits(model, data.x, batch_size=batch_size, device=device)
     return Evaluation(
         logits=logits,

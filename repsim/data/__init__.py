@@ -1,6 +1,8 @@
 """Built-in grouped datasets, all offline, and the :class:`GroupedData` contract.
 
-Use :func:`load_dataset` with a name from :func:`list_datasets`.
+Use :func:`load_dataset` with a name from :func:`list_datasets`; turn your own data (a torch
+``Dataset``/``DataLoader``, arrays plus group labels, tokenizer outputs) into a
+:class:`GroupedData` with :func:`as_grouped`.
 """
 
 from __future__ import annotations
@@ -8,8 +10,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
+from repsim.data.adapt import as_grouped, group_labels
 from repsim.data.adult import load_adult
-from repsim.data.base import GroupedData, GroupedDataset
+from repsim.data.base import GroupedData, GroupedDataset, input_tensors, pack_inputs
 from repsim.data.digits import load_digits_colour, load_digits_imbalanced, load_digits_plain
 from repsim.data.fashion_mnist import load_fashion_mnist, read_idx
 from repsim.errors import DataError, did_you_mean
@@ -73,7 +76,11 @@ __all__ = [
     "DATASETS",
     "GroupedData",
     "GroupedDataset",
+    "as_grouped",
+    "group_labels",
+    "input_tensors",
     "list_datasets",
     "load_dataset",
+    "pack_inputs",
     "read_idx",
 ]

@@ -24,7 +24,11 @@ class GroupedData:
     Attributes
     ----------
     x : numpy.ndarray
-        Inputs, ``float32``, shape ``[n, ...]`` (images are ``[n, C, H, W]``).
+        Inputs, shape ``[n, ...]``: floats (images are ``[n, C, H, W]``), or integers (token
+        ids), kept in their dtype. Dict inputs (``{"input_ids": [n, T], "attention_mask":
+        [n, T]}``, a tokenizer's output) are stored as one numpy structured array ``[n]`` with
+        a field per key, so indexing, :meth:`subset` and fingerprints work as for any array;
+        ``x["input_ids"]`` reads a field and :meth:`inputs` gives the dict of tensors.
     y : numpy.ndarray
         Integer class labels, shape ``[n]``.
     groups : numpy.ndarray
@@ -62,6 +66,8 @@ class GroupedData:
     split: str = "test"
 
     def __post_init__(self) -> None:
+        if isinstance(self.x, Mapping):
+            object.__setattr__(self, "x", pack_inputs(self.x, f"{self.name}/{self.split}"))
         n = len(self.x)
         for label, arr in (("y", self.y), ("groups", self.groups), ("sample_id", self.sample_id)):
             if np.ndim(arr) != 1 or len(arr) != n:
@@ -79,7 +85,7 @@ class GroupedData:
             raise DataError(
                 f"{self.name}/{self.split}: labels must lie in [0, {len(self.class_names)})."
             )
-        if not np.all(np.isfinite(self.x)):
+        if not _all_finite(self.x):
             raise DataError(f"{self.name}/{self.split}: inputs hold NaN or inf values.")
         attrs = dict(self.attributes)
         names = dict(self.attribute_names)
@@ -94,14 +100,28 @@ class GroupedData:
     def __repr__(self) -> str:
         return (
             f"GroupedData(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-            f"x_shape={tuple(self.x.shape[1:])}, classes={len(self.class_names)}, "
+            f"{self._x_repr()}, classes={len(self.class_names)}, "
             f"groups={self.group_attribute}:{list(self.group_names)})"
         )
 
+    def _x_repr(self) -> str:
+        if self.input_keys:
+            fields = {k: tuple(self.x.dtype[k].shape) for k in self.input_keys}
+            return "inputs={" + ", ".join(f"{k}: {v}" for k, v in fields.items()) + "}"
+        return f"x_shape={tuple(self.x.shape[1:])}"
+
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """Shape of one input, ``x.shape[1:]``."""
+        """Shape of one input, ``x.shape[1:]`` (dict inputs: that of the first field)."""
+        if self.input_keys:
+            return tuple(int(s) for s in self.x.dtype[self.input_keys[0]].shape)
         return tuple(int(s) for s in self.x.shape[1:])
+
+    @property
+    def input_keys(self) -> tuple[str, ...] | None:
+        """Keys of dict inputs (``("input_ids", "attention_mask")``), ``None`` for an array."""
+        names = self.x.dtype.names
+        return tuple(names) if names else None
 
     @property
     def n_classes(self) -> int:
@@ -155,24 +175,122 @@ class GroupedData:
         counts = np.bincount(self.y, minlength=len(self.class_names))
         return {name: int(c) for name, c in zip(self.class_names, counts, strict=True)}
 
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Inputs, labels and groups as CPU tensors (``float32``, ``int64``, ``int64``)."""
+    def inputs(
+        self, index: np.ndarray | slice | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Inputs at ``index`` (default: all) as CPU tensors, dtypes kept (:func:`input_tensors`).
+
+        Floats become ``float32``, integers ``int64`` (token ids stay integer), booleans stay
+        ``bool``; dict inputs give ``{key: tensor}``.
+        """
+        return input_tensors(self.x if index is None else self.x[index])
+
+    def tensors(self) -> tuple[torch.Tensor | dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Inputs, labels and groups as CPU tensors (inputs as :meth:`inputs`; ``int64``, ``int64``)."""
         return (
-            torch.from_numpy(np.ascontiguousarray(self.x, dtype=np.float32)),
+            self.inputs(),
             torch.from_numpy(np.ascontiguousarray(self.y, dtype=np.int64)),
             torch.from_numpy(np.ascontiguousarray(self.groups, dtype=np.int64)),
         )
 
-    def to_torch(self) -> torch.utils.data.TensorDataset:
-        """A ``TensorDataset`` yielding ``(x, y, group)``."""
-        return torch.utils.data.TensorDataset(*self.tensors())
+    def to_torch(self) -> torch.utils.data.Dataset:
+        """A torch ``Dataset`` yielding ``(x, y, group)``.
 
-    def batches(self, batch_size: int) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
-        """Yield ``(rows, x, y)`` for consecutive batches in sample order."""
-        x, y, _ = self.tensors()
+        A ``TensorDataset`` for array inputs; ``({key: tensor}, y, group)`` items for dict inputs.
+        """
+        x, y, g = self.tensors()
+        if isinstance(x, dict):
+            return _DictInputDataset(x, y, g)
+        return torch.utils.data.TensorDataset(x, y, g)
+
+    def batches(
+        self, batch_size: int
+    ) -> Iterator[tuple[slice, torch.Tensor | dict[str, torch.Tensor], torch.Tensor]]:
+        """Yield ``(rows, x, y)`` for consecutive batches in sample order (``x`` as :meth:`inputs`)."""
+        y = torch.from_numpy(np.ascontiguousarray(self.y, dtype=np.int64))
         for start in range(0, len(self), batch_size):
             rows = slice(start, min(start + batch_size, len(self)))
-            yield rows, x[rows], y[rows]
+            yield rows, self.inputs(rows), y[rows]
+
+
+class _DictInputDataset(torch.utils.data.Dataset):
+    """``({key: tensor}, y, group)`` items of dict inputs (what ``GroupedData.to_torch`` gives)."""
+
+    def __init__(self, x: dict[str, torch.Tensor], y: torch.Tensor, g: torch.Tensor) -> None:
+        self.x, self.y, self.g = x, y, g
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+        return {k: v[i] for k, v in self.x.items()}, self.y[i], self.g[i]
+
+
+def pack_inputs(inputs: Mapping[str, object], what: str = "inputs") -> np.ndarray:
+    """Dict inputs ``{key: [n, ...] array}`` as one numpy structured array ``[n]``, a field per key.
+
+    Raises
+    ------
+    DataError
+        An empty dict, a non-string key, a non-numeric value, or values of different lengths.
+    """
+    if not inputs:
+        raise DataError(f"{what}: the input dict is empty; pass at least one array.")
+    arrays: dict[str, np.ndarray] = {}
+    for key, value in inputs.items():
+        if not isinstance(key, str):
+            raise DataError(f"{what}: input keys must be strings, got {key!r}.")
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            if value.dtype == torch.bfloat16:
+                value = value.float()
+            value = value.numpy()
+        arr = np.asarray(value)
+        if arr.ndim < 1 or arr.dtype.kind not in "biuf":
+            raise DataError(
+                f"{what}: input {key!r} must be a numeric array [n, ...], got dtype {arr.dtype} "
+                f"and shape {arr.shape}."
+            )
+        arrays[key] = arr
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise DataError(f"{what}: the input arrays have different lengths {lengths}.")
+    n = next(iter(lengths.values()))
+    packed = np.empty(n, dtype=[(k, v.dtype, v.shape[1:]) for k, v in arrays.items()])
+    for key, arr in arrays.items():
+        packed[key] = arr
+    return packed
+
+
+def _tensor(arr: np.ndarray) -> torch.Tensor:
+    if arr.dtype.kind == "f":
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    elif arr.dtype.kind in "iu":
+        arr = np.ascontiguousarray(arr, dtype=np.int64)
+    elif arr.dtype.kind == "b":
+        arr = np.ascontiguousarray(arr, dtype=np.bool_)
+    else:
+        raise DataError(f"Inputs of dtype {arr.dtype} cannot be turned into tensors.")
+    return torch.from_numpy(arr)
+
+
+def input_tensors(x: np.ndarray) -> torch.Tensor | dict[str, torch.Tensor]:
+    """CPU tensors of inputs ``x``: floats as ``float32``, integers as ``int64``, bool kept.
+
+    A structured array (dict inputs, see :func:`pack_inputs`) gives ``{field: tensor}``.
+    """
+    x = np.asarray(x)
+    if x.dtype.names:
+        return {k: _tensor(x[k]) for k in x.dtype.names}
+    return _tensor(x)
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    if x.dtype.names:
+        return all(_all_finite(x[k]) for k in x.dtype.names)
+    if x.dtype.kind != "f":
+        return True
+    return bool(np.all(np.isfinite(x)))
 
 
 @dataclass(frozen=True, eq=False)
