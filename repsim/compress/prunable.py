@@ -1,13 +1,18 @@
 """What can be pruned, and what a pruning did: the helpers every pruning method shares.
 
-- :func:`prunable_parameters`: the weights a pruning call may zero (every ``Linear`` and
-  ``Conv`` ``weight`` except the excluded ones and, by default, the classifier), as a
+- :func:`prunable_parameters`: the weights a pruning call may zero (every ``Linear``,
+  ``Conv`` and HuggingFace ``Conv1D`` ``weight`` except the excluded ones and, by default, the
+  classifier), as a
   :class:`PrunableParameters` (``targets``, ``excluded``, with the ``names`` and ``weights``
   views). It is the one selection: :func:`repsim.compress.prune`, FairGRAPE, quantisation and
   the subnetwork gates all use it.
 - :func:`check_sparsity`, :func:`sparsity_report`, :class:`PruneRecord`: the requested and the
   achieved sparsity.
 - :func:`clone_model`, :func:`classifier_name`, :func:`pruned_parameters`: copying and naming.
+- :func:`weight_rows`, :func:`from_rows`, :func:`out_dim`: a weight as ``[out, in]`` rows
+  whatever its layout (HF ``Conv1D`` stores ``[in, out]``: GPT-2's attention and MLP).
+- :func:`warn_collapsed`: the :class:`~repsim.errors.PruningWarning` for a layer pruned to
+  100 % or left with dead outputs (output units whose weights are all zero).
 
 This module imports no pruning method, so :mod:`repsim.compress.prune` and
 :mod:`repsim.compress.fairgrape` both build on it without an import cycle.
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
@@ -26,7 +32,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 
 from repsim._core.fingerprints import unwrap_model
-from repsim.errors import ConfigError, LayerNotFoundError, did_you_mean
+from repsim.errors import ConfigError, LayerNotFoundError, PruningWarning, did_you_mean
 
 __all__ = [
     "PrunableParameters",
@@ -38,6 +44,11 @@ __all__ = [
     "prunable_parameters",
     "pruned_parameters",
     "sparsity_report",
+    "from_rows",
+    "is_hf_conv1d",
+    "out_dim",
+    "warn_collapsed",
+    "weight_rows",
 ]
 
 
@@ -78,8 +89,46 @@ class PruneRecord:
         return asdict(self)
 
 
+def is_hf_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is HuggingFace's ``Conv1D`` (a linear layer with a ``[in, out]`` weight).
+
+    Recognised by class name and origin, so ``transformers`` is never imported here.
+    """
+    cls = type(module)
+    return (
+        cls.__name__ == "Conv1D"
+        and cls.__module__.startswith("transformers")
+        and isinstance(getattr(module, "weight", None), torch.Tensor)
+        and module.weight.ndim == 2
+    )
+
+
 def _is_prunable(module: nn.Module) -> bool:
-    return isinstance(module, nn.Linear | nn.modules.conv._ConvNd)
+    return isinstance(module, nn.Linear | nn.modules.conv._ConvNd) or is_hf_conv1d(module)
+
+
+def out_dim(module: nn.Module) -> int:
+    """The dimension of ``module.weight`` that indexes output units (1 for HF ``Conv1D``, else 0)."""
+    return 1 if is_hf_conv1d(module) else 0
+
+
+def weight_rows(weight: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``weight`` (or a tensor shaped like it) as ``[out, in·k...]`` rows, one per output unit.
+
+    ``Linear`` ``[out, in]`` as is, ``Conv`` ``[out, in, k...]`` flattened to
+    ``[out, in·prod(k)]`` (channel-major, the column order of ``torch.nn.functional.unfold``),
+    HF ``Conv1D`` ``[in, out]`` transposed. Undo with :func:`from_rows`.
+    """
+    if is_hf_conv1d(module):
+        return weight.t()
+    return weight.reshape(weight.shape[0], -1)
+
+
+def from_rows(rows: torch.Tensor, module: nn.Module, shape: Sequence[int]) -> torch.Tensor:
+    """Inverse of :func:`weight_rows`: ``[out, in·k...]`` rows back to the weight's ``shape``."""
+    if is_hf_conv1d(module):
+        return rows.t().contiguous()
+    return rows.reshape(tuple(shape))
 
 
 def clone_model(model: nn.Module) -> nn.Module:
@@ -175,6 +224,11 @@ def prunable_parameters(
     """
     model = unwrap_model(model)
     candidates = [(n, m) for n, m in model.named_modules() if _is_prunable(m)]
+    if not candidates:
+        raise ConfigError(
+            f"{type(model).__name__} has no Linear, Conv or transformers Conv1D layer, so nothing "
+            "can be pruned or quantised."
+        )
     names = [n for n, _ in candidates]
     params = [param_name(n) for n in names]
     excluded: set[str] = set()
@@ -197,8 +251,8 @@ def prunable_parameters(
     targets = [(n, m) for n, m in candidates if n not in excluded]
     if not targets:
         raise ConfigError(
-            "Nothing left to prune: every Linear/Conv layer is excluded. Shorten `exclude` or "
-            "pass exclude_classifier=False."
+            f"Nothing left to prune: every Linear/Conv/Conv1D layer ({names}) is excluded. "
+            "Shorten `exclude` or pass exclude_classifier=False."
         )
     return PrunableParameters(targets, [param_name(n) for n in names if n in excluded])
 
@@ -246,3 +300,43 @@ def pruned_parameters(model: nn.Module) -> list[str]:
             if isinstance(hook, tprune.BasePruningMethod):
                 out.append(param_name(name, hook._tensor_name))
     return out
+
+
+def warn_collapsed(
+    targets: Sequence[tuple[str, nn.Module]], *, dead_outputs: bool = True, stacklevel: int = 3
+) -> list[str]:
+    """Warn (:class:`~repsim.errors.PruningWarning`) about layers that pruning made useless.
+
+    A layer whose mask removes every weight is *collapsed* (its output is only its bias, the
+    same for every input); with ``dead_outputs``, a layer where some output units (rows of
+    :func:`weight_rows`: neurons, filters, GPT-2 ``Conv1D`` columns) lost every incoming
+    weight is reported too, with their count. Structured pruning along outputs removes whole
+    units on purpose and passes ``dead_outputs=False``.
+
+    Returns
+    -------
+    list of str
+        The messages warned (empty when every layer is fine).
+    """
+    messages = []
+    for name, module in targets:
+        mask = getattr(module, "weight_mask", None)
+        if mask is None:
+            continue
+        rows = weight_rows(mask.to(torch.bool), module)
+        if not bool(rows.any()):
+            messages.append(
+                f"{param_name(name)} is pruned to 100% ({rows.numel()} of {rows.numel()} weights): "
+                "the layer's output no longer depends on its input. Lower the sparsity, prune "
+                "layer-wise (scope='layerwise'), or exclude the layer."
+            )
+            continue
+        dead = int((~rows.any(dim=1)).sum())
+        if dead_outputs and dead:
+            messages.append(
+                f"{param_name(name)} has {dead} of {rows.shape[0]} output units with every "
+                "incoming weight pruned (dead outputs: constant, equal to their bias)."
+            )
+    for message in messages:
+        warnings.warn(message, PruningWarning, stacklevel=stacklevel)
+    return messages
