@@ -19,8 +19,10 @@ from torch import nn
 from repsim._core.fingerprints import unwrap_model
 from repsim._core.hooks import attach_hooks, evaluating, frozen
 from repsim.compress.prunable import clone_model
+from repsim.data.adapt import as_grouped
 from repsim.data.base import GroupedData, GroupedDataset
 from repsim.errors import ConfigError, ModelError
+from repsim.models.adapters import Inputs, inputs_to, model_logits
 from repsim.train import FitResult, fit, resolve_device
 
 
@@ -163,12 +165,16 @@ class DistillationLoss:
     def __exit__(self, *exc: object) -> None:
         self.remove()
 
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The batch-mean distillation loss of ``model`` on ``(x, y)`` against the teacher."""
+    def __call__(self, model: nn.Module, x: Inputs, y: torch.Tensor) -> torch.Tensor:
+        """The batch-mean distillation loss of ``model`` on ``(x, y)`` against the teacher.
+
+        Logits of both models are read by their output rules
+        (:func:`repsim.models.model_logits`); ``x`` is a tensor or a dict of tensors.
+        """
         with torch.no_grad():
             self.teacher.eval()
-            t_logits = self.teacher(x)
-        s_logits = model(x)
+            t_logits = model_logits(self.teacher, x)
+        s_logits = model_logits(model, x)
         value = kd_loss(s_logits, t_logits, y, T=self.T, alpha=self.alpha, gamma=self.gamma)
         if self.attention and self.beta > 0:
             assert self._student_rec is not None
@@ -181,7 +187,7 @@ class DistillationLoss:
 def distill(
     teacher: nn.Module,
     student: nn.Module,
-    data: GroupedData | GroupedDataset,
+    data: GroupedData | GroupedDataset | Any,
     *,
     T: float = 4.0,
     alpha: float = 0.9,
@@ -206,9 +212,11 @@ def distill(
     student : torch.nn.Module
         A pruned copy of the teacher or another architecture with the same output size
         (copied unless ``inplace``).
-    data : GroupedData or GroupedDataset
+    data : GroupedData, GroupedDataset or a container
         Training split; a whole dataset trains on ``.train`` and, unless ``test=`` is given,
-        evaluates on ``.test``.
+        evaluates on ``.test``. Anything :func:`repsim.data.as_grouped` takes (a torch
+        ``Dataset`` such as ``TensorDataset(x, y, g)``, arrays...); inputs may be token ids or
+        dicts of tensors.
     T, alpha, gamma : float
         Temperature and the weights of the soft and hard terms.
     attention : mapping or sequence of str, optional
@@ -239,6 +247,7 @@ def distill(
     if isinstance(data, GroupedDataset):
         fit_options.setdefault("test", data.test)
         data = data.train
+    data = as_grouped(data, require_groups=False)
     teacher = unwrap_model(teacher)
     student = unwrap_model(student)
     if not inplace:
@@ -246,9 +255,9 @@ def distill(
     device = resolve_device(fit_options.get("device"))
     teacher.to(device).eval()
     student.to(device)
-    x0 = torch.from_numpy(data.x[:2]).to(device)
+    x0 = inputs_to(data.inputs(slice(0, 2)), device)
     with torch.no_grad(), evaluating(student):
-        t_out, s_out = teacher(x0), student(x0)
+        t_out, s_out = model_logits(teacher, x0), model_logits(student, x0)
     if t_out.shape != s_out.shape:
         raise ModelError(
             f"Teacher outputs {tuple(t_out.shape[1:])} but student outputs "

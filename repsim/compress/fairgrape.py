@@ -38,6 +38,7 @@ import fnmatch
 import math
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,14 +48,22 @@ from tqdm.auto import tqdm
 
 from repsim._core.fingerprints import unwrap_model
 from repsim.compress.mask import Mask
-from repsim.compress.prunable import PruneRecord, check_sparsity, clone_model
+from repsim.compress.prunable import (
+    PruneRecord,
+    check_sparsity,
+    clone_model,
+    param_name,
+    warn_collapsed,
+)
 from repsim.compress.prunable import prunable_parameters as compress_prunable
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, MaskError
+from repsim.models.adapters import Inputs
 from repsim.saliency.gradient import (
     LossFn,
     ParameterNotFoundError,
     SaliencyMap,
+    as_samples,
     check_batch_size,
     eval_mode,
     group_batches,
@@ -143,7 +152,7 @@ def existing_keep_mask(model: nn.Module, name: str) -> torch.Tensor | None:
 
 def group_importance(
     model: nn.Module,
-    data: GroupedData,
+    data: GroupedData | Any,
     *,
     groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     loss: str | LossFn = "ce",
@@ -165,7 +174,7 @@ def group_importance(
     ----------
     model : torch.nn.Module
         The model.
-    data : GroupedData
+    data : GroupedData or a container (see :func:`repsim.data.as_grouped`)
         Samples to estimate on.
     groups : GroupedData, array of int, str, optional
         The groups (see :func:`repsim.saliency.gradient.resolve_groups`).
@@ -189,6 +198,7 @@ def group_importance(
     """
     check_batch_size(batch_size)
     model = unwrap_model(model)
+    data = as_samples(data, groups)
     names = _scored_names(model, parameters, exclude, exclude_classifier)
     actual = _actual_names(model, names)
     real = dict(model.named_parameters())
@@ -244,11 +254,18 @@ class _Functional(nn.Module):
         super().__init__()
         self._model = [model]  # not registered: no parameters of its own
         self._override = override
+        rule = getattr(model, "repsim_output", None)
+        if rule is not None:  # the wrapped model's output rule reads this wrapper's output
+            self.repsim_output = rule
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: Inputs | None = None, **kwargs: torch.Tensor) -> object:
+        if x is not None:
+            args: tuple[object, ...] = (x,)
+        else:
+            args = ()
         if not self._override:
-            return self._model[0](x)
-        return functional_call(self._model[0], self._override, (x,), strict=False)
+            return self._model[0](*args, **kwargs)
+        return functional_call(self._model[0], self._override, args, kwargs, strict=False)
 
 
 def greedy_select(
@@ -326,7 +343,7 @@ def _layer_budgets(
 
 def fairgrape_masks(
     model: nn.Module,
-    data: GroupedData,
+    data: GroupedData | Any,
     sparsity: float,
     *,
     groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
@@ -345,7 +362,7 @@ def fairgrape_masks(
     ----------
     model : torch.nn.Module
         The (dense or already pruned) model; it is not modified.
-    data : GroupedData
+    data : GroupedData or a container (see :func:`repsim.data.as_grouped`)
         Samples to estimate importance on (a training or validation split).
     sparsity : float
         Share of the scored weights to remove, in [0, 1).
@@ -373,6 +390,7 @@ def fairgrape_masks(
     if not isinstance(iterations, int) or iterations < 1:
         raise ConfigError(f"iterations must be a positive integer, got {iterations!r}.")
     model = unwrap_model(model)
+    data = as_samples(data, groups)
     names = _scored_names(model, parameters, exclude, exclude_classifier)
     real = dict(model.named_parameters())
     actual = _actual_names(model, names)
@@ -416,7 +434,7 @@ def fairgrape_masks(
 
 def fairgrape_prune(
     model: nn.Module,
-    data: GroupedData,
+    data: GroupedData | Any,
     sparsity: float,
     *,
     groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
@@ -444,6 +462,7 @@ def fairgrape_prune(
         ``exclude``, ``exclude_classifier``). ``repsim.compress.Mask.from_model`` recovers the
         masks.
     """
+    data = as_samples(data, groups)
     masks = fairgrape_masks(
         model,
         data,
@@ -462,6 +481,7 @@ def fairgrape_prune(
     refresh_pruned_weights(model)
     target = model if inplace else clone_model(model)
     masks.apply(target)
+    warn_collapsed([(n, m) for n, m in target.named_modules() if param_name(n) in masks])
     report = masks.sparsity()
     all_prunable = compress_prunable(target, exclude_classifier=False).names
     record = PruneRecord(

@@ -313,9 +313,11 @@ def group_metrics(
     ----------
     y_true, y_pred : array-like, shape ``[n]``
         True and predicted labels (numpy, list or torch).
-    groups : array-like, shape ``[n]``
+    groups : array-like, shape ``[n]``, or a container
         Group of each sample (any labels; integer codes with ``group_names``). Passing
-        ``y_true`` makes the classes the groups.
+        ``y_true`` makes the classes the groups. A ``GroupedData``, torch ``Dataset`` (e.g.
+        ``TensorDataset(x, y, g)``) or ``DataLoader`` gives its groups and their names
+        (:func:`repsim.data.as_grouped`); as ``y_true`` it gives its labels.
     y_score : array-like, optional
         Scores for AUC: ``[n]`` (score of the positive class, binary) or ``[n, K]``
         (one column per label, in sorted label order).
@@ -371,6 +373,13 @@ def group_metrics(
     DataError
         Labels outside ``labels``, a bad ``pos_label``.
     """
+    from repsim.data.adapt import as_grouped, group_labels, is_container
+
+    if is_container(y_true):  # a GroupedData, Dataset or DataLoader: its labels
+        y_true = as_grouped(y_true, require_groups=False, what="y_true").y
+    found = group_labels(groups)  # a container: its group codes and names
+    if found is not None:
+        groups, group_names = found[0], group_names or found[1]
     yt_raw = as_vector(y_true, "y_true")
     n = len(yt_raw)
     if n == 0:

@@ -14,7 +14,9 @@ like ``z``:
 
 Unit summary (definition chosen here): the attribution of unit ``u`` (a conv channel or a linear
 feature) for sample ``i`` is the sum over its spatial positions ``a_{i,u} = sum_{h,w}
-A_{u,h,w}(x_i)``; the group summary is the mean absolute value ``m_{g,u} = (1/n_g) sum_{i in g}
+A_{u,h,w}(x_i)``. For a transformer layer (dict inputs with an ``attention_mask`` ``[B, T]``
+and a layer output ``[B, T, d]``) the units are the ``d`` hidden features and the sum runs over
+the non-pad tokens, ``a_{i,u} = sum_t m_{i,t} A_{t,u}(x_i)``. The group summary is the mean absolute value ``m_{g,u} = (1/n_g) sum_{i in g}
 |a_{i,u}|``. The share of a group's attribution on a set of units ``P`` is
 ``sum_{u in P} m_{g,u} / sum_u m_{g,u}``.
 
@@ -26,7 +28,8 @@ units are fully pruned, so a lower threshold (e.g. 0.9) shows units that lost mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,7 +40,9 @@ from repsim._core.deprecation import renamed_arguments
 from repsim._core.fingerprints import unwrap_model
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, LayerNotFoundError, MaskError, did_you_mean
+from repsim.models.adapters import Inputs, model_logits
 from repsim.saliency.gradient import (
+    as_samples,
     check_batch_size,
     eval_mode,
     group_batches,
@@ -46,6 +51,26 @@ from repsim.saliency.gradient import (
 )
 
 METHODS = ("integrated_gradients", "conductance")
+
+
+def _explainer_inputs(
+    model: nn.Module, x: Inputs
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], Any]:
+    """``(main input, extra inputs, forward function)`` for captum.
+
+    A tensor input is the main input; for dict inputs ``input_ids`` (else the first key) is,
+    and the other tensors travel as captum's ``additional_forward_args``.
+    """
+    if not isinstance(x, Mapping):
+        return x, (), lambda inp: model_logits(model, inp)
+    keys = list(x)
+    main = "input_ids" if "input_ids" in x else keys[0]
+    rest = [k for k in keys if k != main]
+
+    def forward(inp: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return model_logits(model, {main: inp, **dict(zip(rest, extra, strict=True))})
+
+    return x[main], tuple(x[k] for k in rest), forward
 
 
 def _layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
@@ -64,7 +89,7 @@ def _layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
 @renamed_arguments({"by": "groups"})
 def group_layer_attributions(
     model: nn.Module,
-    data: GroupedData,
+    data: GroupedData | Any,
     layer: str | nn.Module,
     *,
     method: str = "integrated_gradients",
@@ -83,7 +108,7 @@ def group_layer_attributions(
     ----------
     model : torch.nn.Module
         The classifier (logits output).
-    data : GroupedData
+    data : GroupedData or a container (see :func:`repsim.data.as_grouped`)
         Samples to explain.
     layer : str or torch.nn.Module
         The layer (dotted ``named_modules`` name) whose output units are attributed.
@@ -121,9 +146,9 @@ def group_layer_attributions(
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ConfigError(f"n_steps must be a positive integer, got {n_steps!r}.")
     model = unwrap_model(model)
+    data = as_samples(data, groups)
     module = _layer(model, layer)
     cls = LayerIntegratedGradients if method == "integrated_gradients" else LayerConductance
-    explainer = cls(model, module)
     device = model_device(model)
     out = {}
     with eval_mode(model):
@@ -137,18 +162,34 @@ def group_layer_attributions(
             for x, y in group_batches(data, rows, batch_size, device):
                 if target == "prediction":
                     with torch.no_grad():
-                        y = model(x).argmax(1)
-                attr = explainer.attribute(
-                    x,
-                    baselines=torch.full_like(x, baseline),
+                        y = model_logits(model, x).argmax(1)
+                main, extra, forward = _explainer_inputs(model, x)
+                if method == "conductance" and not main.is_floating_point():
+                    raise ConfigError(
+                        "Layer conductance interpolates the inputs, which integer token ids "
+                        "cannot be; use method='integrated_gradients' (layer integrated "
+                        "gradients interpolate at the layer)."
+                    )
+                base = baseline if main.is_floating_point() else int(baseline)
+                attr = cls(forward, module).attribute(
+                    main,
+                    baselines=torch.full_like(main, base),
                     target=y,
+                    additional_forward_args=extra or None,
                     n_steps=n_steps,
                     method=integration,
                 )
                 if isinstance(attr, tuple | list):
                     attr = attr[0]
                 per_unit = attr.detach().double()
-                if per_unit.ndim > 2:
+                mask = x.get("attention_mask") if isinstance(x, Mapping) else None
+                if (
+                    mask is not None
+                    and per_unit.ndim == 3
+                    and tuple(per_unit.shape[:2]) == tuple(mask.shape)
+                ):
+                    per_unit = (per_unit * mask.to(per_unit.dtype).unsqueeze(-1)).sum(1)
+                elif per_unit.ndim > 2:
                     per_unit = per_unit.flatten(2).sum(2)
                 s = per_unit.abs().sum(0).cpu().numpy()
                 total = s if total is None else total + s

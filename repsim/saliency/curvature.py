@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,8 +33,10 @@ from repsim._core.fingerprints import unwrap_model
 from repsim._core.table import Table as MetricTable
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError
+from repsim.models.adapters import Inputs, batch_len, model_logits
 from repsim.saliency.gradient import (
     LossFn,
+    as_samples,
     check_batch_size,
     eval_mode,
     group_batches,
@@ -74,20 +77,20 @@ def _setup(
 
 def _weighted_batches(
     data: GroupedData, rows: np.ndarray, batch_size: int, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+) -> Iterator[tuple[Inputs, torch.Tensor, float]]:
     """A group's batches with weights ``|B_b| / n_g``.
 
     A group's batches with weights ``|B_b| / n_g``: weighted sums of batch means are means
     over the whole group.
     """
     for x, y in group_batches(data, rows, batch_size, device):
-        yield x, y, len(x) / len(rows)
+        yield x, y, batch_len(x) / len(rows)
 
 
 @renamed_arguments({"by": "groups"})
 def group_gradient_norm(
     model: nn.Module,
-    data: GroupedData,
+    data: GroupedData | Any,
     *,
     groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     loss: str | LossFn = "ce",
@@ -107,6 +110,7 @@ def group_gradient_norm(
         ``{group: norm}`` (and ``"overall"``).
     """
     check_batch_size(batch_size)
+    data = as_samples(data, groups)
     model, params, loss_fn, device = _setup(model, parameters, loss)
     out = {}
     with eval_mode(model):
@@ -165,7 +169,7 @@ def _quadratic_forms(
 @renamed_arguments({"by": "groups"})
 def group_hessian_trace(
     model: nn.Module,
-    data: GroupedData,
+    data: GroupedData | Any,
     *,
     groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     loss: str | LossFn = "ce",
@@ -183,7 +187,7 @@ def group_hessian_trace(
     ----------
     model : torch.nn.Module
         The (dense) model.
-    data : GroupedData
+    data : GroupedData or a container (see :func:`repsim.data.as_grouped`)
         Samples.
     groups : GroupedData, array of int, str, optional
         The groups (default ``data``'s groups; see
@@ -211,6 +215,7 @@ def group_hessian_trace(
     if not isinstance(n_probes, int) or n_probes < 1:
         raise ConfigError(f"n_probes must be a positive integer, got {n_probes!r}.")
     check_batch_size(probe_batch)
+    data = as_samples(data, groups)
     model, params, loss_fn, device = _setup(model, parameters, loss)
     gen = torch.Generator().manual_seed(seed)
     probes = [
@@ -243,7 +248,7 @@ def group_hessian_trace(
 @renamed_arguments({"by": "groups"})
 def disparate_impact_predictors(
     model: nn.Module,
-    data: GroupedData,
+    data: GroupedData | Any,
     *,
     groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     loss: str | LossFn = "ce",
@@ -260,6 +265,7 @@ def disparate_impact_predictors(
         dense model (``loss``: the group's mean loss; ``accuracy``: share correct). ``groups``:
         as in :func:`group_hessian_trace`.
     """
+    data = as_samples(data, groups)
     model, _, loss_fn, device = _setup(model, None, loss)
     norms = group_gradient_norm(model, data, groups=groups, loss=loss, batch_size=batch_size)
     traces = group_hessian_trace(
@@ -270,8 +276,8 @@ def disparate_impact_predictors(
         for group, idx in resolve_groups(data, groups).items():
             total, correct = 0.0, 0
             for x, y in group_batches(data, idx, batch_size, device):
-                total += float(loss_fn(model, x, y)) * len(x)
-                correct += int((model(x).argmax(1) == y).sum())
+                total += float(loss_fn(model, x, y)) * batch_len(x)
+                correct += int((model_logits(model, x).argmax(1) == y).sum())
             rows.append(
                 {
                     "group": group,

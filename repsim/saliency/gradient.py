@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from repsim._core.deprecation import renamed_arguments
 from repsim._core.fingerprints import unwrap_model
 from repsim._core.validation import as_vector
+from repsim.data.adapt import as_grouped
 from repsim.data.base import GroupedData
 from repsim.errors import (
     ConfigError,
@@ -40,9 +42,11 @@ from repsim.errors import (
     ParameterNotFoundError,
     did_you_mean,
 )
+from repsim.models.adapters import Inputs, inputs_to, model_logits
 
-#: A loss takes the model, an input batch and its labels and returns the batch-mean loss.
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+#: A loss takes the model, an input batch (a tensor or a dict of tensors) and its labels and
+#: returns the batch-mean loss.
+LossFn = Callable[[nn.Module, Inputs, torch.Tensor], torch.Tensor]
 
 #: One saliency (or importance) map: parameter name -> tensor shaped like the parameter.
 SaliencyMap = dict[str, torch.Tensor]
@@ -85,17 +89,28 @@ def named_parameters(
 
 
 def resolve_loss(loss: str | LossFn) -> LossFn:
-    """``"ce"`` (mean cross-entropy of the logits) or a callable ``loss(model, x, y)``."""
+    """``"ce"`` (mean cross-entropy of the logits) or a callable ``loss(model, x, y)``.
+
+    The logits are read by the model's output rule (:func:`repsim.models.model_logits`).
+    """
     if callable(loss):
         return loss
     if loss in ("ce", "cross_entropy"):
-        return lambda model, x, y: F.cross_entropy(model(x), y)
+        return lambda model, x, y: F.cross_entropy(model_logits(model, x), y)
     raise ConfigError(f"Unknown loss {loss!r}; use 'ce' or a callable loss(model, x, y).")
+
+
+def as_samples(data: Any, groups: Any = None) -> GroupedData:
+    """``data`` as a :class:`GroupedData` (:func:`repsim.data.as_grouped`).
+
+    Group labels are required in ``data`` unless ``groups`` are given separately.
+    """
+    return as_grouped(data, require_groups=groups is None)
 
 
 @renamed_arguments({"by": "groups"})
 def resolve_groups(
-    data: GroupedData,
+    data: GroupedData | Any,
     groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
     *,
     include_overall: bool = True,
@@ -104,8 +119,8 @@ def resolve_groups(
 
     Parameters
     ----------
-    data : GroupedData
-        The samples.
+    data : GroupedData or a container
+        The samples (anything :func:`repsim.data.as_grouped` takes).
     groups : GroupedData, array of int, str or None
         ``None`` or a GroupedData: that data's ``groups`` and ``group_names`` (every named group
         must have samples); a str: the attribute of ``data`` to group by (``with_groups``); an
@@ -119,8 +134,7 @@ def resolve_groups(
     ShapeError, DataError, InsufficientDataError
         Codes of the wrong length; a named group with no samples.
     """
-    if not isinstance(data, GroupedData):
-        raise DataError(f"Expected a GroupedData, got {type(data).__name__}.")
+    data = as_samples(data, groups)
     if len(data) == 0:
         raise InsufficientDataError(f"{data.name}/{data.split} has no samples.")
     if groups is None:
@@ -158,11 +172,15 @@ def resolve_groups(
 
 def group_batches(
     data: GroupedData, rows: np.ndarray, batch_size: int, device: torch.device
-) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-    """Consecutive batches (in sample order) of the samples at ``rows``."""
+) -> Iterable[tuple[Inputs, torch.Tensor]]:
+    """Consecutive batches (in sample order) of the samples at ``rows``.
+
+    Inputs keep their dtype (:meth:`GroupedData.inputs`: token ids stay integer; dict inputs
+    give a dict of tensors).
+    """
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
-        x = torch.from_numpy(np.ascontiguousarray(data.x[idx], dtype=np.float32)).to(device)
+        x = inputs_to(data.inputs(idx), device)
         y = torch.from_numpy(np.ascontiguousarray(data.y[idx], dtype=np.int64)).to(device)
         yield x, y
 
@@ -218,7 +236,7 @@ def check_batch_size(batch_size: int) -> None:
 @renamed_arguments({"by": "groups"})
 def weight_saliency(
     model: nn.Module,
-    data: GroupedData,
+    data: GroupedData | Any,
     *,
     loss: str | LossFn = "ce",
     groups: GroupedData | np.ndarray | Sequence[int] | str | None = None,
@@ -243,8 +261,10 @@ def weight_saliency(
     ----------
     model : torch.nn.Module
         The model (dense, or pruned with ``torch.nn.utils.prune``).
-    data : GroupedData
-        Samples to differentiate the loss on.
+    data : GroupedData or a container
+        Samples to differentiate the loss on: anything :func:`repsim.data.as_grouped` takes (a
+        torch ``Dataset`` such as ``TensorDataset(x, y, g)``, a ``DataLoader``, arrays); inputs
+        may be token ids or dicts of tensors.
     loss : "ce" or callable
         ``"ce"``: mean cross-entropy; or ``loss(model, x, y) -> scalar`` returning the batch
         mean (as :func:`repsim.train.fit` takes).
@@ -278,6 +298,7 @@ def weight_saliency(
         raise ConfigError(f"reduce must be 'sum_then_abs' or 'abs_then_sum', got {reduce!r}.")
     check_batch_size(batch_size)
     model = unwrap_model(model)
+    data = as_samples(data, groups)
     params = named_parameters(model, parameters)
     if not params:
         raise ConfigError("The model has no trainable parameters to score.")

@@ -234,10 +234,11 @@ def compare(
         Same-named layer pairs, or every ``(layer_a, layer_b)`` (the L x L matrix; see
         :meth:`SimilarityTable.matrix`). Linear CKA's per-layer statistics (centered data, row
         norms, self-HSIC or centered Gram) are computed once per layer, not once per pair.
-    groups : array-like or True, optional
+    groups : array-like, container or True, optional
         Group labels (one per sample) for group-conditional similarity: each measure is computed
         on each group's samples alone, plus on all samples (``group=None``). ``True`` uses the
-        capture's ``groups`` attribute. (Formerly ``by=``, still accepted with a
+        capture's ``groups`` attribute; a ``GroupedData``, torch ``Dataset`` or ``DataLoader``
+        of the captured samples gives its group names (:func:`repsim.data.group_labels`). (Formerly ``by=``, still accepted with a
         ``DeprecationWarning``.)
     n_boot : int
         Bootstrap resamples (over samples, with replacement) for a percentile confidence
@@ -306,6 +307,11 @@ def compare(
     group_rows: dict[Any, np.ndarray | None] = {_ALL: None}
     if groups is not None:
         labels = groups
+        from repsim.data.adapt import group_labels
+
+        container = group_labels(groups)  # a GroupedData, Dataset or DataLoader: its groups
+        if container is not None:
+            labels = np.asarray(container[1])[container[0]]
         if groups is True:
             labels = getattr(a, "groups", None)
             if labels is None:
