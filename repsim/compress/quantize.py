@@ -339,6 +339,8 @@ def quantize(
         raise ConfigError("group_size gives scales within each output row; drop per_channel=False.")
     if method == "gptq" and not per_channel:
         raise ConfigError("GPTQ quantises per output row (or per group); drop per_channel=False.")
+    if method == "gptq" and data is None:
+        raise DataError("method='gptq' calibrates on data: pass data= (samples or inputs).")
     model = clone_model(model)
     targets, _ = prunable_parameters(model, exclude=exclude, exclude_classifier=False)
     record = QuantRecord(
@@ -438,8 +440,6 @@ def quantize(
             den = float(torch.einsum("ij,jk,ik->", rows, h, rows))
             entry["output_rel_error"] = math.sqrt(num / den) if den > 0 else float("nan")
 
-        if data is None:
-            raise DataError("method='gptq' calibrates on data: pass data= (samples or inputs).")
         inputs = calibration_inputs(data)
         calibrate_layers(
             model,

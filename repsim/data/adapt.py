@@ -59,7 +59,10 @@ def _numpy(value: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:
-        raise DataError(f"{what} cannot be read as an array: {exc}") from None
+        raise DataError(
+            f"{what} cannot be read as one array ({exc}); if its items have different shapes, "
+            "pad them to one length (e.g. tokenizer(..., padding='max_length'))."
+        ) from None
     if arr.dtype == object:
         raise DataError(
             f"{what} is not a numeric array (got {type(value).__name__} of mixed objects); pad "
