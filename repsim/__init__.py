@@ -22,12 +22,15 @@ _API: dict[str, str] = {
     # data
     "GroupedData": "repsim.data",
     "GroupedDataset": "repsim.data",
+    "as_grouped": "repsim.data",
     "list_datasets": "repsim.data",
     "load_dataset": "repsim.data",
     # models and layers
     "build_model": "repsim.models",
+    "from_builder": "repsim.models",
     "load_model": "repsim.models",
     "save_model": "repsim.models",
+    "set_output_rule": "repsim.models",
     "available_layers": "repsim.layers",
     "select_layers": "repsim.layers",
     # training
