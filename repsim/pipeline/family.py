@@ -607,8 +607,8 @@ def _compress(
     prune_opts = dict(method=setting.method, scope=opts["scope"], exclude=opts["exclude"] or None)
     if setting.method == "ln_structured":
         prune_opts.update(n=opts["n"], dim=opts["dim"])
-    if setting.method == "fairgrape":
-        prune_opts.update(data=ds.train)  # group importance is estimated on the training split
+    if setting.method in ("fairgrape", "wanda", "sparsegpt"):
+        prune_opts.update(data=ds.train)  # importance / calibration on the training split
     epochs = opts["finetune_epochs"]
     if opts["schedule"] == "agp":
         model = clone_model(dense)

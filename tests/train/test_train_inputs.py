@@ -35,6 +35,15 @@ def test_fit_on_token_ids_keeps_integers():
         direct = net(torch.from_numpy(task["input_ids"])).numpy()
     np.testing.assert_allclose(res.test.logits, direct, rtol=1e-5, atol=1e-6)
     assert np.array_equal(res.test.groups, task["group"])
+    # numpy arrays (x, y, groups) train the same way, bit for bit
+    again = tiny_hf.TokenNet()
+    again.load_state_dict(tiny_hf.TokenNet().state_dict())
+    first = tiny_hf.TokenNet()
+    first.load_state_dict(again.state_dict())
+    fit(first, ds, epochs=2, seed=1)
+    fit(again, (task["input_ids"], task["label"], task["group"]), epochs=2, seed=1)
+    for p, q in zip(first.parameters(), again.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_fit_dict_inputs_tuple_output_and_numpy_arrays(task):
