@@ -248,7 +248,10 @@ def controlled_correlations(
         ``strata``, ``covariates``, ``estimate``, ``low``, ``high``, ``ci``, ``interval``,
         ``p``, ``p_adjusted``, ``correction``, ``p_exact``, ``permutation`` (``"joint"``:
         seeds permuted together across blocks; ``"within"``: the fallback), ``n_permutations``,
-        ``n_members``, ``n_seeds``, ``n_strata``, ``few_seeds``, ``label``.
+        ``n_members``, ``n_seeds``, ``n_strata``, ``few_seeds``, ``covariate_r2_x`` /
+        ``covariate_r2_y`` (share of the within-stratum rank variance of divergence / bias the
+        covariates explain; NaN without covariates; above 0.9 for both, the p-value is
+        approximate and can be too small), ``label``.
     """
     _check(correction)
     strata_n, cov_n = _names(strata), _names(covariates)
@@ -321,6 +324,8 @@ def controlled_correlations(
                     "n_seeds": n_seeds,
                     "n_strata": n_strata,
                     "few_seeds": n_seeds < few_seeds,
+                    "covariate_r2_x": test.get("covariate_r2_x", math.nan),
+                    "covariate_r2_y": test.get("covariate_r2_y", math.nan),
                     "label": label,
                 }
             )
