@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from repsim._core.deprecation import renamed_arguments
 from repsim._core.validation import check_consistent_length, to_numpy
-from repsim.errors import ConfigError, RelationWarning
+from repsim.errors import ConfigError, RelationWarning, ShapeError
 
 __all__ = [
     "ALTERNATIVES",
@@ -1042,12 +1042,27 @@ def rank_residuals(values: Any, strata: Any = None, covariates: Any = None) -> n
     return r - (cr @ beta)[..., 0]
 
 
+def _as_covariates(covariates: Any, n: int) -> np.ndarray | None:
+    """``[n, q]`` float covariates (a 1-D array is one covariate), or None."""
+    if covariates is None:
+        return None
+    cov = np.asarray(covariates, dtype=float)
+    if cov.ndim == 1:
+        cov = cov[:, None]
+    if cov.ndim != 2 or cov.shape[0] != n:
+        raise ShapeError(
+            f"covariates must be [n, q] with n = {n} rows (one per pair), got {cov.shape}."
+        )
+    return cov
+
+
 def _finite_rows(*arrays: np.ndarray) -> np.ndarray:
     keep = np.ones(arrays[0].shape[0], dtype=bool)
     for a in arrays:
         if a is None:
             continue
-        keep &= np.isfinite(a).reshape(a.shape[0], -1).all(axis=1)
+        f = np.isfinite(a)
+        keep &= f if f.ndim == 1 else f.all(axis=tuple(range(1, f.ndim)))
     return keep
 
 
@@ -1067,7 +1082,7 @@ def partial_rank_correlation(
     xa = np.asarray(x, dtype=float).ravel()
     ya = np.asarray(y, dtype=float).ravel()
     check_consistent_length(xa, ya, names=("x", "y"))
-    cov = None if covariates is None else np.asarray(covariates, dtype=float).reshape(len(xa), -1)
+    cov = _as_covariates(covariates, len(xa))
     keep = _finite_rows(xa, ya, cov)
     s = None if strata is None else np.asarray(codes(strata))[keep]
     cv = None if cov is None else cov[keep]
@@ -1242,7 +1257,7 @@ def stratified_permutation_test(
     xa = np.asarray(x, dtype=float).ravel()
     ya = np.asarray(y, dtype=float).ravel()
     check_consistent_length(xa, ya, names=("x", "y"))
-    cov = None if covariates is None else np.asarray(covariates, dtype=float).reshape(len(xa), -1)
+    cov = _as_covariates(covariates, len(xa))
     keep = _finite_rows(xa, ya, cov)
     xa, ya = xa[keep], ya[keep]
     cov = None if cov is None else cov[keep]

@@ -143,7 +143,9 @@ class _Joined:
             "strata": strata if self.strata else None,
             "blocks": [(k[0], k[1], s) for k, s in zip(keys, strata or [()] * len(keys))],
             "clusters": [k[2] for k in keys],
-            "cov": np.asarray(cov, dtype=float).reshape(len(keys), -1) if self.covariates else None,
+            "cov": np.asarray(cov, dtype=float).reshape(len(keys), len(self.covariates))
+            if self.covariates
+            else None,
         }
 
 

@@ -72,9 +72,7 @@ def test_controlled_estimate_is_the_mean_of_the_strata_spearman():
             keys = [k for k in x if k[0] == sp]
             rho = stats.spearmanr([x[k] for k in keys], [y[k] for k in keys]).statistic
             rhos.append(rho)
-            row = next(
-                r for r in within if r["layer"] == layer and r["stratum"]["sparsity"] == sp
-            )
+            row = next(r for r in within if r["layer"] == layer and r["stratum"]["sparsity"] == sp)
             assert row["estimate"] == pytest.approx(rho)
             assert row["p_exact"] and row["n_seeds"] == 6  # 6! = 720 <= 2000 permutations
             assert np.isnan(row["low"]) and row["interval"] == "none"  # under 10 seeds
