@@ -252,7 +252,7 @@ def controlled_correlations(
         seeds permuted together across blocks; ``"within"``: the fallback), ``n_permutations``,
         ``n_members``, ``n_seeds``, ``n_strata``, ``few_seeds``, ``covariate_r2_x`` /
         ``covariate_r2_y`` (share of the within-stratum rank variance of divergence / bias the
-        covariates explain; NaN without covariates; above 0.9 for both, the p-value is
+        covariates explain; NaN without covariates; above 0.8 for both, the p-value is
         approximate and can be too small), ``label``.
     """
     _check(correction)
