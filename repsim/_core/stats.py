@@ -1315,13 +1315,14 @@ def stratified_permutation_test(
         onehot[np.arange(n), cid] = 1.0
         per = (eyp * ex) @ onehot
         obs_s = (ey * ex) @ onehot
-        with np.errstate(invalid="ignore", divide="ignore"):
-            null = per.sum(axis=1) / np.sqrt(np.sum(per * per, axis=1))
-            obs = float(obs_s.sum() / math.sqrt(float(np.sum(obs_s * obs_s))))
+        num, den = per.sum(axis=1), np.sqrt(np.sum(per * per, axis=1))
+        obs_den = math.sqrt(float(np.sum(obs_s * obs_s)))
+        obs = float(obs_s.sum()) / obs_den if obs_den > 0 else 0.0  # every S_g = 0: T = 0
     else:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            null = (eyp @ ex) / (np.linalg.norm(ex) * np.linalg.norm(eyp, axis=1))
+        num, den = eyp @ ex, np.linalg.norm(ex) * np.linalg.norm(eyp, axis=1)
         obs = est
+    with np.errstate(invalid="ignore", divide="ignore"):
+        null = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
     tol = 1e-9 * abs(obs) + 1e-12
     if alternative == "two-sided":
         hits = int(np.sum(np.abs(null) >= abs(obs) - tol))

@@ -181,3 +181,29 @@ def test_relations_to_dict_is_json_ready_and_keeps_the_old_keys():
     for key in ("controlled", "pooled", "within", "effects", "bias_effects", "controlled_onset"):
         assert d[key]
     assert d["settings"]["unit"] == "dense seed"
+
+
+def test_bh_alias_and_holm_bh_against_hand_loops():
+    from repsim._core.stats import CORRECTIONS
+
+    assert "bh" in CORRECTIONS
+    rng = np.random.default_rng(11)
+    p = np.round(rng.uniform(0, 0.2, 9), 3)
+    p[3] = p[5]  # a tie
+    p[7] = np.nan
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    srt = ok[np.argsort(p[ok], kind="stable")]
+    holm, bh = np.full(9, np.nan), np.full(9, np.nan)
+    running = 0.0
+    for i, j in enumerate(srt):  # Holm: step-down, running maximum
+        running = max(running, min(1.0, (m - i) * p[j]))
+        holm[j] = running
+    running = 1.0
+    for i in range(m - 1, -1, -1):  # BH: step-up, running minimum from the largest
+        j = srt[i]
+        running = min(running, min(1.0, m * p[j] / (i + 1)))
+        bh[j] = running
+    np.testing.assert_allclose(adjust_pvalues(p, "holm"), holm, equal_nan=True)
+    np.testing.assert_allclose(adjust_pvalues(p, "bh"), bh, equal_nan=True)
+    np.testing.assert_array_equal(adjust_pvalues(p, "bh"), adjust_pvalues(p, "fdr_bh"))
