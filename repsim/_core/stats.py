@@ -17,6 +17,14 @@ The one home of resampling statistics in repsim; :mod:`repsim.explain`, :mod:`re
   (:func:`adjust_pvalues`).
 * Permutation p-values, exact by enumeration for small ``n``, else Monte Carlo with the
   ``(1 + hits) / (1 + B)`` rule (Phipson & Smyth 2010).
+* Clustered designs (the dense seed is the unit of replication): cluster bootstrap
+  (:func:`cluster_bootstrap`), delete-one-cluster jackknife (:func:`cluster_jackknife`,
+  :func:`jackknife_interval`), the interval rule by number of seeds (:func:`cluster_interval`),
+  BC/BCa intervals that never miss their estimate and are NaN for a NaN estimate
+  (:func:`bootstrap_interval`), Student t tests (:func:`t_test`), stratified and partial rank
+  correlation (:func:`partial_rank_correlation`) and their permutation test within strata that
+  moves a seed's members together (:func:`cluster_permutations`,
+  :func:`stratified_permutation_test`, Freedman & Lane 1983). docs/explain.md has the notes.
 
 Undefined values are NaN with a :class:`repsim.errors.RelationWarning`, never 0.
 """

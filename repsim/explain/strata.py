@@ -462,6 +462,7 @@ def stratum_correlations(
         covariates=[],
     )
     rows = []
+    small: dict[Any, int] = {}
     for layer in data.order:
         for metric in data.metrics:
             a = data.arrays(layer, metric)
@@ -475,10 +476,7 @@ def stratum_correlations(
                         x, y, n_permutations=n_permutations, seed=seed
                     )
                 else:
-                    _warn(
-                        f"stratum {dict(zip(strata_n, value, strict=True))} has {len(idx)} "
-                        "seeds; its correlation is NaN."
-                    )
+                    small.setdefault(value, len(idx))
                     test = {"estimate": math.nan, "p": math.nan, "exact": False}
                 if len(set(clusters)) >= min_seeds_bootstrap:
                     interval = cluster_interval(
@@ -512,6 +510,14 @@ def stratum_correlations(
                         "few_seeds": n_seeds < few_seeds,
                     }
                 )
+    if small:
+        listed = "; ".join(
+            f"{dict(zip(strata_n, v, strict=True))}: {n}" for v, n in list(small.items())[:5]
+        )
+        _warn(
+            f"{len(small)} strata have fewer than 3 seeds with values ({listed}"
+            f"{'; ...' if len(small) > 5 else ''}); their correlations are NaN."
+        )
     return _finish(rows, correction)
 
 
