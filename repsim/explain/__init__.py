@@ -1,40 +1,97 @@
 """Explain: relate per-layer representation divergence to the bias compression causes.
 
 :func:`relate` takes the tidy similarity and shift tables of a model family and returns
-:class:`Relations`: per-layer correlations with bias, the dense-vs-dense noise floor, the onset
-layer and group-conditional divergence gaps. The statistics themselves live in
-:mod:`repsim._core.stats`.
+:class:`Relations`. The dense seed is the unit of replication throughout. The default
+(headline) analysis is *controlled*: the rank correlation of divergence with bias within each
+configuration (:func:`controlled_correlations`), drift and bias beyond the recovery-only
+control, random pruning and the dense-vs-dense floor (:func:`drift_effects`,
+:func:`bias_effects`), the onset layer tested against the recovery-only control
+(:func:`onset_tests`) and size-fair group gaps (:func:`group_gaps`), each with the number of
+seeds it rests on and corrected p-values. The pooled correlation (:func:`pooled_correlations`)
+is kept, labelled confounded by sparsity. The statistics live in :mod:`repsim._core.stats`;
+docs/explain.md has the method notes.
 """
 
 from __future__ import annotations
 
-from repsim._core.stats import bootstrap_ci, correlate, paired_difference, permutation_pvalue
+from repsim._core.stats import (
+    adjust_pvalues,
+    bootstrap_ci,
+    bootstrap_interval,
+    cluster_bootstrap,
+    cluster_interval,
+    correlate,
+    paired_difference,
+    partial_rank_correlation,
+    permutation_pvalue,
+    stratified_permutation_test,
+    t_test,
+)
 from repsim.errors import RelationWarning
+from repsim.explain.controls import (
+    COMPARISONS,
+    RANDOM_PRUNING,
+    RECOVERY_ONLY,
+    bias_effects,
+    controls_of,
+    drift_effects,
+    floor_effect,
+    onset_tests,
+    paired_effect,
+)
+from repsim.explain.groups import group_gaps
 from repsim.explain.relations import (
     BIAS_METRICS,
     Relations,
     as_rows,
     correlations,
-    group_gaps,
     noise_floor,
     onset,
     parse_divergence,
     relate,
 )
+from repsim.explain.strata import (
+    CONFOUNDERS,
+    DEFAULT_STRATA,
+    controlled_correlations,
+    pooled_correlations,
+    stratum_correlations,
+)
 
 __all__ = [
     "BIAS_METRICS",
+    "COMPARISONS",
+    "CONFOUNDERS",
+    "DEFAULT_STRATA",
+    "RANDOM_PRUNING",
+    "RECOVERY_ONLY",
     "RelationWarning",
     "Relations",
+    "adjust_pvalues",
     "as_rows",
+    "bias_effects",
     "bootstrap_ci",
+    "bootstrap_interval",
+    "cluster_bootstrap",
+    "cluster_interval",
+    "controlled_correlations",
+    "controls_of",
     "correlate",
     "correlations",
+    "drift_effects",
+    "floor_effect",
     "group_gaps",
     "noise_floor",
     "onset",
+    "onset_tests",
     "paired_difference",
+    "paired_effect",
     "parse_divergence",
+    "partial_rank_correlation",
     "permutation_pvalue",
+    "pooled_correlations",
     "relate",
+    "stratified_permutation_test",
+    "stratum_correlations",
+    "t_test",
 ]

@@ -1,13 +1,19 @@
 """Relate per-layer representation divergence to the bias compression causes.
 
-Across a *family* of compressed models (methods x sparsities x seeds), every member ``i`` has,
-per layer ``l``, a divergence from its dense parent, ``D_il`` (e.g. ``1 - CKA``), and one bias
-figure per metric, ``B_i`` (CEV, SDE, a group's accuracy drop, the worst group's drop). This
-module answers, per layer: how strongly does ``D_l`` track ``B`` (Spearman and Pearson
-correlation, bootstrap CIs, permutation p-values, an OLS slope); where does compression first
-move representations further than retraining with another seed does (the *onset layer*, against
-the dense-vs-dense *noise floor*); and do minority samples drift further than majority ones
-(group-conditional divergence gaps).
+Across a *family* of compressed models (methods x sparsities x dense seeds), every member ``i``
+has, per layer ``l``, a divergence from its dense parent, ``D_il`` (e.g. ``1 - CKA``), and one
+bias figure per metric, ``B_i`` (CEV, SDE, a group's accuracy drop, the worst group's drop).
+:func:`relate` answers, per layer, with the dense seed as the unit of replication:
+
+* does ``D_l`` track ``B`` *within a configuration* (``controlled``, the headline; the
+  ``pooled`` correlation across configurations is kept but labelled confounded by sparsity);
+* how far does compression move representations and bias beyond what the recovery alone does
+  (the *recovery-only control*), what random pruning at the same sparsity does, and what
+  retraining with another seed does (the *dense-vs-dense floor*) (``effects``,
+  ``bias_effects``);
+* where does that drift start (``controlled_onset``: tested against the recovery-only
+  control, corrected across layers);
+* do minority samples drift further than majority ones (``group_gaps``, size-matched).
 
 Input schema
 ------------
@@ -22,203 +28,100 @@ Similarity table (one row per layer, measure, pair of models and, optionally, gr
     architecture, data and training; the noise floor).
 ``method``, ``sparsity``, ``seed``
     Identify the family member (for ``"dense"`` rows ``method`` is ignored; ``seed_b`` is the
-    second seed).
+    second seed). Methods are labelled ``<prune>+<recovery>`` (``"magnitude+ft"``); the
+    controls are members too: the *recovery-only control* ``"none+<recovery>"`` at sparsity
+    ``0.0`` (the dense seed put through the same recovery without pruning) and the
+    *random-pruning control* ``"random+<recovery>"`` at each sparsity.
 ``layer``
     Layer name (or ``layer_a``/``layer_b`` as :func:`repsim.similarity.compare` writes them,
     which must then be equal). The network order is the order of first appearance unless
     ``layers=`` is given.
 ``measure``, ``value``
     The similarity measure and its value.
-``group`` (optional)
-    ``None`` (or missing) for all samples; a group name for group-conditional rows.
+``group``, ``n`` (optional)
+    ``None`` (or missing) for all samples; a group name for group-conditional rows, with the
+    group's size ``n`` (and ``n_used``, ``size_matching`` from
+    :func:`repsim.similarity.groups.group_similarity`).
 
 Shift table (one row per family member): ``method``, ``sparsity``, ``seed`` and one numeric
 column per bias metric, e.g. ``cev``, ``sde``, ``worst_group_drop`` and ``acc_drop:<group>``
-(the group's accuracy, dense minus compressed, so positive is worse).
+(the group's accuracy, dense minus compressed, so positive is worse), and optionally
+``accuracy``, ``dense_accuracy`` (``accuracy_drop`` is their difference when not given) and
+``kind``: ``"compressed"`` (default) or ``"dense"`` for the floor (dense seed ``seed_b`` scored
+as if compressed against dense seed ``seed``; needs ``seed`` and ``seed_b``).
 
 Statistics
 ----------
-* Pearson ``r = cov(x, y) / (sd(x) sd(y))``; Spearman ``rho`` = Pearson of the (average-tie)
-  ranks (Spearman 1904). Both match :func:`scipy.stats.pearsonr` / :func:`scipy.stats.spearmanr`.
-* Slope: ordinary least squares of bias on divergence, ``b = cov(x, y) / var(x)``
-  (as :func:`scipy.stats.linregress`).
-* Confidence intervals: percentile bootstrap (Efron & Tibshirani 1993, ch. 13) resampling
-  family members with replacement, ``n_boot`` resamples from ``numpy.random.default_rng(seed)``;
-  resamples where the statistic is undefined (constant x or y) are dropped and counted. The
-  level is ``ci`` (default 0.95); the deprecated ``alpha=a`` still works and means
-  ``ci=1 - a``. The statistics live in :mod:`repsim._core.stats`.
-* p-values: two-sided permutation test of no association (Good 2005), permuting the bias values
-  across members. With ``n! <= n_permutations`` every permutation is enumerated and the p-value
-  is exact, ``#{pi : |r(x, y_pi)| >= |r(x, y)|} / n!``; otherwise ``n_permutations`` random
-  permutations give ``(1 + #{|r_pi| >= |r|}) / (1 + n_permutations)`` (Phipson & Smyth 2010),
-  never 0.
-* Onset layer: per configuration ``(method, sparsity)`` and layer, the excess divergence
-  ``E = mean_i D_i(compressed) - mean_j D_j(dense vs dense)``. A layer *exceeds the noise floor
-  with confidence* when the lower bound of the one-sided ``ci`` percentile bootstrap
-  interval of ``E`` (members and dense pairs resampled independently) is above 0. The onset
-  layer is the first such layer in network order (``None`` when no layer exceeds it). This is
-  the rule of "exceeds the seed-to-seed spread" used informally by Kornblith et al. (2019,
-  Sec. 6) and Ding et al. (2021, "Grounding representation similarity") made into a test.
-* Group gaps: per layer, member and group ``g`` the divergence ``D_ig`` computed on the group's
-  samples only; the gap of ``g`` is ``mean_i (D_ig - D_i,ref)`` with ``ref`` the largest group
-  (by ``n`` when rows carry it, else given as ``reference=``), with a bootstrap CI over members.
-  The same gap on dense-vs-dense pairs is reported beside it as its noise floor.
+The new tables are documented in :mod:`repsim.explain.strata` (``controlled``, ``pooled``,
+``within``), :mod:`repsim.explain.controls` (``effects``, ``bias_effects``,
+``controlled_onset``) and :mod:`repsim.explain.groups` (``group_gaps``); docs/explain.md has
+the formulas, choices and sources. The 0.2 tables are kept for the current report:
+
+* ``correlations`` (:func:`correlations`): Spearman and Pearson correlation and OLS slope across
+  every member, percentile bootstrap over *members* and member-level permutation p-values. It
+  is the pooled, confounded analysis with member-level intervals; each row says so in
+  ``confounded_by`` and ``label``. Use ``controlled`` (and ``pooled``) instead.
+* ``onset`` / ``onset_layer`` (:func:`onset`): the 0.2 rule, excess divergence over the
+  dense-vs-dense floor with a one-sided percentile bootstrap lower bound (members and dense
+  pairs resampled independently). Kept and documented; the default onset is now
+  ``controlled_onset`` (tested against the recovery-only control, Holm across layers).
+* ``noise_floor`` (:func:`noise_floor`): dense-vs-dense divergence per layer.
 
 Undefined values (too few members, constant inputs) are NaN with a
-:class:`RelationWarning`, never 0.
+:class:`RelationWarning`, never 0, and a NaN estimate never has a finite interval.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from repsim._core.stats import (
+    FEW_SEEDS,
+    MIN_SEEDS_BOOTSTRAP,
     alpha_renamed_to_ci,
-    bootstrap_mean,
     bootstrap_mean_difference,
     correlate,
 )
-from repsim.errors import (
-    ConfigError,
-    DataError,
-    InsufficientDataError,
-    RelationWarning,
-    did_you_mean,
+from repsim.errors import InsufficientDataError
+from repsim.explain._tables import (
+    BIAS_METRICS,
+    KINDS,
+    RANDOM_PRUNING,
+    RECOVERY_ONLY,
+    _bias_columns,
+    _config_key,
+    _divergences,
+    _layer_order,
+    _member_key,
+    _sorted_configs,
+    _warn,
+    as_rows,
+    parse_divergence,
+    shift_tables,
+)
+from repsim.explain.controls import bias_effects, drift_effects, onset_tests
+from repsim.explain.groups import group_gaps
+from repsim.explain.strata import (
+    CONFOUNDERS,
+    DEFAULT_STRATA,
+    controlled_correlations,
+    pooled_correlations,
+    stratum_correlations,
 )
 
-#: Bias metrics :func:`relate` knows by name (others are accepted if the shift table has them).
-BIAS_METRICS = ("cev", "sde", "worst_group_drop", "acc_drop")
-KINDS = ("compressed", "dense")
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, RelationWarning, stacklevel=3)
-
+#: Label of the 0.2 ``correlations`` table.
+LEGACY_LABEL = (
+    "pooled across configurations with member-level bootstrap and permutation: confounded by "
+    "sparsity (and method); kept for 0.2 reports, see 'controlled'"
+)
 
 # --------------------------------------------------------------------------------------------
-# tidy inputs
-
-
-def as_rows(table: Any) -> list[dict[str, Any]]:
-    """Rows of a tidy table: a sequence of dicts, or an object with ``to_records()``/``rows``."""
-    if hasattr(table, "to_records") and callable(table.to_records):
-        rows = table.to_records()
-    elif hasattr(table, "rows"):
-        rows = table.rows
-    else:
-        rows = table
-    if isinstance(rows, Mapping) or not isinstance(rows, Iterable):
-        raise DataError("a tidy table must be a sequence of dicts (one per row).")
-    out = [dict(r) for r in rows]
-    for r in out[:1]:
-        if not isinstance(r, dict):
-            raise DataError("a tidy table must be a sequence of dicts (one per row).")
-    return out
-
-
-def parse_divergence(divergence: str) -> tuple[str, bool]:
-    """Parse a divergence name into its measure and whether it is one minus it.
-
-    ``"1-cka"`` -> ``("cka", True)`` (one minus a similarity); ``"procrustes"`` ->
-    ``("procrustes", False)`` (a distance used as is).
-    """
-    text = divergence.replace(" ", "")
-    if text.startswith("1-"):
-        return text[2:], True
-    return text, False
-
-
-def _layer_of(row: Mapping[str, Any]) -> str:
-    if "layer" in row and row["layer"] is not None:
-        return str(row["layer"])
-    la, lb = row.get("layer_a"), row.get("layer_b")
-    if la is None:
-        raise DataError(f"similarity row without 'layer' (or 'layer_a'/'layer_b'): {dict(row)}")
-    if lb is not None and lb != la:
-        raise DataError(
-            f"similarity row pairs different layers ({la!r} vs {lb!r}); relate() compares a "
-            "layer with the same layer of the other model, pass same-layer rows only."
-        )
-    return str(la)
-
-
-@dataclass(frozen=True)
-class _Div:
-    kind: str
-    method: Any
-    sparsity: Any
-    seed: Any
-    seed_b: Any
-    layer: str
-    group: Any
-    value: float
-    n: Any
-
-
-def _divergences(sim: Any, divergence: str) -> tuple[list[_Div], list[str]]:
-    measure, one_minus = parse_divergence(divergence)
-    rows = as_rows(sim)
-    if not rows:
-        raise DataError("the similarity table is empty.")
-    measures = sorted({str(r.get("measure")) for r in rows})
-    if measure not in measures:
-        raise ConfigError(
-            f"divergence {divergence!r} needs measure {measure!r}, but the similarity table holds "
-            f"{measures}.{did_you_mean(measure, measures)}"
-        )
-    out: list[_Div] = []
-    order: list[str] = []
-    for r in rows:
-        if str(r.get("measure")) != measure:
-            continue
-        kind = r.get("kind")
-        if kind not in KINDS:
-            raise DataError(
-                f"similarity row has kind={kind!r}; it must be 'compressed' (dense vs compressed) "
-                f"or 'dense' (dense seed vs dense seed, the noise floor): {r}"
-            )
-        for key in ("seed",) + (("method", "sparsity") if kind == "compressed" else ()):
-            if key not in r:
-                raise DataError(f"similarity row of kind {kind!r} lacks column {key!r}: {r}")
-        layer = _layer_of(r)
-        if layer not in order:
-            order.append(layer)
-        v = float(r["value"]) if r.get("value") is not None else math.nan
-        out.append(
-            _Div(
-                kind=kind,
-                method=r.get("method") if kind == "compressed" else "dense",
-                sparsity=r.get("sparsity") if kind == "compressed" else 0.0,
-                seed=r.get("seed"),
-                seed_b=r.get("seed_b"),
-                layer=layer,
-                group=r.get("group"),
-                value=(1.0 - v) if one_minus else v,
-                n=r.get("n"),
-            )
-        )
-    return out, order
-
-
-def _layer_order(found: list[str], layers: Sequence[str] | None) -> list[str]:
-    if layers is None:
-        return found
-    for name in layers:
-        if name not in found:
-            raise ConfigError(
-                f"layer {name!r} has no rows in the similarity table.{did_you_mean(name, found)}"
-            )
-    return list(layers)
-
-
-# --------------------------------------------------------------------------------------------
-# noise floor, onset, relations, gaps
+# noise floor, legacy onset, legacy correlations
 
 
 def noise_floor(
@@ -259,14 +162,6 @@ def noise_floor(
             }
         )
     return out
-
-
-def _config_key(d: _Div) -> tuple[Any, Any]:
-    return (d.method, d.sparsity)
-
-
-def _sorted_configs(keys: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    return sorted(set(keys), key=lambda k: (str(k[0]), float(k[1]) if k[1] is not None else 0.0))
 
 
 @alpha_renamed_to_ci
@@ -344,52 +239,6 @@ def onset(
     return rows, first
 
 
-def _bias_columns(shift_rows: list[dict[str, Any]], bias: Any) -> list[str]:
-    numeric = []
-    for key in dict.fromkeys(k for r in shift_rows for k in r):
-        if key in ("method", "sparsity", "seed"):
-            continue
-        vals = [r.get(key) for r in shift_rows]
-        if all(
-            isinstance(v, int | float | np.floating | np.integer)
-            and not isinstance(v, bool)
-            or v is None
-            for v in vals
-        ):
-            numeric.append(key)
-    if bias is None:
-        chosen = [k for k in numeric if k in BIAS_METRICS or k.startswith("acc_drop:")]
-        if not chosen:
-            raise ConfigError(
-                f"the shift table has no known bias column ({list(BIAS_METRICS)} or "
-                f"'acc_drop:<group>'); its numeric columns are {numeric}. Pass bias=[...]."
-            )
-        return chosen
-    names = [bias] if isinstance(bias, str) else list(bias)
-    out: list[str] = []
-    for name in names:
-        if name == "acc_drop":
-            per_group = [k for k in numeric if k.startswith("acc_drop:")]
-            if not per_group:
-                raise ConfigError(
-                    "bias 'acc_drop' needs 'acc_drop:<group>' columns in the "
-                    f"shift table; it has {numeric}."
-                )
-            out += per_group
-        elif name in numeric:
-            out.append(name)
-        else:
-            raise ConfigError(
-                f"bias metric {name!r} is not a numeric column of the shift table; it has "
-                f"{numeric}.{did_you_mean(name, numeric)}"
-            )
-    return out
-
-
-def _member_key(method: Any, sparsity: Any, seed: Any) -> tuple[str, float, str]:
-    return (str(method), float(sparsity), str(seed))
-
-
 @alpha_renamed_to_ci
 def correlations(
     similarity: Any,
@@ -403,24 +252,23 @@ def correlations(
     ci: float = 0.95,
     seed: int = 0,
 ) -> list[dict[str, Any]]:
-    """Per layer and bias metric: correlation of member divergence with member bias.
+    """Per layer and bias metric: correlation of member divergence with member bias (0.2).
+
+    The pooled analysis of 0.2: every compressed member in one cloud, percentile bootstrap
+    over members and member-level permutation p-values (:func:`correlate`). Confounded by
+    sparsity and blind to members sharing a dense seed; kept for the 0.2 report. Use
+    :func:`repsim.explain.strata.controlled_correlations` (``Relations.controlled``).
 
     Members are matched on ``(method, sparsity, seed)``; members missing from either table are
-    left out. Each row: ``layer``, ``bias``, the output of :func:`correlate`, the mean member
-    divergence ``divergence_mean`` and the layer's noise floor ``noise_floor`` (mean
-    dense-vs-dense divergence, NaN without dense pairs).
+    left out; shift rows of kind ``"dense"`` are ignored. Each row: ``layer``, ``bias``, the
+    output of :func:`correlate`, the mean member divergence ``divergence_mean``, the layer's
+    noise floor ``noise_floor`` (mean dense-vs-dense divergence, NaN without dense pairs),
+    ``n_seeds``, ``confounded_by`` and ``label``.
     """
     divs, found = _divergences(similarity, divergence)
     order = _layer_order(found, layers)
-    srows = as_rows(shifts)
-    if not srows:
-        raise DataError("the shift table is empty.")
-    for r in srows:
-        for key in ("method", "sparsity", "seed"):
-            if key not in r:
-                raise DataError(f"shift row lacks column {key!r}: {r}")
-    metrics = _bias_columns(srows, bias)
-    by_member = {_member_key(r["method"], r["sparsity"], r["seed"]): r for r in srows}
+    by_member, _ = shift_tables(shifts)
+    metrics = _bias_columns(list(by_member.values()), bias)
     comp = [d for d in divs if d.kind == "compressed" and d.group is None]
     dense = [d for d in divs if d.kind == "dense" and d.group is None]
     out = []
@@ -440,6 +288,7 @@ def correlations(
                 dtype=float,
             )
             stats = correlate(x, y, n_boot=n_boot, n_permutations=n_permutations, ci=ci, seed=seed)
+            used = np.isfinite(x) & np.isfinite(y)
             out.append(
                 {
                     "layer": layer,
@@ -448,96 +297,9 @@ def correlations(
                     **stats,
                     "divergence_mean": float(np.nanmean(x)) if np.isfinite(x).any() else math.nan,
                     "noise_floor": float(np.mean(floor)) if floor else math.nan,
-                }
-            )
-    return out
-
-
-@alpha_renamed_to_ci
-def group_gaps(
-    similarity: Any,
-    *,
-    divergence: str = "1-cka",
-    reference: Any = None,
-    layers: Sequence[str] | None = None,
-    n_boot: int = 2000,
-    ci: float = 0.95,
-    seed: int = 0,
-) -> list[dict[str, Any]]:
-    """Group-conditional divergence gaps per layer.
-
-    Group-conditional divergence gaps per layer: does a group drift further than the
-    reference (majority) group?
-
-    For compressed members ``i`` and each group ``g``: ``gap_g = mean_i (D_ig - D_i,ref)``, with
-    a percentile bootstrap CI over members (:func:`repsim._core.stats.bootstrap_mean`, level
-    ``ci``); ``noise_gap`` is the same mean over dense-vs-dense
-    pairs. The reference is ``reference`` or, by default, the group with the largest ``n``
-    (rows must then carry ``n``).
-
-    Returns
-    -------
-    list of dict
-        ``layer``, ``group``, ``reference``, ``n_members``, ``divergence`` (mean ``D_ig``),
-        ``reference_divergence``, ``gap``, ``gap_low``, ``gap_high``, ``noise_gap``. Empty when
-        the table has no group-conditional rows.
-    """
-    divs, found = _divergences(similarity, divergence)
-    order = _layer_order(found, layers)
-    grouped = [d for d in divs if d.group is not None]
-    if not grouped:
-        return []
-    groups = list(dict.fromkeys(d.group for d in grouped))
-    if reference is None:
-        sizes: dict[Any, float] = {}
-        for d in grouped:
-            if d.n is not None:
-                sizes[d.group] = max(sizes.get(d.group, 0), float(d.n))
-        if len(sizes) != len(groups):
-            raise DataError(
-                "group rows need an 'n' column to pick the majority group; "
-                "pass reference=<group name>."
-            )
-        reference = max(groups, key=lambda g: sizes[g])
-    elif reference not in groups:
-        raise ConfigError(f"reference group {reference!r} is not among {groups}.")
-
-    def pair_key(d: _Div) -> tuple[Any, ...]:
-        return (d.kind, d.method, d.sparsity, d.seed, d.seed_b, d.layer)
-
-    table = {(pair_key(d), d.group): d.value for d in grouped}
-    out = []
-    for layer in order:
-        for g in groups:
-            if g == reference:
-                continue
-            gaps: dict[str, list[float]] = {"compressed": [], "dense": []}
-            dg: list[float] = []
-            dr: list[float] = []
-            for (pk, grp), v in table.items():
-                if grp != g or pk[-1] != layer or (pk, reference) not in table:
-                    continue
-                ref = table[(pk, reference)]
-                gaps[pk[0]].append(v - ref)
-                if pk[0] == "compressed":
-                    dg.append(v)
-                    dr.append(ref)
-            comp = np.array(gaps["compressed"], dtype=float)
-            comp = comp[np.isfinite(comp)]
-            lo, hi = bootstrap_mean(comp, n_boot=n_boot, ci=ci, seed=seed)
-            noise = np.array(gaps["dense"], dtype=float)
-            out.append(
-                {
-                    "layer": layer,
-                    "group": g,
-                    "reference": reference,
-                    "n_members": int(comp.size),
-                    "divergence": float(np.mean(dg)) if dg else math.nan,
-                    "reference_divergence": float(np.mean(dr)) if dr else math.nan,
-                    "gap": float(comp.mean()) if comp.size else math.nan,
-                    "gap_low": lo,
-                    "gap_high": hi,
-                    "noise_gap": float(noise.mean()) if noise.size else math.nan,
+                    "n_seeds": len({k[2] for k, u in zip(keys, used, strict=True) if u}),
+                    "confounded_by": list(CONFOUNDERS),
+                    "label": LEGACY_LABEL,
                 }
             )
     return out
@@ -547,22 +309,50 @@ def group_gaps(
 class Relations:
     """What :func:`relate` returns: every table of the divergence-bias analysis.
 
+    The headline tables are ``controlled``, ``effects``, ``bias_effects``,
+    ``controlled_onset`` and ``group_gaps``; every row of them carries ``n_seeds`` and
+    ``few_seeds``, intervals and (where a test is made) ``p`` and ``p_adjusted``.
+
     Attributes
     ----------
     correlations : list of dict
-        Per layer and bias metric (see :func:`correlations`).
+        0.2 pooled correlations with member-level intervals, labelled confounded (see
+        :func:`correlations`).
     noise_floor : list of dict
         Per layer dense-vs-dense divergence (see :func:`noise_floor`); empty without dense pairs.
     onset : list of dict
-        Per configuration and layer, excess over the floor (see :func:`onset`).
+        0.2 onset rule: per configuration and layer, excess over the floor (see :func:`onset`).
     onset_layer : dict
-        ``"method@sparsity"`` / ``"all"`` -> first layer exceeding the floor, or ``None``.
+        ``"method@sparsity"`` / ``"all"`` -> first layer exceeding the floor (0.2 rule), or
+        ``None``.
     group_gaps : list of dict
-        Per layer and group (see :func:`group_gaps`); empty without group rows.
+        Per layer, group and configuration, gap CIs over seeds (see
+        :func:`repsim.explain.groups.group_gaps`); empty without group rows.
     divergence : str
         The divergence used, e.g. ``"1-cka"``.
     layers : list of str
         Layers in network order.
+    controlled : list of dict
+        The default analysis: rank correlation within strata / given covariates, per layer and
+        bias metric (:func:`repsim.explain.strata.controlled_correlations`).
+    pooled : list of dict
+        The pooled Spearman correlation, labelled confounded by sparsity
+        (:func:`repsim.explain.strata.pooled_correlations`).
+    within : list of dict
+        Spearman correlation inside each stratum
+        (:func:`repsim.explain.strata.stratum_correlations`).
+    effects : list of dict
+        Per configuration, comparison (recovery / random / dense_floor) and layer: drift beyond
+        the control (:func:`repsim.explain.controls.drift_effects`).
+    bias_effects : list of dict
+        The same for the bias metrics (:func:`repsim.explain.controls.bias_effects`).
+    controlled_onset : list of dict
+        Per configuration and layer, the one-sided test of drift beyond the recovery-only
+        control (:func:`repsim.explain.controls.onset_tests`).
+    controlled_onset_layer : dict
+        ``"method@sparsity"`` -> first layer whose Holm-adjusted test is significant, or None.
+    settings : dict
+        The analysis settings (strata, covariates, correction, ci, seeds thresholds, ...).
     """
 
     correlations: list[dict[str, Any]]
@@ -572,24 +362,41 @@ class Relations:
     group_gaps: list[dict[str, Any]]
     divergence: str
     layers: list[str] = field(default_factory=list)
+    controlled: list[dict[str, Any]] = field(default_factory=list)
+    pooled: list[dict[str, Any]] = field(default_factory=list)
+    within: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[dict[str, Any]] = field(default_factory=list)
+    bias_effects: list[dict[str, Any]] = field(default_factory=list)
+    controlled_onset: list[dict[str, Any]] = field(default_factory=list)
+    controlled_onset_layer: dict[str, str | None] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every table."""
         return {
             "divergence": self.divergence,
             "layers": self.layers,
+            "settings": self.settings,
+            "controlled": self.controlled,
+            "pooled": self.pooled,
+            "within": self.within,
+            "effects": self.effects,
+            "bias_effects": self.bias_effects,
+            "controlled_onset": self.controlled_onset,
+            "controlled_onset_layer": self.controlled_onset_layer,
+            "group_gaps": self.group_gaps,
             "correlations": self.correlations,
             "noise_floor": self.noise_floor,
             "onset": self.onset,
             "onset_layer": self.onset_layer,
-            "group_gaps": self.group_gaps,
         }
 
     def best(self, bias: str, statistic: str = "spearman") -> dict[str, Any] | None:
-        """The layer whose divergence correlates most strongly with ``bias``.
+        """The layer whose divergence correlates most strongly with ``bias`` (0.2 table).
 
-        The layer whose divergence correlates most strongly (by ``|statistic|``) with
-        ``bias``; ``None`` when every value is NaN.
+        By ``|statistic|`` in the pooled, confounded ``correlations`` table; ``None`` when
+        every value is NaN. For the controlled analysis read ``controlled`` and its
+        ``p_adjusted``.
         """
         rows = [r for r in self.correlations if r["bias"] == bias and np.isfinite(r[statistic])]
         return max(rows, key=lambda r: abs(r[statistic])) if rows else None
@@ -604,10 +411,17 @@ def relate(
     bias: str | Sequence[str] | None = None,
     layers: Sequence[str] | None = None,
     reference_group: Any = None,
+    strata: str | Sequence[str] | None = DEFAULT_STRATA,
+    covariates: str | Sequence[str] | None = None,
+    correction: str = "holm",
     n_boot: int = 2000,
     n_permutations: int = 10000,
     ci: float = 0.95,
     seed: int = 0,
+    min_seeds_bootstrap: int = MIN_SEEDS_BOOTSTRAP,
+    few_seeds: int = FEW_SEEDS,
+    recovery_only: str = RECOVERY_ONLY,
+    random_pruning: str = RANDOM_PRUNING,
 ) -> Relations:
     """Relate per-layer divergence to bias across a family of compressed models.
 
@@ -625,28 +439,39 @@ def relate(
         Layers (network order); default: order of first appearance.
     reference_group : optional
         Reference group of the group gaps (default: the largest).
+    strata : list of str or None
+        Strata of the controlled analysis, shift-table columns; default ``("method",
+        "sparsity")``: within one configuration. Every shift row carries both (they are
+        required), so the default analysis is always within configuration. None: no strata.
+    covariates : list of str, optional
+        Partialled out by rank in the controlled analysis, e.g. ``["accuracy_drop"]`` (does
+        divergence predict bias beyond the accuracy lost?). ``accuracy_drop`` is
+        ``dense_accuracy - accuracy`` when the rows do not carry it.
+    correction : {"holm", "bh", "fdr_bh", "bonferroni", "none"}
+        Multiple-testing correction; families: layers x bias metrics (``controlled``,
+        ``pooled``), all rows (``within``), layers per configuration and comparison
+        (``effects``, ``controlled_onset``), metrics per configuration and comparison
+        (``bias_effects``), layers x groups per configuration (``group_gaps``).
     n_boot, n_permutations, ci, seed
         Bootstrap resamples, permutations, interval level (0.95: 95% intervals; the deprecated
         ``alpha=a`` means ``ci=1 - a``), seed of every draw.
+    min_seeds_bootstrap : int
+        From this many seeds on, intervals of correlations are BCa cluster bootstrap intervals;
+        below, cluster jackknife t intervals (default 10).
+    few_seeds : int
+        Rows resting on fewer seeds are flagged ``few_seeds`` (default 5).
+    recovery_only, random_pruning
+        The prune part of the control members' method labels (``"none"``, ``"random"``).
 
     Returns
     -------
     Relations
-        Correlations, noise floor, onset rows and layers, group gaps. The noise floor is
-        empty (and the onset undefined) only when the family has a single dense seed, with a
-        :class:`RelationWarning` saying so.
+        Every table (see :class:`Relations`). The noise floor and 0.2 onset are empty only when
+        the family has a single dense seed, with a :class:`RelationWarning` saying so.
     """
-    corr = correlations(
-        similarity_table,
-        shift_table,
-        divergence=divergence,
-        bias=bias,
-        layers=layers,
-        n_boot=n_boot,
-        n_permutations=n_permutations,
-        ci=ci,
-        seed=seed,
-    )
+    common = {"divergence": divergence, "bias": bias, "layers": layers}
+    resampling = {"n_boot": n_boot, "n_permutations": n_permutations, "ci": ci, "seed": seed}
+    corr = correlations(similarity_table, shift_table, **common, **resampling)
     _, found = _divergences(similarity_table, divergence)
     order = _layer_order(found, layers)
     try:
@@ -662,20 +487,102 @@ def relate(
     except InsufficientDataError as exc:
         _warn(f"{exc} The noise floor and onset layer are left out.")
         floor, on_rows, on_first = [], [], {}
+    thresholds = {"min_seeds_bootstrap": min_seeds_bootstrap, "few_seeds": few_seeds}
+    controls = {"recovery_only": recovery_only, "random_pruning": random_pruning}
     gaps = group_gaps(
         similarity_table,
         divergence=divergence,
         reference=reference_group,
         layers=order,
-        n_boot=n_boot,
         ci=ci,
-        seed=seed,
+        correction=correction,
+        few_seeds=few_seeds,
     )
-    return Relations(corr, floor, on_rows, on_first, gaps, divergence, order)
+    controlled = controlled_correlations(
+        similarity_table,
+        shift_table,
+        **{**common, "layers": order},
+        strata=strata,
+        covariates=covariates,
+        correction=correction,
+        **resampling,
+        **thresholds,
+    )
+    pooled = pooled_correlations(
+        similarity_table,
+        shift_table,
+        **{**common, "layers": order},
+        correction=correction,
+        **resampling,
+        **thresholds,
+    )
+    within = (
+        stratum_correlations(
+            similarity_table,
+            shift_table,
+            **{**common, "layers": order},
+            strata=strata,
+            correction=correction,
+            **resampling,
+            **thresholds,
+        )
+        if strata
+        else []
+    )
+    effects = drift_effects(
+        similarity_table,
+        divergence=divergence,
+        layers=order,
+        ci=ci,
+        correction=correction,
+        few_seeds=few_seeds,
+        **controls,
+    )
+    b_effects = bias_effects(
+        shift_table, bias=bias, ci=ci, correction=correction, few_seeds=few_seeds, **controls
+    )
+    c_rows, c_first = onset_tests(
+        similarity_table,
+        divergence=divergence,
+        layers=order,
+        ci=ci,
+        correction=correction,
+        few_seeds=few_seeds,
+        **controls,
+    )
+    settings = {
+        "headline": "controlled",
+        "strata": [strata] if isinstance(strata, str) else list(strata or []),
+        "covariates": [covariates] if isinstance(covariates, str) else list(covariates or []),
+        "correction": correction,
+        **resampling,
+        **thresholds,
+        **controls,
+        "unit": "dense seed",
+    }
+    return Relations(
+        corr,
+        floor,
+        on_rows,
+        on_first,
+        gaps,
+        divergence,
+        order,
+        controlled=controlled,
+        pooled=pooled,
+        within=within,
+        effects=effects,
+        bias_effects=b_effects,
+        controlled_onset=c_rows,
+        controlled_onset_layer=c_first,
+        settings=settings,
+    )
 
 
 __all__ = [
     "BIAS_METRICS",
+    "KINDS",
+    "LEGACY_LABEL",
     "Relations",
     "as_rows",
     "correlations",
