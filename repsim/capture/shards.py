@@ -46,8 +46,12 @@ from repsim.capture.store import (
     ActivationStore,
     PendingEntry,
     RowWriter,
+    _RecordingStore,
+    array_attributes,
     array_name,
+    compressor,
     entry_key,
+    fill_value,
     provenance,
 )
 from repsim.errors import CacheError, ConfigError, DataError, ShapeError
@@ -88,30 +92,29 @@ def _create_or_open(
     rows: int,
     clevel: int,
     attrs: dict[str, Any],
+    recorder: _RecordingStore,
 ) -> zarr.Array:
-    """Create the shared array, or open the one another worker created (same metadata)."""
+    """Create the shared array, or open the one another worker created (same metadata).
+
+    Chunks go through ``recorder``, which keeps each written chunk's checksum for the
+    worker's done-marker.
+    """
     dtype = np.dtype(dtype)
     shape: tuple[int, ...] = (n,) if n_features is None else (n, n_features)
     path = group_path / name
     try:
-        return zarr.create_array(
+        zarr.create_array(
             zarr.storage.LocalStore(path),
             shape=shape,
             chunks=(rows, *shape[1:]),
             dtype=dtype,
-            fill_value=np.nan if dtype.kind == "f" else -1,
-            compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=clevel, shuffle="shuffle"),
-            attributes={
-                **attrs,
-                "repsim_schema": SCHEMA_VERSION,
-                "complete": False,
-                "dtype": dtype.str,
-                **({} if n_features is None else {"n_features": int(n_features)}),
-            },
+            fill_value=fill_value(dtype),
+            compressors=compressor(clevel),
+            attributes=array_attributes(attrs, dtype, n_features),
         )
     except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError, FileExistsError):
         pass
-    arr = zarr.open_array(zarr.storage.LocalStore(path), mode="r+")
+    arr = zarr.open_array(recorder, path=name, mode="r+").with_config({"write_empty_chunks": True})
     if tuple(arr.shape) != shape or int(arr.chunks[0]) != rows or arr.dtype != dtype:
         raise CacheError(
             f"shard array {name} exists with shape {arr.shape}, chunks {arr.chunks}, dtype "
@@ -188,13 +191,14 @@ def record_shard(
     src = _source(data, batch_size)
     if src.n == 0:
         raise DataError("The data holds no samples.")
-    m_fp = model_fingerprint(model)
+    m_fp = model_fingerprint(model, strict=True)
     d_fp = src.fingerprint or data_fingerprint(data, batch_size)
     key = entry_key(m_fp, d_fp)
     wanted = [array_name(layer, red) for layer, red in pairs] + list(META_ARRAYS)
     if not store.missing(m_fp, d_fp, wanted, src.n):
         return False  # already captured and published: nothing to do
     a, b = shard_ranges(src.n, k, chunk_rows)[i]
+    store._claim()
     gdir = _shard_dir(store, key, reduction)
     gdir.mkdir(parents=True, exist_ok=True)
     group_attrs = {
@@ -232,7 +236,7 @@ def record_shard(
     )
     sink.close()
     write_json(
-        {"shard": i, "of": k, "rows": [a, b], "pid": os.getpid()},
+        {"shard": i, "of": k, "rows": [a, b], "pid": os.getpid(), "chunks": sink.checksums()},
         gdir / ".done" / f"{i}-of-{k}.json",
         indent=None,
         allow_nan=True,
@@ -249,6 +253,7 @@ class _ShardSink:
         self.gdir, self.n, self.chunk_rows, self.clevel = gdir, n, chunk_rows, clevel
         self.attrs = attrs
         self.writers: dict[str, RowWriter] = {}
+        self.recorder = _RecordingStore(gdir)
 
     def write(self, start: int, batch: dict[str, np.ndarray]) -> None:
         for nm, v in batch.items():
@@ -262,6 +267,7 @@ class _ShardSink:
                     self.chunk_rows,
                     self.clevel,
                     self.attrs.get(nm, {}),
+                    self.recorder,
                 )
                 if v.ndim == 2 and arr.shape[1] != v.shape[1]:
                     raise ShapeError(
@@ -276,6 +282,10 @@ class _ShardSink:
         """Write the buffered last rows of every array."""
         for w in self.writers.values():
             w.flush()
+
+    def checksums(self) -> dict[str, dict[str, list[int]]]:
+        """``{array name: {chunk key: [checksum, nbytes]}}`` of the chunks this worker wrote."""
+        return {nm: self.recorder.take(f"{nm}/") for nm in self.writers}
 
 
 def pairs_by_name(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -328,13 +338,24 @@ def finalize_shards(
     except OSError:
         return False  # another worker is publishing it
     n = int(json.loads((claimed / "zarr.json").read_text())["attributes"]["n_samples"])
-    for junk in (claimed / ".done",):
-        for f in junk.iterdir():
-            f.unlink()
-        junk.rmdir()
+    sums: dict[str, dict[str, Any]] = {}
+    done = claimed / ".done"
+    for f in sorted(done.iterdir()):
+        try:
+            marker = json.loads(f.read_text())
+        except (OSError, ValueError):
+            marker = {}
+        for nm, chunks in (marker.get("chunks") or {}).items():
+            sums.setdefault(nm, {}).update(chunks)
+        f.unlink()
+    done.rmdir()
     pending = PendingEntry(store, key, claimed, n)
-    for sub in sorted(p.name for p in claimed.iterdir() if p.is_dir()):
-        pending.arrays[sub] = zarr.open_array(zarr.storage.LocalStore(claimed / sub), mode="r+")
-        pending.finish(sub)
+    try:
+        for sub in sorted(p.name for p in claimed.iterdir() if p.is_dir()):
+            pending.arrays[sub] = zarr.open_array(zarr.storage.LocalStore(claimed / sub), mode="r+")
+            pending.finish(sub, sums.get(sub, {}))
+    except BaseException:
+        pending.abort()
+        raise
     pending.commit()
     return True
