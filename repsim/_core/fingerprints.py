@@ -43,6 +43,7 @@ __all__ = [
     "DataHasher",
     "array_fingerprint",
     "model_fingerprint",
+    "state_digest",
     "unwrap_model",
 ]
 
@@ -279,6 +280,21 @@ def model_fingerprint(model: nn.Module, length: int = 16, *, strict: bool = Fals
         if name not in state and buf is not None:
             _feed(h, f"b|{name}", buf)
     return h.hexdigest()[:length]
+
+
+def state_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict alone (names, dtypes, shapes, bytes), in hex.
+
+    What a saved model's weights file must reproduce when loaded: a file damaged on disk gives
+    another digest. Unlike :func:`model_fingerprint` it ignores hooks and attributes.
+    """
+    h = hashlib.sha256(b"repsim-state-1\n")
+    for name, value in unwrap_model(model).state_dict().items():
+        try:
+            _feed(h, name, value)
+        except _Unhashable:
+            h.update(f"{name}|{type(value).__qualname__}\n".encode())
+    return h.hexdigest()
 
 
 def array_fingerprint(*arrays: np.ndarray, length: int = 16) -> str:

@@ -769,8 +769,13 @@ class ActivationStore:
             return list(names)
         out = []
         for n in names:
-            problem = self._array_problem(key, n, n_samples, chunks="read" if deep else "stat")
-            if problem is not None:
+            if self._array_problem(key, n, n_samples, chunks=None) is not None:
+                out.append(n)
+                continue
+            meta, _ = self._array_meta(key, n)
+            damage = self._chunks_problem(key, n, meta or {}, read=deep)
+            if damage is not None:
+                self._flag(key, n, damage)  # so the recapture replaces it
                 out.append(n)
         return out
 
