@@ -7,7 +7,7 @@ hooks, inputs, labels or groups can never be served a stale entry.
 What the **model** fingerprint covers (:func:`model_fingerprint`):
 
 - the architecture: every module's dotted name, class, ``extra_repr()`` (strides, paddings,
-  slopes, ...) and plain-valued attributes (numbers, strings, tensors stored as attributes);
+  slopes, ...) and plain-valued attributes (numbers, strings);
 - every state-dict entry (parameters, persistent buffers, pruning masks ``weight_orig`` /
   ``weight_mask``, quantised tensors with their scales and zero points, packed parameters,
   extra state) and every non-persistent buffer, by name, dtype, shape and bytes;
@@ -126,12 +126,20 @@ def _feed(h: Any, label: str, value: Any, depth: int = 0) -> None:
 
 
 def _feed_attributes(h: Any, name: str, module: nn.Module) -> None:
-    """Hash the public instance attributes of a module that hold data (numbers, tensors, ...).
+    """Hash the public instance attributes of a module that hold plain values.
 
-    Attributes holding other objects (configs, tokenizers) are not covered.
+    Numbers, strings, dtypes and containers of them are covered. Tensors held as plain
+    attributes are not: a pruned or weight-normed module keeps its derived ``weight`` there,
+    recomputed from parameters and buffers (which are covered) on every forward. Attributes
+    holding other objects (configs, tokenizers) are not covered either.
     """
     for key, value in sorted(vars(module).items()):
-        if key.startswith("_") or key == "training" or callable(value):
+        if (
+            key.startswith("_")
+            or key == "training"
+            or callable(value)
+            or isinstance(value, torch.Tensor)
+        ):
             continue
         sub = hashlib.sha256()
         try:

@@ -38,7 +38,13 @@ import zarr.storage
 
 from repsim._core.fingerprints import model_fingerprint, unwrap_model
 from repsim._core.io import write_json
-from repsim.capture.record import _source, array_attrs, data_fingerprint, forward_rows
+from repsim.capture.record import (
+    _source,
+    array_attrs,
+    data_fingerprint,
+    forward_rows,
+    resolve_device,
+)
 from repsim.capture.store import (
     META_ARRAYS,
     REDUCTIONS,
@@ -198,6 +204,7 @@ def record_shard(
     if not store.missing(m_fp, d_fp, wanted, src.n):
         return False  # already captured and published: nothing to do
     a, b = shard_ranges(src.n, k, chunk_rows)[i]
+    resolve_device(device)
     store._claim()
     gdir = _shard_dir(store, key, reduction)
     gdir.mkdir(parents=True, exist_ok=True)
@@ -223,18 +230,25 @@ def record_shard(
     sink = _ShardSink(
         gdir, src.n, int(chunk_rows), store.clevel, array_attrs(pairs, label, seed, META_ARRAYS)
     )
-    forward_rows(
-        model,
-        src,
-        pairs,
-        sink,
-        rows=(a, b),
-        seed=seed,
-        device=device,
-        progress=progress,
-        desc=f"capture {label} shard {i}/{k}",
-    )
-    sink.close()
+    try:
+        forward_rows(
+            model,
+            src,
+            pairs,
+            sink,
+            rows=(a, b),
+            seed=seed,
+            device=device,
+            progress=progress,
+            desc=f"capture {label} shard {i}/{k}",
+        )
+        sink.close()
+    except OSError as exc:  # a read-only or full disk: this shard's marker is not written
+        raise CacheError(
+            f"cannot write shard {i} of {k} into the cache {store.path}: "
+            f"{exc.strerror or exc}. Free some space or choose a writable cache path, then "
+            "run this shard again."
+        ) from None
     write_json(
         {"shard": i, "of": k, "rows": [a, b], "pid": os.getpid(), "chunks": sink.checksums()},
         gdir / ".done" / f"{i}-of-{k}.json",

@@ -249,6 +249,32 @@ class _RecordingStore(zarr.storage.LocalStore):
             }
 
 
+def _flag_array(array_dir: Path, reason: str) -> None:
+    """Mark an array ``corrupt`` in its attrs (best effort: the store may be read-only)."""
+    meta_path = array_dir / "zarr.json"
+    try:
+        meta = _read_json(meta_path)
+        attrs = meta.setdefault("attributes", {})
+        if not isinstance(attrs, dict) or attrs.get("corrupt"):
+            return
+        attrs["corrupt"] = reason
+        write_json(meta, meta_path, indent=2, allow_nan=True)
+    except (OSError, ValueError, OutputError):
+        pass
+
+
+@dataclass(frozen=True)
+class _Flagger:
+    """Flags one array ``corrupt`` when a read finds it damaged (picklable, for Dask)."""
+
+    root: Path
+    key: str
+    name: str
+
+    def __call__(self, reason: str) -> None:
+        _flag_array(self.root / self.key / self.name, reason)
+
+
 class _VerifiedStore(zarr.storage.LocalStore):
     """A read-only LocalStore of one array that checks every chunk it reads against its record.
 
@@ -804,16 +830,7 @@ class ActivationStore:
 
     def _flag(self, key: str, name: str, reason: str) -> None:
         """Mark an array ``corrupt`` in its attrs (best effort: the store may be read-only)."""
-        meta_path = self.path / key / name / "zarr.json"
-        try:
-            meta = _read_json(meta_path)
-            attrs = meta.setdefault("attributes", {})
-            if not isinstance(attrs, dict) or attrs.get("corrupt"):
-                return
-            attrs["corrupt"] = reason
-            write_json(meta, meta_path, indent=2, allow_nan=True)
-        except (OSError, ValueError, OutputError):
-            pass
+        _flag_array(self.path / key / name, reason)
 
     def begin(
         self,
@@ -882,7 +899,7 @@ class ActivationStore:
             self.path / key / name,
             sums=meta["attributes"]["chunk_checksums"],
             label=f"{key}/{name} in {self.path}",
-            on_corrupt=lambda reason: self._flag(key, name, reason),
+            on_corrupt=_Flagger(self.path, key, name),
         )
         damage = self._chunks_problem(key, name, meta, read=False)
         if damage is not None:

@@ -112,6 +112,31 @@ def test_model_key_covers_activation_quantisation_buffers_and_hyperparameters(tm
     assert fp_e != fp_f
 
 
+def test_parametrisations_are_in_the_key():
+    from torch.nn.utils import parametrize
+
+    from repsim._core.fingerprints import model_fingerprint
+
+    class Scale(nn.Module):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, w):
+            return w * self.factor
+
+    def model(factor):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Linear(4, 3))
+        parametrize.register_parametrization(m[0], "weight", Scale(factor))
+        return m
+
+    plain = nn.Sequential(nn.Linear(4, 3))
+    assert len({model_fingerprint(model(1.0)), model_fingerprint(model(2.0))}) == 2
+    assert model_fingerprint(model(2.0)) == model_fingerprint(model(2.0))
+    assert model_fingerprint(plain) not in {model_fingerprint(model(1.0))}
+
+
 def test_int8_weights_are_in_the_key():
     from repsim._core.fingerprints import model_fingerprint
     from repsim.compress.quantize import torch_int8_dynamic
