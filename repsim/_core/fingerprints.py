@@ -252,6 +252,10 @@ def model_fingerprint(model: nn.Module, length: int = 16, *, strict: bool = Fals
     from torch.nn.modules import module as module_globals
 
     model = unwrap_model(model)
+    while type(model).__name__ == "OptimizedModule" and isinstance(
+        getattr(model, "_orig_mod", None), nn.Module
+    ):  # torch.compile computes what the module it wraps computes
+        model = model._orig_mod
     h = hashlib.sha256(b"repsim-model-2\n")
     for name, module in model.named_modules():
         where = f"module {name!r}" if name else "the model"
