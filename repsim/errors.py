@@ -50,6 +50,14 @@ class CacheError(RepsimError):
     """The activation cache is unusable: a path that is a file, a foreign or corrupt entry."""
 
 
+class CacheCorruptError(CacheError):
+    """A cache entry is damaged (a chunk missing, truncated, flipped or swapped); never served."""
+
+
+class FingerprintError(CacheError):
+    """A model holds state the cache key cannot cover (a hook function); it is not cached."""
+
+
 class OutputError(RepsimError, OSError):
     """A file cannot be written or read back: read-only or full disk, a damaged file."""
 

@@ -26,6 +26,7 @@ from repsim.errors import OutputError
 __all__ = [
     "atomic_write",
     "read_json",
+    "read_npz",
     "read_tensor_pair",
     "tensor_pair_paths",
     "to_jsonable",
@@ -249,3 +250,61 @@ def read_tensor_pair(
             f"written by repsim. Save the {what} again; {hint}."
         ) from None
     return tensors, info
+
+
+# ------------------------------------------------------------------ numpy archives
+
+
+def read_npz(
+    path: str | os.PathLike,
+    *,
+    what: str = "array archive",
+    error: type[Exception] = OutputError,
+) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` (or ``.npy``) file; never unpickles.
+
+    The file is opened with ``allow_pickle=False`` and every array is read at once, so an
+    archive holding Python objects (an object array, whose loading would run pickled code)
+    is refused here with one clear message instead of failing later on first access.
+
+    Parameters
+    ----------
+    path : path-like
+        The file.
+    what : str
+        What the file holds, for messages (``"capture"``).
+    error : exception type
+        The :mod:`repsim.errors` type raised for a missing or unusable file.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        Name -> array (``{"arr_0": a}`` for a ``.npy`` file).
+
+    Raises
+    ------
+    error
+        If the file is missing, damaged, not a numpy archive, or holds object arrays.
+    """
+    import zipfile
+
+    p = Path(path)
+    if not p.is_file():
+        raise error(f"{what} {p} does not exist.")
+    objects = (
+        f"{what} {p} holds pickled Python objects (an object array, or a pickle rather than a "
+        "numpy file), which repsim never loads because unpickling can run code. Save plain "
+        "numeric arrays (np.savez with numeric dtypes)."
+    )
+    try:
+        obj = np.load(p, allow_pickle=False)
+        if isinstance(obj, np.ndarray):
+            return {"arr_0": obj}
+        with obj:
+            return {k: np.asarray(obj[k]) for k in obj.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "bject array" in str(exc):
+            raise error(objects) from None
+        raise error(f"{what} {p} is not a readable numpy archive ({exc}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise error(f"{what} {p} is not a readable numpy archive ({exc}).") from None

@@ -10,7 +10,6 @@ or, without a store, into memory. The result is a :class:`Capture`.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,12 +22,25 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
 from tqdm.auto import tqdm
 
-from repsim._core.fingerprints import array_fingerprint, model_fingerprint, unwrap_model
+from repsim._core.fingerprints import (
+    DataHasher,
+    array_fingerprint,
+    model_fingerprint,
+    unwrap_model,
+)
 from repsim._core.hooks import evaluating
 from repsim.capture.hooks import _first_tensor, hooks
 from repsim.capture.store import META_ARRAYS, REDUCTIONS, ActivationStore, RowWriter, array_name
 from repsim.data.base import GroupedData
-from repsim.errors import ConfigError, DataError, NonFiniteError, SampleOrderError, ShapeError
+from repsim.errors import (
+    CacheCorruptError,
+    CacheError,
+    ConfigError,
+    DataError,
+    NonFiniteError,
+    SampleOrderError,
+    ShapeError,
+)
 from repsim.layers import LayerSpec, select_layers
 
 
@@ -272,40 +284,21 @@ def _source(data: Any, batch_size: int) -> _Source:
     return _Source(n, np.arange(n, dtype=np.int64), loader_batches, None)
 
 
-class _InputHash:
-    """Streaming equivalent of ``array_fingerprint(sample_id, x)`` (as GroupedData uses)."""
-
-    def __init__(self, sample_id: np.ndarray) -> None:
-        self.sample_id = sample_id
-        self.h: Any = None
-
-    def update(self, x: torch.Tensor) -> None:
-        arr = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        if self.h is None:
-            self.h = hashlib.sha256()
-            sid = np.ascontiguousarray(self.sample_id)
-            self.h.update(f"0|{sid.dtype.str}|{sid.shape}|".encode())
-            self.h.update(sid.tobytes())
-            shape = (len(self.sample_id), *(int(s) for s in arr.shape[1:]))
-            self.h.update(f"1|{arr.dtype.str}|{shape}|".encode())
-        self.h.update(arr.tobytes())
-
-    def hexdigest(self, length: int = 16) -> str:
-        return self.h.hexdigest()[:length] if self.h is not None else "0" * length
-
-
 def data_fingerprint(data: Any, batch_size: int = 256) -> str:
-    """Fingerprint of the inputs a capture would see, in order, as the cache keys use.
+    """Fingerprint of what a capture would see, in order, as the cache keys use.
 
-    For a ``GroupedData`` this is ``data.fingerprint()``; for a torch ``Dataset`` or
-    ``DataLoader`` the same hash of ``(sample_id = 0..n-1, x as float32)``, computed by one pass.
+    It covers the sample ids, the inputs, the labels and the group labels
+    (:class:`repsim._core.fingerprints.DataHasher`). For a ``GroupedData`` this is
+    ``data.fingerprint()``; for a torch ``Dataset`` or ``DataLoader`` the same hash of
+    ``(sample_id = 0..n-1, x, y, group)`` (groups all 0 when the items have none), computed by
+    one pass.
     """
     src = _source(data, batch_size)
     if src.fingerprint is not None:
         return src.fingerprint
-    h = _InputHash(src.sample_id)
-    for x, _, _ in src.batches():
-        h.update(x)
+    h = DataHasher(src.sample_id)
+    for x, y, g in src.batches():
+        h.update(x, y, g)
     return h.hexdigest()
 
 
@@ -426,6 +419,41 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The device of a forward pass: ``device``, else CUDA when available, else CPU.
+
+    Raises
+    ------
+    ConfigError
+        If ``device`` is not a device name, or names a CUDA (or MPS) device this machine does
+        not have.
+    """
+    if device is None:
+        return _default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"device={device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:0' or 'mps'."
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={str(device)!r} but CUDA is not available on this machine; pass "
+                "device='cpu' (or leave device unset to use CUDA only where there is one)."
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={str(device)!r} but this machine has {torch.cuda.device_count()} CUDA "
+                "device(s); choose an index below that."
+            )
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    ):
+        raise ConfigError(f"device={str(device)!r} but MPS is not available on this machine.")
+    return dev
+
+
 def _logits_of(output: Any) -> torch.Tensor:
     if hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
         output = output.logits
@@ -536,6 +564,7 @@ def record_reductions(
             raise ConfigError(f"Unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    resolve_device(device)
     model = unwrap_model(model)
     names = {red: select_layers(model, spec) for red, spec in layers_by_reduction.items()}
     pairs = [(layer, red) for red, layers in names.items() for layer in layers]
@@ -545,20 +574,40 @@ def record_reductions(
     src = _source(data, batch_size)
     if src.n == 0:
         raise DataError("The data holds no samples.")
-    m_fp = model_fingerprint(model)
+    m_fp = model_fingerprint(model, strict=store is not None)
     d_fp = src.fingerprint
     if store is not None and d_fp is None:
         d_fp = data_fingerprint(data, batch_size)
 
     if store is not None:
+        assert d_fp is not None
         wanted = {array_name(layer, red): (layer, red) for layer, red in pairs}
-        missing = set(store.missing(m_fp, d_fp, [*wanted, *META_ARRAYS], src.n))
-        todo = [pair for a, pair in wanted.items() if a in missing]
-        need_meta = bool(missing & set(META_ARRAYS))
-        if todo or need_meta:
-            _run(model, src, todo, store, m_fp, d_fp, label, seed, device, progress, meta=need_meta)
-        out: dict[str, Any] = {a: store.open(m_fp, d_fp, a) for a in wanted}
-        out.update({k: np.asarray(store.open(m_fp, d_fp, k)[...]) for k in META_ARRAYS})
+        for attempt in range(2):
+            # every chunk of what is served is checked first; damaged arrays are recaptured
+            missing = set(store.missing(m_fp, d_fp, [*wanted, *META_ARRAYS], src.n, deep=True))
+            todo = [pair for a, pair in wanted.items() if a in missing]
+            need_meta = bool(missing & set(META_ARRAYS))
+            if todo or need_meta:
+                _run(
+                    model,
+                    src,
+                    todo,
+                    store,
+                    m_fp,
+                    d_fp,
+                    label,
+                    seed,
+                    device,
+                    progress,
+                    meta=need_meta,
+                )
+            try:
+                out: dict[str, Any] = {a: store.open(m_fp, d_fp, a) for a in wanted}
+                out.update({k: np.asarray(store.open(m_fp, d_fp, k)[...]) for k in META_ARRAYS})
+                break
+            except CacheCorruptError:
+                if attempt:  # damaged again right after a recapture: report it
+                    raise
     else:
         out, d_fp_mem = _run(
             model, src, pairs, None, m_fp, d_fp, label, seed, device, progress, meta=True
@@ -603,7 +652,7 @@ def _run(
     """
     loop = {"seed": seed, "device": device, "progress": progress, "desc": f"capture {label}"}
     if store is None:
-        hasher = _InputHash(src.sample_id) if d_fp is None else None
+        hasher = DataHasher(src.sample_id) if d_fp is None else None
         memory = _MemorySink()
         forward_rows(model, src, pairs, memory, meta=meta, hasher=hasher, **loop)
         return memory.result(), hasher.hexdigest() if hasher is not None else (d_fp or "")
@@ -623,6 +672,15 @@ def _run(
         forward_rows(model, src, pairs, sink, meta=meta, **loop)
         sink.close()
         pending.commit()
+    except OSError as exc:  # a read-only or full disk under the writer
+        if sink is not None:
+            sink.stop()
+        pending.abort()
+        reason = exc.strerror or str(exc)
+        raise CacheError(
+            f"cannot write the capture of {label} into the cache {store.path}: {reason}. "
+            "Free some space or choose a writable cache path; nothing was published."
+        ) from None
     except BaseException:
         if sink is not None:
             sink.stop()
@@ -643,7 +701,7 @@ def forward_rows(
     device: str | torch.device | None = None,
     progress: bool | None = None,
     desc: str = "capture",
-    hasher: _InputHash | None = None,
+    hasher: DataHasher | None = None,
 ) -> None:
     """Run the one forward loop of capture over rows of ``src``.
 
@@ -663,15 +721,15 @@ def forward_rows(
         of samples the data yields is checked against its length.
     meta : bool
         Also write ``logits``, ``predictions``, ``labels``, ``groups`` and ``sample_id``.
-    hasher : optional
-        Fed every input batch (the streaming data fingerprint).
+    hasher : DataHasher, optional
+        Fed every batch of inputs, labels and groups (the streaming data fingerprint).
 
     Raises
     ------
     ShapeError, NonFiniteError, DataError
         As :func:`record`; the sink has then been given only the batches before the bad one.
     """
-    dev = torch.device(device) if device is not None else _default_device()
+    dev = resolve_device(device)
     a, b = (0, src.n) if rows is None else rows
     checks = _BatchChecks()
     bar = {"total": b - a, "desc": desc, "disable": None if progress is None else not progress}
@@ -685,7 +743,7 @@ def forward_rows(
             torch.manual_seed(seed)
             for i, (x, y, g) in enumerate(src.batches()):
                 if hasher is not None:
-                    hasher.update(x)
+                    hasher.update(x, y, g)
                 start, row = row, row + len(x)
                 lo, hi = max(a, start), min(b, row)
                 if hi > lo:

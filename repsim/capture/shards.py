@@ -38,7 +38,13 @@ import zarr.storage
 
 from repsim._core.fingerprints import model_fingerprint, unwrap_model
 from repsim._core.io import write_json
-from repsim.capture.record import _source, array_attrs, data_fingerprint, forward_rows
+from repsim.capture.record import (
+    _source,
+    array_attrs,
+    data_fingerprint,
+    forward_rows,
+    resolve_device,
+)
 from repsim.capture.store import (
     META_ARRAYS,
     REDUCTIONS,
@@ -46,8 +52,12 @@ from repsim.capture.store import (
     ActivationStore,
     PendingEntry,
     RowWriter,
+    _RecordingStore,
+    array_attributes,
     array_name,
+    compressor,
     entry_key,
+    fill_value,
     provenance,
 )
 from repsim.errors import CacheError, ConfigError, DataError, ShapeError
@@ -88,30 +98,29 @@ def _create_or_open(
     rows: int,
     clevel: int,
     attrs: dict[str, Any],
+    recorder: _RecordingStore,
 ) -> zarr.Array:
-    """Create the shared array, or open the one another worker created (same metadata)."""
+    """Create the shared array, or open the one another worker created (same metadata).
+
+    Chunks go through ``recorder``, which keeps each written chunk's checksum for the
+    worker's done-marker.
+    """
     dtype = np.dtype(dtype)
     shape: tuple[int, ...] = (n,) if n_features is None else (n, n_features)
     path = group_path / name
     try:
-        return zarr.create_array(
+        zarr.create_array(
             zarr.storage.LocalStore(path),
             shape=shape,
             chunks=(rows, *shape[1:]),
             dtype=dtype,
-            fill_value=np.nan if dtype.kind == "f" else -1,
-            compressors=zarr.codecs.BloscCodec(cname="zstd", clevel=clevel, shuffle="shuffle"),
-            attributes={
-                **attrs,
-                "repsim_schema": SCHEMA_VERSION,
-                "complete": False,
-                "dtype": dtype.str,
-                **({} if n_features is None else {"n_features": int(n_features)}),
-            },
+            fill_value=fill_value(dtype),
+            compressors=compressor(clevel),
+            attributes=array_attributes(attrs, dtype, n_features),
         )
     except (zarr.errors.ContainsArrayError, zarr.errors.ContainsGroupError, FileExistsError):
         pass
-    arr = zarr.open_array(zarr.storage.LocalStore(path), mode="r+")
+    arr = zarr.open_array(recorder, path=name, mode="r+").with_config({"write_empty_chunks": True})
     if tuple(arr.shape) != shape or int(arr.chunks[0]) != rows or arr.dtype != dtype:
         raise CacheError(
             f"shard array {name} exists with shape {arr.shape}, chunks {arr.chunks}, dtype "
@@ -188,13 +197,15 @@ def record_shard(
     src = _source(data, batch_size)
     if src.n == 0:
         raise DataError("The data holds no samples.")
-    m_fp = model_fingerprint(model)
+    m_fp = model_fingerprint(model, strict=True)
     d_fp = src.fingerprint or data_fingerprint(data, batch_size)
     key = entry_key(m_fp, d_fp)
     wanted = [array_name(layer, red) for layer, red in pairs] + list(META_ARRAYS)
     if not store.missing(m_fp, d_fp, wanted, src.n):
         return False  # already captured and published: nothing to do
     a, b = shard_ranges(src.n, k, chunk_rows)[i]
+    resolve_device(device)
+    store._claim()
     gdir = _shard_dir(store, key, reduction)
     gdir.mkdir(parents=True, exist_ok=True)
     group_attrs = {
@@ -219,20 +230,27 @@ def record_shard(
     sink = _ShardSink(
         gdir, src.n, int(chunk_rows), store.clevel, array_attrs(pairs, label, seed, META_ARRAYS)
     )
-    forward_rows(
-        model,
-        src,
-        pairs,
-        sink,
-        rows=(a, b),
-        seed=seed,
-        device=device,
-        progress=progress,
-        desc=f"capture {label} shard {i}/{k}",
-    )
-    sink.close()
+    try:
+        forward_rows(
+            model,
+            src,
+            pairs,
+            sink,
+            rows=(a, b),
+            seed=seed,
+            device=device,
+            progress=progress,
+            desc=f"capture {label} shard {i}/{k}",
+        )
+        sink.close()
+    except OSError as exc:  # a read-only or full disk: this shard's marker is not written
+        raise CacheError(
+            f"cannot write shard {i} of {k} into the cache {store.path}: "
+            f"{exc.strerror or exc}. Free some space or choose a writable cache path, then "
+            "run this shard again."
+        ) from None
     write_json(
-        {"shard": i, "of": k, "rows": [a, b], "pid": os.getpid()},
+        {"shard": i, "of": k, "rows": [a, b], "pid": os.getpid(), "chunks": sink.checksums()},
         gdir / ".done" / f"{i}-of-{k}.json",
         indent=None,
         allow_nan=True,
@@ -249,6 +267,7 @@ class _ShardSink:
         self.gdir, self.n, self.chunk_rows, self.clevel = gdir, n, chunk_rows, clevel
         self.attrs = attrs
         self.writers: dict[str, RowWriter] = {}
+        self.recorder = _RecordingStore(gdir)
 
     def write(self, start: int, batch: dict[str, np.ndarray]) -> None:
         for nm, v in batch.items():
@@ -262,6 +281,7 @@ class _ShardSink:
                     self.chunk_rows,
                     self.clevel,
                     self.attrs.get(nm, {}),
+                    self.recorder,
                 )
                 if v.ndim == 2 and arr.shape[1] != v.shape[1]:
                     raise ShapeError(
@@ -276,6 +296,10 @@ class _ShardSink:
         """Write the buffered last rows of every array."""
         for w in self.writers.values():
             w.flush()
+
+    def checksums(self) -> dict[str, dict[str, list[int]]]:
+        """``{array name: {chunk key: [checksum, nbytes]}}`` of the chunks this worker wrote."""
+        return {nm: self.recorder.take(f"{nm}/") for nm in self.writers}
 
 
 def pairs_by_name(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
@@ -328,13 +352,24 @@ def finalize_shards(
     except OSError:
         return False  # another worker is publishing it
     n = int(json.loads((claimed / "zarr.json").read_text())["attributes"]["n_samples"])
-    for junk in (claimed / ".done",):
-        for f in junk.iterdir():
-            f.unlink()
-        junk.rmdir()
+    sums: dict[str, dict[str, Any]] = {}
+    done = claimed / ".done"
+    for f in sorted(done.iterdir()):
+        try:
+            marker = json.loads(f.read_text())
+        except (OSError, ValueError):
+            marker = {}
+        for nm, chunks in (marker.get("chunks") or {}).items():
+            sums.setdefault(nm, {}).update(chunks)
+        f.unlink()
+    done.rmdir()
     pending = PendingEntry(store, key, claimed, n)
-    for sub in sorted(p.name for p in claimed.iterdir() if p.is_dir()):
-        pending.arrays[sub] = zarr.open_array(zarr.storage.LocalStore(claimed / sub), mode="r+")
-        pending.finish(sub)
+    try:
+        for sub in sorted(p.name for p in claimed.iterdir() if p.is_dir()):
+            pending.arrays[sub] = zarr.open_array(zarr.storage.LocalStore(claimed / sub), mode="r+")
+            pending.finish(sub, sums.get(sub, {}))
+    except BaseException:
+        pending.abort()
+        raise
     pending.commit()
     return True

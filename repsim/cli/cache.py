@@ -84,10 +84,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    """Remove entries (or one layer of an entry with --layer NAME --reduction R)."""
+    """Remove entries (or one layer of an entry with --layer NAME --reduction R).
+
+    Only entries carrying repsim's marker are removed; foreign Zarr groups and other files in
+    the directory are never touched.
+    """
     from repsim.capture.store import ActivationStore
+    from repsim.errors import ConfigError
 
     store = ActivationStore(args.path)
+    if not args.all and not args.keys:
+        raise ConfigError("name the entries to remove (see `repsim cache ls`), or pass --all.")
     keys = store.keys() if args.all else args.keys
     for key in keys:
         if args.layer:
@@ -120,19 +127,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("verify", help="check completeness and shapes; report corrupt entries")
+    p = sub.add_parser(
+        "verify", help="check completeness, shapes and every chunk's checksum; report damage"
+    )
     common(p)
     p.add_argument("keys", nargs="*", help="entries to check (default: all)")
-    p.add_argument("--quick", action="store_true", help="metadata only, do not read data")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="metadata and chunk sizes only, do not read the chunks' checksums",
+    )
     p.add_argument(
         "--no-mark", action="store_true", help="do not flag corrupt arrays for rebuilding"
     )
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("rm", help="remove entries")
+    p = sub.add_parser("rm", help="remove entries (only those repsim wrote)")
     common(p)
     p.add_argument("keys", nargs="*", help="entry keys or unique prefixes")
-    p.add_argument("--all", action="store_true", help="remove every entry")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="remove every repsim entry (other files and foreign Zarr groups stay)",
+    )
     p.add_argument("--layer", help="remove only this layer's array")
     p.add_argument("--reduction", default="flatten", help="reduction of --layer")
     p.set_defaults(func=cmd_rm)

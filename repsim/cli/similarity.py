@@ -24,17 +24,12 @@ class _NpzCapture(dict):
     """Layers of an ``.npz`` capture, with ``sample_id``, ``groups`` and ``name`` attributes."""
 
     def __init__(self, path: Path) -> None:
-        import numpy as np
+        from repsim._core.io import read_npz
 
-        if not path.exists():
-            raise DataError(f"capture file {path} does not exist.")
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read {path} as an .npz capture: {exc}") from None
-        super().__init__({k: data[k] for k in data.files if k not in RESERVED})
-        self.sample_id = data["sample_id"] if "sample_id" in data.files else None
-        self.groups = data["groups"] if "groups" in data.files else None
+        data = read_npz(path, what="capture file", error=DataError)
+        super().__init__({k: v for k, v in data.items() if k not in RESERVED})
+        self.sample_id = data.get("sample_id")
+        self.groups = data.get("groups")
         self.name = path.stem
 
 

@@ -32,7 +32,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     """Add ``subnetwork search CONFIG [--resume] [--seed S]`` and ``subnetwork report RUN_DIR``."""
     p = subparsers.add_parser("subnetwork", help="bias-free subnetwork search (BISE-style)")
-    sub = p.add_subparsers(dest="subnetwork_command", metavar="ACTION")
+    sub = p.add_subparsers(dest="subnetwork_command", metavar="ACTION", required=True)
     s = sub.add_parser("search", help="learn pruning masks on the frozen vanilla model(s)")
     s.add_argument("config", help="TOML with [study], [data], [model], [train], [subnetwork]")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoints")

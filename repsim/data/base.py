@@ -13,8 +13,31 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from repsim._core.fingerprints import array_fingerprint
+from repsim._core.fingerprints import DataHasher, array_fingerprint
 from repsim.errors import DataError, did_you_mean
+
+
+def _check_group_codes(groups: np.ndarray, where: str) -> None:
+    """Raise ``DataError`` unless ``groups`` holds integer codes (no None, NaN or floats)."""
+    g = np.asarray(groups)
+    if g.dtype.kind in "iub":
+        return
+    if g.dtype.kind == "f" and np.isnan(g).any():
+        bad = int(np.isnan(g).sum())
+    elif g.dtype.kind == "O":
+        bad = sum(1 for v in g.ravel() if v is None or (isinstance(v, float) and v != v))
+    else:
+        bad = 0
+    if bad:
+        raise DataError(
+            f"{where}: {bad} group label(s) are missing (None or NaN). Give every sample a "
+            "group, or drop those samples first (data.subset(mask))."
+        )
+    if g.dtype.kind == "f" and np.all(g == np.round(g)):
+        return  # integral floats are accepted as codes
+    raise DataError(
+        f"{where}: 'groups' must hold integer codes indexing group_names, got dtype {g.dtype}."
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +98,7 @@ class GroupedData:
                     f"{self.name}/{self.split}: '{label}' must be 1-D with one entry per input "
                     f"({n}), got shape {np.shape(arr)}."
                 )
+        _check_group_codes(self.groups, f"{self.name}/{self.split}")
         if len(np.unique(self.sample_id)) != n:
             raise DataError(f"{self.name}/{self.split}: sample ids are not unique.")
         if n and (self.groups.min() < 0 or self.groups.max() >= len(self.group_names)):
@@ -129,8 +153,15 @@ class GroupedData:
         return len(self.class_names)
 
     def fingerprint(self) -> str:
-        """Hash of the sample ids and inputs (dtype, shape and bytes), as the cache keys use."""
-        return array_fingerprint(self.sample_id, self.x)
+        """Hash of the sample ids, inputs, labels and group labels, as the cache keys use.
+
+        Inputs count by dtype, shape and bytes; labels and groups as ``int64`` codes
+        (:class:`repsim._core.fingerprints.DataHasher`). Switching the active group attribute
+        (:meth:`with_groups`) changes the fingerprint.
+        """
+        hasher = DataHasher(self.sample_id)
+        hasher.update(self.x, self.y, self.groups)
+        return hasher.hexdigest()
 
     def with_groups(self, attribute: str) -> GroupedData:
         """Return the same split with ``groups`` taken from another attribute.

@@ -69,6 +69,52 @@ def encode(values: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
     return idx.astype(np.int64)
 
 
+def missing_groups(groups: Any, n: int, *, dropna: bool, context: str) -> np.ndarray | None:
+    """The samples that have a group label, or ``None`` when every sample has one.
+
+    A group label is missing when it is ``None`` or NaN. Without ``dropna`` that is an error
+    (a missing label must not become a group called ``"nan"`` or vanish silently); with it the
+    samples are left out, with a warning saying how many.
+
+    Returns
+    -------
+    numpy.ndarray of bool or None
+        The mask of samples to keep (``None``: keep all).
+
+    Raises
+    ------
+    DataError
+        Missing group labels without ``dropna``, or with no labelled sample left.
+    """
+    g = as_vector(groups, "groups", n, against="y_true")
+    if g.dtype.kind == "f":
+        miss = np.isnan(g)
+    elif g.dtype.kind == "O":
+        miss = np.fromiter(
+            (v is None or (isinstance(v, float | np.floating) and v != v) for v in g),
+            dtype=bool,
+            count=len(g),
+        )
+    else:
+        return None
+    k = int(miss.sum())
+    if k == 0:
+        return None
+    if not dropna:
+        raise DataError(
+            f"{context}: {k} of {n} samples have no group label (None or NaN). Give every "
+            "sample a group, or pass dropna=True to leave those samples out."
+        )
+    if k == n:
+        raise DataError(f"{context}: no sample has a group label (all {n} are None or NaN).")
+    warnings.warn(
+        f"{context}: left out {k} of {n} samples without a group label (dropna=True).",
+        UserWarning,
+        stacklevel=3,
+    )
+    return ~miss
+
+
 def encode_groups(
     groups: Any, n: int, group_names: Sequence[str] | None = None
 ) -> tuple[np.ndarray, list[str]]:

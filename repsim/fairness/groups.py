@@ -30,11 +30,12 @@ from scipy.stats import rankdata
 
 from repsim._core.stats import bootstrap_replicates, percentile_interval
 from repsim._core.validation import as_array, as_vector
-from repsim.errors import DataError
+from repsim.errors import ConfigError, DataError
 from repsim.fairness._validate import (
     UndefinedMetricWarning,
     encode,
     encode_groups,
+    missing_groups,
     positive_index,
     safe_div,
     warn_undefined,
@@ -306,6 +307,7 @@ def group_metrics(
     n_boot: int = 0,
     ci: float = 0.95,
     seed: int = 0,
+    dropna: bool = False,
 ) -> GroupMetrics:
     """Per-group classification metrics, between-group gaps, and bootstrap intervals.
 
@@ -338,6 +340,9 @@ def group_metrics(
         Confidence level of the intervals.
     seed : int
         Seed of the bootstrap.
+    dropna : bool
+        Leave out samples whose group label is ``None`` or NaN (with a warning); without it
+        such labels raise ``DataError``.
 
     Returns
     -------
@@ -371,7 +376,10 @@ def group_metrics(
     ShapeError
         Mismatched lengths or shapes.
     DataError
-        Labels outside ``labels``, a bad ``pos_label``.
+        Labels outside ``labels``, a bad ``pos_label``, missing group labels without
+        ``dropna``.
+    ConfigError
+        ``min_group_size`` is not a positive integer.
     """
     from repsim.data.adapt import as_grouped, group_labels, is_container
 
@@ -385,6 +393,14 @@ def group_metrics(
     if n == 0:
         raise DataError("y_true is empty.")
     yp_raw = as_vector(y_pred, "y_pred", n, against="y_true")
+    _check_min_group_size(min_group_size)
+    keep = missing_groups(groups, n, dropna=dropna, context="group_metrics")
+    if keep is not None:
+        yt_raw, yp_raw = yt_raw[keep], yp_raw[keep]
+        groups = as_vector(groups, "groups", n)[keep]
+        if y_score is not None:
+            y_score = as_array(y_score, "y_score", ndim=(1, 2), n=n, against="y_true")[keep]
+        n = len(yt_raw)
     yt, yp, g, names, lab, pos = encode_inputs(
         yt_raw, yp_raw, groups, n, labels=labels, group_names=group_names, pos_label=pos_label
     )
@@ -406,6 +422,11 @@ def group_metrics(
     if n_boot > 0:
         boot = _bootstrap(yt, yp, g, k, n_groups, pos, scores, n_boot, ci, seed, small)
     return metrics_result(res, names, lab, pos, undefined, "group_metrics", boot)
+
+
+def _check_min_group_size(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"min_group_size must be a positive integer, got {value!r}.")
 
 
 def apply_min_group_size(

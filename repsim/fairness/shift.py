@@ -26,6 +26,7 @@ from repsim.fairness._validate import (
     as_population,
     encode,
     encode_groups,
+    missing_groups,
     safe_div,
     warn_undefined,
 )
@@ -196,7 +197,10 @@ def bias_amplification(*, y_true: Any, y_pred: Any, groups: Any) -> float:
     return float(np.mean(_biasamp(yt, preds, g, len(lab))))
 
 
-def _biasamp(yt: np.ndarray, preds: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
+def _biasamp(
+    yt: np.ndarray, preds: np.ndarray, g: np.ndarray, k: int, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """BiasAmp per model; ``groups`` (a mask over group codes) limits the average to them."""
     n_groups = int(g.max()) + 1
     n = len(yt)
     joint = np.bincount(g * k + yt, minlength=n_groups * k).reshape(n_groups, k) / n
@@ -208,7 +212,10 @@ def _biasamp(yt: np.ndarray, preds: np.ndarray, g: np.ndarray, k: int) -> np.nda
     for row in preds:
         pj = np.bincount(g * k + row, minlength=n_groups * k).reshape(n_groups, k) / n
         delta = pj / p_a[:, None] - p_t_given_a
-        out.append(np.mean(np.where(y_at, delta, -delta)))
+        terms = np.where(y_at, delta, -delta)
+        if groups is not None:
+            terms = terms[np.asarray(groups[:n_groups], dtype=bool)]
+        out.append(np.mean(terms) if terms.size else np.nan)
     return np.asarray(out)
 
 
@@ -324,6 +331,8 @@ def compression_shift(
     alpha: float = 0.05,
     correction: str = "none",
     on_undefined: str = "nan",
+    min_group_size: int = 1,
+    dropna: bool = False,
 ) -> CompressionShift:
     """Per-class and per-group error shifts from a dense to a compressed model (or population).
 
@@ -356,6 +365,13 @@ def compression_shift(
         models, ``True`` requires it (raises otherwise), ``False`` skips it.
     alpha, correction
         Passed to :func:`per_class_test`.
+    min_group_size : int
+        Groups with fewer samples get NaN for every derived figure (accuracies, their change,
+        rates and relative changes), with a warning, so a tiny group never becomes the
+        worst group; they are left out of the bias amplification too.
+    dropna : bool
+        Leave out samples whose group label is ``None`` or NaN (with a warning); without it
+        such labels raise ``DataError``.
 
     Returns
     -------
@@ -365,6 +381,21 @@ def compression_shift(
         raise ConfigError(f"convention must be '2021' or '2022', got {convention!r}.")
     if eps is not None and not eps > 0:
         raise ConfigError(f"eps must be a positive float, got {eps!r}.")
+    if (
+        isinstance(min_group_size, bool)
+        or not isinstance(min_group_size, int | np.integer)
+        or min_group_size < 1
+    ):
+        raise ConfigError(f"min_group_size must be a positive integer, got {min_group_size!r}.")
+    if groups is not None:
+        yt_all = as_vector(y_true, "y_true")
+        n_all = len(yt_all)
+        keep = missing_groups(groups, n_all, dropna=dropna, context="compression_shift")
+        if keep is not None:
+            y_true = yt_all[keep]
+            dense_preds = as_population(dense_preds, "dense_preds", n_all)[:, keep]
+            compressed_preds = as_population(compressed_preds, "compressed_preds", n_all)[:, keep]
+            groups = as_vector(groups, "groups", n_all)[keep]
     yt, dense, comp, lab = _prepare(y_true, dense_preds, compressed_preds, labels)
     k = len(lab)
     n = len(yt)
@@ -421,10 +452,11 @@ def compression_shift(
     else:
         g, names = encode_groups(groups, n, group_names)
         per_group, per_group_class = _group_tables(
-            yt, dense, comp, g, names, lab, convention, eps, undefined
+            yt, dense, comp, g, names, lab, convention, eps, undefined, min_group_size
         )
-        bd = float(np.mean(_biasamp(yt, dense, g, k)))
-        bc = float(np.mean(_biasamp(yt, comp, g, k)))
+        large = np.bincount(g, minlength=len(names)) >= min_group_size
+        bd = float(np.mean(_biasamp(yt, dense, g, k, large)))
+        bc = float(np.mean(_biasamp(yt, comp, g, k, large)))
         ba = {"dense": bd, "compressed": bc, "change": bc - bd}
 
     warn_undefined(
@@ -452,7 +484,7 @@ def compression_shift(
     )
 
 
-def _group_tables(yt, dense, comp, g, names, lab, convention, eps, undefined):
+def _group_tables(yt, dense, comp, g, names, lab, convention, eps, undefined, min_group_size=1):
     k = len(lab)
     binary = k == 2
     group_rows = []
@@ -463,6 +495,10 @@ def _group_tables(yt, dense, comp, g, names, lab, convention, eps, undefined):
         rc = _rates(_model_confusions(yt[m], comp[:, m], k))
         md = {key: _pop_mean(v) for key, v in rd.items()}
         mc = {key: _pop_mean(v) for key, v in rc.items()}
+        if int(m.sum()) < min_group_size:  # too few samples: every derived figure is NaN
+            undefined.append(f"group {name!r} (n={int(m.sum())} < min_group_size={min_group_size})")
+            md = {key: np.full_like(np.asarray(v, dtype=float), np.nan) for key, v in md.items()}
+            mc = {key: np.full_like(np.asarray(v, dtype=float), np.nan) for key, v in mc.items()}
         row: dict[str, Any] = {
             "group": name,
             "n": int(m.sum()),

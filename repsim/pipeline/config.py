@@ -80,8 +80,115 @@ def _int_field(default: Any = _REQUIRED, help: str = "") -> Field:
     return Field((int,), default, help=help)
 
 
-def _float_field(default: Any = _REQUIRED, help: str = "") -> Field:
-    return Field((int, float), default, help=help)
+def positive_int(value: Any, key: str) -> Any:
+    """A :class:`Field` check: ``value`` is an integer of at least 1 (``None`` passes)."""
+    if value is not None and value < 1:
+        raise ConfigError(f"'{key}' must be a positive integer, got {value!r}.")
+    return value
+
+
+def non_negative_int(value: Any, key: str) -> Any:
+    """A :class:`Field` check: ``value`` is an integer of at least 0 (``None`` passes)."""
+    if value is not None and value < 0:
+        raise ConfigError(f"'{key}' must be 0 or more, got {value!r}.")
+    return value
+
+
+def positive_number(value: Any, key: str) -> Any:
+    """A :class:`Field` check: ``value`` is a finite number above 0 (``None`` passes)."""
+    if value is not None and not 0 < value < float("inf"):
+        raise ConfigError(f"'{key}' must be a positive number, got {value!r}.")
+    return value
+
+
+def non_negative_number(value: Any, key: str) -> Any:
+    """A :class:`Field` check: ``value`` is a finite number of at least 0 (``None`` passes)."""
+    if value is not None and not 0 <= value < float("inf"):
+        raise ConfigError(f"'{key}' must be 0 or more, got {value!r}.")
+    return value
+
+
+_NAME_MAX = 100
+
+
+def check_name(value: Any, key: str) -> str:
+    """A :class:`Field` check for a name that becomes a file or directory name.
+
+    It must be non-empty, at most 100 characters, and hold no path separator (a slash or a
+    backslash), no ``..``, no control character, and not start with ``.``, so that every path
+    built from it stays inside its root.
+
+    Raises
+    ------
+    ConfigError
+        Naming the key and what is wrong.
+    """
+    name = str(value)
+    problem = None
+    if not name.strip():
+        problem = "is empty"
+    elif len(name) > _NAME_MAX:
+        problem = f"is longer than {_NAME_MAX} characters"
+    elif any(sep in name for sep in ("/", "\\", os.sep, os.altsep or "/")):
+        problem = "holds a path separator"
+    elif ".." in name or name.startswith("."):
+        problem = "holds '..' or starts with '.'"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "holds a control character"
+    if problem is not None:
+        raise ConfigError(
+            f"'{key}' = {value!r} {problem}; it names a directory, so use letters, digits, "
+            "'-', '_' and '.' (e.g. 'digits_study')."
+        )
+    return name
+
+
+def check_dir(value: Any, key: str) -> Any:
+    """A :class:`Field` check for an output directory: no existing part of it is a file.
+
+    The directory itself need not exist (it is created when written), but if it, or the
+    nearest of its parents that exists, is a file, nothing could ever be written there.
+    """
+    if value is None:
+        return value
+    p = Path(value)
+    for part in (p, *p.parents):
+        if part.exists():
+            if not part.is_dir():
+                what = "is a file" if part == p else f"lies under the file {part}"
+                raise ConfigError(
+                    f"'{key}' = {str(value)!r} {what}, not a directory; choose a directory path."
+                )
+            break
+    return value
+
+
+def output_dir(root: str | os.PathLike, name: str, *, key: str = "study.name") -> Path:
+    """``root / name``, created, after checking it stays inside ``root`` and can be made.
+
+    Raises
+    ------
+    ConfigError
+        If ``name`` is not a plain directory name (:func:`check_name`) or ``root`` is a file.
+    OutputError
+        If the directory cannot be created (read-only or full disk).
+    """
+    from repsim.errors import OutputError
+
+    check_name(name, key)
+    check_dir(root, "study.out_dir")
+    base = Path(root)
+    out = base / name
+    if os.path.dirname(os.path.normpath(out)) != os.path.normpath(base):
+        raise ConfigError(f"'{key}' = {name!r} would write outside {base}; use a plain name.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create the output directory {out}: {exc.strerror or exc}. Choose a "
+            "writable out_dir."
+        ) from None
+    return out
 
 
 @dataclass(frozen=True)
@@ -205,7 +312,9 @@ def study_seeds(config: Mapping[str, Any]) -> list[int]:
 SCHEMA: dict[str, Section] = {
     "study": Section(
         {
-            "name": Field((str,), help="study name; the report goes to <out_dir>/<name>/"),
+            "name": Field(
+                (str,), help="study name; the report goes to <out_dir>/<name>/", check=check_name
+            ),
             "description": Field((str,), ""),
             "seed": _int_field(0, "seed of everything random"),
             "seeds": Field(
@@ -214,8 +323,8 @@ SCHEMA: dict[str, Section] = {
                 help="seeds of the dense population (default [seed])",
                 check=_check_seed_list,
             ),
-            "out_dir": Field((str,), "reports", help="where reports are written"),
-            "cache_dir": Field((str,), "cache", help="activation/model cache"),
+            "out_dir": Field((str,), "reports", help="where reports are written", check=check_dir),
+            "cache_dir": Field((str,), "cache", help="activation/model cache", check=check_dir),
         },
         required=True,
     ),
@@ -234,14 +343,14 @@ SCHEMA: dict[str, Section] = {
     ),
     "train": Section(
         {
-            "epochs": _int_field(10),
-            "batch_size": _int_field(64),
-            "lr": _float_field(1e-3),
+            "epochs": Field((int,), 10, check=non_negative_int),
+            "batch_size": Field((int,), 64, check=positive_int),
+            "lr": Field((int, float), 1e-3, check=positive_number),
             "optimizer": Field((str,), "adam", ("adam", "adamw", "sgd")),
-            "weight_decay": _float_field(0.0),
-            "momentum": _float_field(0.9),
+            "weight_decay": Field((int, float), 0.0, check=non_negative_number),
+            "momentum": Field((int, float), 0.9, check=non_negative_number),
             "scheduler": Field((str,), "cosine", ("cosine", "none")),
-            "patience": Field((int,), None),
+            "patience": Field((int,), None, check=positive_int),
         }
     ),
 }

@@ -42,6 +42,8 @@ from typing import Any
 from torch import nn
 from tqdm.auto import tqdm
 
+from repsim._core.fingerprints import state_digest
+from repsim._core.io import read_json
 from repsim.compress.distill import DistillationLoss, distill
 from repsim.compress.mask import Mask
 from repsim.compress.prune import METHODS as PRUNE_METHODS
@@ -49,14 +51,16 @@ from repsim.compress.prune import check_sparsity, clone_model, prune
 from repsim.compress.quantize import check_bits, quantize
 from repsim.compress.schedule import gradual_prune
 from repsim.data import load_dataset
-from repsim.errors import ConfigError, ModelError
+from repsim.errors import ConfigError, ModelError, OutputError
 from repsim.models import build_model, load_model, save_model
 from repsim.pipeline.config import (
     SCHEMA,
     Field,
     Section,
     check_dataset,
+    check_dir,
     check_model,
+    check_name,
     read_toml,
     table,
     tables,
@@ -214,14 +218,14 @@ def _check_family(cfg: dict[str, Any], where: str) -> dict[str, Any]:
 FAMILY_SECTION = Section(
     {
         "name": Field(
-            (str, int), "family", help="part of the cache path", check=lambda v, k: str(v)
+            (str, int), "family", help="part of the cache path", check=lambda v, k: check_name(v, k)
         ),
         "dataset": Field((str,), help="a dataset name, e.g. 'digits-imbalanced'"),
         "dataset_options": Field((Mapping,), {}, help="keyword options of the dataset"),
         "model": Field((str,), help="an architecture name, e.g. 'cnn'"),
         "model_options": Field((Mapping,), {}, help="keyword options of the architecture"),
         "seeds": Field((int, list, tuple), [0], help="dense seeds, or a count", check=_check_seeds),
-        "cache_dir": Field((str, os.PathLike), "cache", help="model cache root"),
+        "cache_dir": Field((str, os.PathLike), "cache", help="model cache root", check=check_dir),
         "train": table(TRAIN_SECTION),
         "compression": tables(COMPRESSION_SECTION),
     },
@@ -340,8 +344,30 @@ class Member:
         return self.setting.method
 
     def load(self, device: str = "cpu") -> nn.Module:
-        """Rebuild the model (masks re-applied for pruned members)."""
-        return load_model(self.path, device=device)
+        """Rebuild the model (masks re-applied for pruned members).
+
+        Raises
+        ------
+        ModelError
+            If the saved files are missing or damaged, including weights whose bytes no longer
+            match the digest recorded when they were saved.
+        """
+        fix = (
+            f"Delete {self.path} and {self.path.with_suffix('.json').name} and build the "
+            "family again to rebuild this member."
+        )
+        try:
+            model = load_model(self.path, device=device)
+        except ModelError as exc:
+            raise ModelError(f"family member {self.path} is unusable: {exc} {fix}") from None
+        info = _read_info(self.path.with_suffix(".json")) or {}
+        want = info.get("state_sha256")
+        if want is not None and state_digest(model) != want:
+            raise ModelError(
+                f"family member {self.path} is damaged: its weights differ from those saved "
+                f"(digest mismatch). {fix}"
+            )
+        return model
 
     def mask(self) -> Mask | None:
         """The pruning mask, or ``None`` for dense and quantised members."""
@@ -482,15 +508,49 @@ def plan(config: Mapping[str, Any] | str | os.PathLike) -> Family:
     return Family(cfg["name"], root, cfg, members)
 
 
+def _read_info(meta: Path) -> dict[str, Any] | None:
+    """A member's JSON description, or ``None`` when it is missing or damaged."""
+    try:
+        info = read_json(meta, what="family member description")
+    except OutputError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _readable_safetensors(path: Path) -> bool:
+    """Whether ``path`` opens as a safetensors file (its header; the data is checked on load)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except Exception:  # noqa: BLE001 - any failure means the file is damaged
+        return False
+    return True
+
+
 def _read_existing(member: Member) -> dict[str, Any] | None:
+    """The saved member's description, or ``None`` when it is missing or damaged.
+
+    A member whose JSON is unreadable or whose weights (or mask) file does not open counts as
+    not built, so the next build rebuilds it (the files are replaced atomically).
+    """
     meta = member.path.with_suffix(".json")
     if not (member.path.is_file() and meta.is_file()):
         return None
-    if member.mask_path is not None and not member.mask_path.with_suffix(".safetensors").is_file():
+    mask_file = None if member.mask_path is None else member.mask_path.with_suffix(".safetensors")
+    if mask_file is not None and not mask_file.is_file():
         return None
-    info = json.loads(meta.read_text())
-    member.fingerprint = info.get("fingerprint", "")
-    member.test_accuracy = float(info.get("test_accuracy", float("nan")))
+    info = _read_info(meta)
+    if info is None or not _readable_safetensors(member.path):
+        return None
+    if mask_file is not None and not _readable_safetensors(mask_file):
+        return None
+    member.fingerprint = str(info.get("fingerprint", ""))
+    try:
+        member.test_accuracy = float(info.get("test_accuracy", float("nan")))
+    except (TypeError, ValueError):
+        member.test_accuracy = float("nan")
     return info
 
 
@@ -658,6 +718,7 @@ def _save(member: Member, model: nn.Module, accuracy: float, parent: str | None)
         test_accuracy=accuracy,
         parent=parent,
         seed=member.seed,
+        state_sha256=state_digest(model),
         setting={
             "method": setting.method,
             "sparsity": setting.sparsity,

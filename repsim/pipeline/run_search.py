@@ -27,6 +27,7 @@ from repsim.pipeline.config import (
     extend_schema,
     load_config,
     study_seeds,
+    validate,
 )
 
 _F = (int, float)
@@ -168,7 +169,20 @@ def run_report(run_dir: str | Path) -> dict[str, Any]:
             f"{run} is not a subnetwork run directory (no study.json); pass the "
             "directory 'repsim subnetwork search' wrote, <out_dir>/<study name>."
         )
-    config = read_json(run / "study.json", what="subnetwork run config")
+    raw = read_json(run / "study.json", what="subnetwork run config")
+    try:  # a damaged or hand-edited study.json: one clear error, not a KeyError
+        if not isinstance(raw, dict):
+            raise ConfigError("it is not a JSON object")
+        config = validate(
+            {k: v for k, v in raw.items() if not k.startswith("_")},
+            source=str(run / "study.json"),
+            schema=_schema(),
+        )
+    except ConfigError as exc:
+        raise DataError(
+            f"{run} is not a usable subnetwork run directory ({exc}); run "
+            "'repsim subnetwork search CONFIG' again to rewrite it."
+        ) from None
     sec = config["subnetwork"]
     train, _val, test, biased = _splits(config)
     per_seed, rows = [], []
@@ -191,6 +205,11 @@ def run_report(run_dir: str | Path) -> dict[str, Any]:
             conflict_attribute=sec.get("conflict_attribute"),
         )
         record = read_json(run / f"seed{s}" / "record.json", what="subnetwork record")
+        if not isinstance(record, dict) or "chosen_step" not in record:
+            raise DataError(
+                f"{run / f'seed{s}' / 'record.json'} has no chosen_step; it is damaged. Run "
+                "'repsim subnetwork search CONFIG --resume' to rewrite it."
+            )
         per_seed.append({"seed": s, **rep, "chosen_step": record["chosen_step"]})
         rows += [{"seed": s, **r} for r in rep["rows"]]
     metrics = [k for k in rows[0] if k not in ("seed", "model")]

@@ -51,6 +51,9 @@ from repsim.pipeline.config import (
     dataset_from_config,
     load_config,
     model_from_config,
+    output_dir,
+    positive_int,
+    positive_number,
     register_section,
     study_seeds,
 )
@@ -158,7 +161,7 @@ STUDY_SECTIONS: dict[str, Section] = {
             "reduction": Field(
                 (str,), "flatten", ("flatten", "mean", "max"), help="how conv maps become [n, d]"
             ),
-            "batch_size": Field((int,), 256),
+            "batch_size": Field((int,), 256, check=positive_int),
         },
         help="which activations are recorded",
     ),
@@ -185,7 +188,18 @@ STUDY_SECTIONS: dict[str, Section] = {
                 check=_check_metrics,
             ),
             "convention": Field((str,), "2021", ("2021", "2022"), help="CEV/SDE convention"),
-            "eps": Field((int, float), None, help="floor of zero dense rates in relative changes"),
+            "eps": Field(
+                (int, float),
+                None,
+                help="floor of zero dense rates in relative changes",
+                check=positive_number,
+            ),
+            "min_group_size": Field(
+                (int,),
+                10,
+                help="groups with fewer test samples get NaN figures (never the worst group)",
+                check=positive_int,
+            ),
             "exemplar_fraction": Field(
                 (int, float),
                 0.1,
@@ -568,7 +582,9 @@ def _shift_rows(
     return row, group_rows, class_rows
 
 
-def _quiet_group_metrics(fn: Any, y_true: Any, y_pred: Any, groups: Any, names: Any) -> Any:
+def _quiet_group_metrics(
+    fn: Any, y_true: Any, y_pred: Any, groups: Any, names: Any, **options: Any
+) -> Any:
     """Per-group metrics without one warning per model for expected NaN rates.
 
     Per-group metrics; the per-group one-vs-rest rates that are undefined when the groups
@@ -581,7 +597,7 @@ def _quiet_group_metrics(fn: Any, y_true: Any, y_pred: Any, groups: Any, names: 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        return fn(y_true=y_true, y_pred=y_pred, groups=groups, group_names=names)
+        return fn(y_true=y_true, y_pred=y_pred, groups=groups, group_names=names, **options)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -715,14 +731,23 @@ def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResul
     dense_caps, caps = captures.dense, captures.compressed
     group_names = list(test.group_names)
     y_true = test.y
+    min_size = config["fairness"].get("min_group_size", 1)
     fair_opts = {
         "convention": config["fairness"]["convention"],
         "eps": config["fairness"]["eps"],
         "test": False,
+        "min_group_size": min_size,
     }
     shifts, group_shift_rows, class_rows, gm_rows = [], [], [], []
     for seed, cap in dense_caps.items():
-        gm = _quiet_group_metrics(group_metrics, y_true, cap.predictions, test.groups, group_names)
+        gm = _quiet_group_metrics(
+            group_metrics,
+            y_true,
+            cap.predictions,
+            test.groups,
+            group_names,
+            min_group_size=min_size,
+        )
         gm_rows += [
             {"model": "dense", "method": "dense", "sparsity": 0.0, "seed": seed, **r}
             for r in gm.by_group.to_records()
@@ -743,7 +768,14 @@ def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResul
         shifts.append(row)
         group_shift_rows += g_rows
         class_rows += c_rows
-        gm = _quiet_group_metrics(group_metrics, y_true, cap.predictions, test.groups, group_names)
+        gm = _quiet_group_metrics(
+            group_metrics,
+            y_true,
+            cap.predictions,
+            test.groups,
+            group_names,
+            min_group_size=min_size,
+        )
         gm_rows += [{"model": "compressed", **meta, **r} for r in gm.by_group.to_records()]
     exemplar_rows: list[dict[str, Any]] = []
     exemplar_sets: dict[str, Any] = {}
@@ -866,8 +898,7 @@ def write_study_report(
 
     config, seeds = plan.config, plan.seeds
     study, report = config["study"], config["report"]
-    out = Path(study["out_dir"]) / study["name"]
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(study["out_dir"], study["name"])
     results: dict[str, Any] = {
         "study": study["name"],
         "description": study["description"],

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from repsim._core.deprecation import renamed_arguments
 from repsim._core.fingerprints import unwrap_model
+from repsim._core.hooks import evaluating
 from repsim._core.validation import as_vector
 from repsim.data.adapt import as_grouped
 from repsim.data.base import GroupedData
@@ -209,19 +210,25 @@ def refresh_pruned_weights(model: nn.Module) -> None:
 
 
 class eval_mode:  # noqa: N801 - used as a context manager like torch.no_grad
-    """Put a model in eval mode for a block and restore its mode (and pruned weights) after."""
+    """Put a model in eval mode for a block and restore its mode (and pruned weights) after.
+
+    Every module's own ``training`` flag is restored, however the block is left
+    (:func:`repsim._core.hooks.evaluating`).
+    """
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self._ctx: Any = None
 
     def __enter__(self) -> nn.Module:
-        self.was_training = self.model.training
-        self.model.eval()
-        return self.model
+        self._ctx = evaluating(self.model)
+        return self._ctx.__enter__()
 
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
-        refresh_pruned_weights(self.model)
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._ctx.__exit__(*exc)
+        finally:
+            refresh_pruned_weights(self.model)
 
 
 def check_batch_size(batch_size: int) -> None:

@@ -105,15 +105,18 @@ def test_dataset_and_dataloader_inputs_agree(data):
     ref = record(model, gd, ["block1"], batch_size=32, progress=False)
     ds2 = TensorDataset(torch.from_numpy(data.x), torch.from_numpy(data.y))
     ds3 = gd.to_torch()
-    for src in (ds2, ds3, DataLoader(ds3, batch_size=17)):
+    # the fingerprint covers the groups: items without a group count as group 0
+    no_groups = dataclasses.replace(gd, groups=np.zeros(len(gd), np.int64), attributes={})
+    for src, same_as in ((ds2, no_groups), (ds3, gd), (DataLoader(ds3, batch_size=17), gd)):
         cap = record(model, src, ["block1"], batch_size=32, progress=False)
         np.testing.assert_allclose(cap["block1"], ref["block1"], rtol=1e-6, atol=1e-6)
         assert np.array_equal(cap.sample_id, np.arange(len(data)))
         assert np.array_equal(cap.labels, data.y)
-        assert cap.data_fingerprint == gd.fingerprint()
+        assert cap.data_fingerprint == same_as.fingerprint()
     assert np.array_equal(record(model, ds3, ["fc"], progress=False).groups, data.groups)
     assert not record(model, ds2, ["fc"], progress=False).groups.any()
-    assert data_fingerprint(ds2) == gd.fingerprint()
+    assert data_fingerprint(ds2) == no_groups.fingerprint() != gd.fingerprint()
+    assert data_fingerprint(DataLoader(ds3, batch_size=5)) == gd.fingerprint()
 
 
 def test_shuffled_loader_and_bad_items_are_rejected(data):

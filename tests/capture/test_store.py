@@ -59,7 +59,8 @@ def test_store_roundtrip_layout_and_provenance(tmp_path, data):
     assert type(codec).__name__ == "BloscCodec" and codec.cname.value == "zstd"
     attrs = dict(arr.attrs)
     assert attrs["complete"] and attrs["layer"] == "block1" and attrs["reduction"] == "flatten"
-    assert attrs["repsim_schema"] == 1 and attrs["dtype"] == "<f4" and attrs["seed"] == 0
+    assert attrs["repsim_schema"] == 2 and attrs["dtype"] == "<f4" and attrs["seed"] == 0
+    assert attrs["checksum"] == "crc32c" and len(attrs["chunk_checksums"]) == -(-150 // 8)
     group = zarr.open_group(str(entry_dir(store, cap)), mode="r")
     assert set(group.attrs["versions"]) >= {"repsim", "torch", "zarr"}
     assert group.attrs["n_samples"] == 150
@@ -73,7 +74,12 @@ def test_cache_hit_skips_forward_and_new_layers_are_added(tmp_path, data):
     model = tiny_resnet()
     store = ActivationStore(tmp_path)
     calls = []
-    model.register_forward_pre_hook(lambda m, a: calls.append(1))
+
+    def count(m, a):
+        calls.append(1)
+
+    count.repsim_fingerprint = ""  # observe-only: left out of the cache key
+    model.register_forward_pre_hook(count)
     record(model, data, ["block1"], store=store, batch_size=50, progress=False)
     n_first = len(calls)
     assert n_first == 3
@@ -148,7 +154,7 @@ def test_lost_chunk_is_reported_and_rebuilt(tmp_path, data):
         chunks[0].unlink()
 
     problems = _corrupt_and_rebuild(ActivationStore(tmp_path, chunk_bytes=4096), data, damage)
-    assert any("unwritten" in p.reason and p.array == "block1@flatten" for p in problems)
+    assert any("missing" in p.reason and p.array == "block1@flatten" for p in problems)
 
 
 def test_garbage_metadata_is_reported_and_rebuilt(tmp_path, data):
@@ -160,14 +166,28 @@ def test_garbage_metadata_is_reported_and_rebuilt(tmp_path, data):
     assert any("unreadable" in p.reason for p in problems)
 
 
-def test_foreign_group_at_key_is_reported_and_rebuilt(tmp_path, data):
-    def damage(d):
-        meta = json.loads((d / "zarr.json").read_text())
-        meta["attributes"] = {"owner": "someone else"}
-        (d / "zarr.json").write_text(json.dumps(meta))
+def test_damaged_group_metadata_is_reported_and_rebuilt(tmp_path, data):
+    problems = _corrupt_and_rebuild(
+        ActivationStore(tmp_path), data, lambda d: (d / "zarr.json").write_text("{garbage")
+    )
+    assert any("unreadable group metadata" in p.reason for p in problems)
 
-    problems = _corrupt_and_rebuild(ActivationStore(tmp_path), data, damage)
-    assert any("not a repsim entry" in p.reason for p in problems)
+
+def test_foreign_group_at_key_is_left_alone(tmp_path, data):
+    # a readable group without repsim's marker is someone else's: never listed, never replaced
+    store = ActivationStore(tmp_path)
+    model = tiny_resnet()
+    ref = record(model, data, ["block1"], store=store, batch_size=32, progress=False)
+    d = entry_dir(store, ref)
+    meta = json.loads((d / "zarr.json").read_text())
+    meta["attributes"] = {"owner": "someone else"}
+    (d / "zarr.json").write_text(json.dumps(meta))
+    assert store.keys() == [] and store.verify() == []
+    with pytest.raises(CacheError, match="not written by repsim"):
+        record(model, data, ["block1"], store=store, batch_size=32, progress=False)
+    assert json.loads((d / "zarr.json").read_text())["attributes"] == {"owner": "someone else"}
+    assert (d / "block1@flatten" / "zarr.json").is_file()
+    assert not list((tmp_path / ".tmp").iterdir())
 
 
 def test_wrong_shape_is_reported(tmp_path, data):
