@@ -104,6 +104,30 @@ def add_alias(parser: argparse.ArgumentParser, *flags: str, dest: str, **kwargs:
     )
 
 
+def add_renamed(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    *aliases: str,
+    dest: str,
+    required: bool = False,
+    **kwargs: Any,
+) -> None:
+    """Add ``flag`` storing to ``dest``, with hidden ``aliases`` (the old spellings).
+
+    With ``required``, one of the spellings must be given (a required mutually exclusive
+    group, so ``--help`` and the error name only ``flag``).
+    """
+    target: Any = parser.add_mutually_exclusive_group(required=True) if required else parser
+    if kwargs.get("action") is None:
+        kwargs.setdefault("metavar", flag.lstrip("-").upper().replace("-", "_"))
+    target.add_argument(flag, dest=dest, **kwargs)
+    extra = {k: v for k, v in kwargs.items() if k in ("type", "action", "nargs", "choices")}
+    for alias in aliases:
+        target.add_argument(
+            alias, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **extra
+        )
+
+
 def add_list_option(
     parser: argparse.ArgumentParser,
     flag: str,
@@ -125,13 +149,20 @@ def add_list_option(
 def activation_dir(cache_dir: str | Path) -> Path:
     """The activation store under a cache root: ``CACHE_DIR/activations``.
 
-    A directory that is itself an activation store (it holds ``zarr.json``, or is named
-    ``activations``) is used as it is, so the store paths older releases took keep working.
+    A directory that is itself an activation store (named ``activations``, or holding store
+    entries) is used as it is, so the store paths older releases took keep working.
     """
     path = Path(cache_dir)
-    if path.name == "activations" or (path / "zarr.json").is_file():
+    if path.name == "activations" or _is_store(path):
         return path
     return path / "activations"
+
+
+def _is_store(path: Path) -> bool:
+    """Whether ``path`` looks like an activation store: store metadata or entry folders."""
+    if (path / "zarr.json").is_file() or (path / ".tmp").is_dir():
+        return True
+    return path.is_dir() and any((c / "zarr.json").is_file() for c in path.glob("*-*"))
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
