@@ -75,21 +75,22 @@ def limit_threads(n: int | None) -> Iterator[int | None]:
     saved_env = {k: os.environ.get(k) for k in THREAD_VARIABLES}
     torch = sys.modules.get("torch")
     torch_before = torch.get_num_threads() if torch is not None else None
-    with contextlib.ExitStack() as stack:
-        os.environ.update({k: str(n) for k in THREAD_VARIABLES})
-        if torch is not None:
-            torch.set_num_threads(n)
-        if "numpy" in sys.modules:
-            from threadpoolctl import threadpool_limits
+    try:
+        with contextlib.ExitStack() as stack:
+            os.environ.update({k: str(n) for k in THREAD_VARIABLES})
+            if torch is not None:
+                torch.set_num_threads(n)
+            if "numpy" in sys.modules:
+                from threadpoolctl import threadpool_limits
 
-            stack.enter_context(threadpool_limits(limits=n))
-        try:
+                stack.enter_context(threadpool_limits(limits=n))
             yield n
-        finally:
-            for k, v in saved_env.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-            if torch is not None and torch_before is not None:
-                torch.set_num_threads(torch_before)
+    finally:
+        # after threadpoolctl has restored OpenMP, which torch's own count reads
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if torch is not None and torch_before is not None:
+            torch.set_num_threads(torch_before)

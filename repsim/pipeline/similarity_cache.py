@@ -161,6 +161,6 @@ def cached_compare(
         entry = {"key": key[1], "columns": list(table.columns), "rows": rows}
         try:
             write_json(entry, path, indent=None, allow_nan=True)
-        except OutputError as exc:  # a read-only cache must not fail the study
+        except (OutputError, OSError) as exc:  # a read-only cache must not fail the study
             logger.warning("could not store a similarity result (%s); continuing", exc)
     return table, False

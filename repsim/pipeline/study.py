@@ -937,7 +937,8 @@ def write_study_report(
             )
         files = sorted(p.name for p in out.iterdir() if p.name not in _NOT_REPORT_FILES)
         write_json({"key": key, "files": files}, manifest)
-    results["work"]["report_written"] = int(not current)
+    if work is not None:
+        results["work"]["report_written"] = int(not current)
     if timer is not None:
         timer.lap("report")
         results["timings"] = timer.finish()
