@@ -141,6 +141,18 @@ class _StderrHandler(logging.StreamHandler):
     def stream(self, value: Any) -> None:  # the base class assigns it; always use sys.stderr
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record; above live progress bars, through ``tqdm.write``."""
+        tqdm_module = sys.modules.get("tqdm")
+        live = getattr(getattr(tqdm_module, "tqdm", None), "_instances", None)
+        if live:
+            try:
+                tqdm_module.tqdm.write(self.format(record), file=sys.stderr)
+            except Exception:  # noqa: BLE001 - a message must never break a run
+                self.handleError(record)
+            return
+        super().emit(record)
+
 
 class _Formatter(logging.Formatter):
     """``[repsim] message``; warnings and errors say so."""

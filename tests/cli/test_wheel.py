@@ -39,7 +39,20 @@ TINY = [
     "report.n_boot=20",
     "--set",
     "report.n_permutations=20",
+    "--set",
+    "similarity.heatmaps=false",
 ]
+
+
+def _setuptools_is_recent() -> bool:
+    """Whether this environment's setuptools builds the project (PEP 639 licence: >= 77)."""
+    import importlib.metadata
+
+    try:
+        major = int(importlib.metadata.version("setuptools").split(".")[0])
+    except (importlib.metadata.PackageNotFoundError, ValueError):
+        return False
+    return major >= 77
 
 
 def _run(cmd, cwd, env, **kw):
@@ -62,20 +75,10 @@ def installed(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     pip = [sys.executable, "-m", "pip"]
-    built = _run(
-        [
-            *pip,
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "-w",
-            tmp / "dist",
-            "./src",
-        ],
-        tmp,
-        env,
-    )
+    # Build with this environment's setuptools when it is recent enough (no download), else
+    # in pip's isolated build environment.
+    isolation = ["--no-build-isolation", "--no-index"] if _setuptools_is_recent() else []
+    built = _run([*pip, "wheel", "--no-deps", *isolation, "-w", tmp / "dist", "./src"], tmp, env)
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp / "dist").glob("repsim_bias-*.whl")
     venv = tmp / "venv"
