@@ -25,8 +25,15 @@ so any stage can be called alone from Python:
 7. :func:`write_study_report`: ``<out_dir>/<study>/`` with ``results.json``, tidy CSVs, PNGs
    and ``index.html``.
 
-Every cached step is reused: a second run of the same config trains and captures nothing and
-gives identical numbers (``results.json["work"]`` counts what was trained and captured).
+Every cached step is reused: a second run of the same config trains, captures and measures
+nothing (similarity tables are cached by :mod:`repsim.pipeline.similarity_cache`), keeps the
+report's figures when none of their inputs changed, and gives identical numbers
+(``results.json["work"]`` counts what was trained, captured, measured and written).
+
+Each finished stage is logged on the ``repsim`` logger (one INFO line with its time; the
+command line shows them on stderr, see :mod:`repsim._core.log`), progress bars show on a
+terminal, and the study runs under the CPU thread limit of ``[study] threads``
+(:mod:`repsim._core.threads`).
 """
 
 from __future__ import annotations
