@@ -1044,7 +1044,8 @@ def load_study(study: str | Path, overrides: Mapping[str, Any] | None = None) ->
     path = study_path(study)
     if not overrides:
         return load_config(path)
-    config = validate(apply_overrides(read_toml(path), overrides), source=str(path))
+    raw = apply_overrides(read_toml(path), overrides)
+    config = validate(raw, source=f"{path} (with --set {', '.join(overrides)})")
     config["_source"] = str(path)
     return config
 

@@ -110,7 +110,7 @@ def study_path(study: str | Path) -> Path:
     names = sorted(shipped)
     if bare and path.suffix != ".toml":
         raise ConfigError(
-            f"Unknown study {text!r}: not a shipped study nor a file. Shipped studies are "
+            f"Unknown study {text!r}: neither a shipped study nor a file. Shipped studies are "
             f"{names} ('repsim studies list'); or give the path of a TOML config."
             + did_you_mean(name, names)
         )
