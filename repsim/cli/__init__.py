@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Layer-wise representation similarity to explain why compressing a neural "
         "network makes it unfair.",
         epilog="Start with 'repsim run quickstart'; 'repsim studies list' lists the shipped "
-        "studies. Documentation: docs/ (mkdocs serve) or the guide in docs/guide.md.",
+        "studies. Every command takes -q, -v and --threads N. Documentation: the docs/ "
+        "folder of the source ('mkdocs serve'), starting with docs/guide.md.",
     )
     parser.add_argument("--version", action="version", version=f"repsim {__version__}")
     add_common_options(parser, top=True)
