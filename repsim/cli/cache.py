@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from repsim.cli._common import activation_dir, add_alias
+
 
 def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
@@ -114,7 +116,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sub = cache.add_subparsers(dest="cache_command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--path", default="cache/", help="cache directory (default: cache/)")
+        p.add_argument(
+            "--cache-dir",
+            dest="path",
+            metavar="DIR",
+            type=activation_dir,
+            default="cache",
+            help="cache directory; activations are under CACHE_DIR/activations (default: cache)",
+        )
+        add_alias(p, "--path", dest="path", type=activation_dir)
 
     p = sub.add_parser("ls", help="list entries with model, samples, layers, sizes")
     common(p)

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from repsim.cli._common import parse_option
+from repsim.cli._common import activation_dir, add_alias, parse_option
 
 
 def add_scheduler_options(parser: argparse.ArgumentParser) -> None:
@@ -115,8 +115,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--measures", nargs="+", default=["cka"], help="similarity measures")
     p.add_argument("--reduction", default="flatten", choices=["flatten", "mean", "max"])
     p.add_argument("--out", default=None, help="report directory")
-    p.add_argument("--cache", default=None, help="activation cache directory to reuse")
-    p.add_argument("--no-groups", action="store_true", help="skip per-group similarity")
+    p.add_argument(
+        "--cache-dir",
+        dest="cache",
+        metavar="DIR",
+        type=activation_dir,
+        default=None,
+        help="cache directory to reuse (activations under CACHE_DIR/activations)",
+    )
+    add_alias(p, "--cache", dest="cache", type=activation_dir)
+    p.add_argument(
+        "--no-by-group", dest="no_groups", action="store_true", help="skip per-group similarity"
+    )
+    add_alias(p, "--no-groups", dest="no_groups", action="store_true")
     p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (0: none)")
     p.add_argument("--seed", type=int, default=0)
     add_scheduler_options(p)

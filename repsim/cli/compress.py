@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from repsim.cli._common import add_renamed
 from repsim.errors import ConfigError
 
 
@@ -52,7 +53,9 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="also prune the last Linear layer (excluded by default)",
     )
-    p.add_argument("--dataset", default=None, help="fine-tune on this dataset's train split")
+    add_renamed(
+        p, "--data", "--dataset", dest="dataset", help="fine-tune on this dataset's train split"
+    )
     p.add_argument("--schedule", default="oneshot", choices=["oneshot", "agp"])
     p.add_argument("--kd", action="store_true", help="fine-tune by distillation from the dense")
     _fit_args(p, 0)
@@ -80,7 +83,7 @@ def add_parser(subparsers: Any) -> None:
     )
     d.add_argument("teacher")
     d.add_argument("student")
-    d.add_argument("--dataset", required=True)
+    add_renamed(d, "--data", "--dataset", dest="dataset", required=True, help="built-in dataset")
     d.add_argument("--T", type=float, default=4.0, help="temperature (default 4)")
     d.add_argument("--alpha", type=float, default=0.9, help="weight of the KL term")
     d.add_argument("--gamma", type=float, default=0.1, help="weight of the CE term")

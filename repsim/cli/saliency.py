@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from repsim.cli._common import add_renamed
+
 
 def add_parser(subparsers: Any) -> None:
     """Add ``saliency`` to the ``repsim`` subparsers."""
@@ -23,9 +25,11 @@ def add_parser(subparsers: Any) -> None:
         "weights that the pruned model's mask removed, against chance (the sparsity).",
     )
     p.add_argument("model", help="saved dense model path (.safetensors + .json)")
-    p.add_argument("--dataset", required=True, help="built-in dataset name")
+    add_renamed(p, "--data", "--dataset", dest="dataset", required=True, help="built-in dataset")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--by", default=None, help="group attribute (default: the dataset's groups)")
+    add_renamed(
+        p, "--groups", "--by", dest="by", help="group attribute (default: the dataset's groups)"
+    )
     p.add_argument("--pruned", default=None, help="saved pruned model whose mask to compare")
     p.add_argument(
         "--fraction",

@@ -15,9 +15,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from repsim.cli._common import add_alias, add_list_option
 from repsim.errors import DataError
 
 RESERVED = ("sample_id", "groups")
+
+_DESCRIPTION = """\
+Compare two captures layer by layer and print a tidy table (or write it as CSV).
+
+A capture is an .npz file holding one [n_samples, n_features] array per layer, with
+rows in the same sample order in both files; two optional arrays carry the sample
+ids ('sample_id', checked to match) and the group labels ('groups', for --by-group).
+
+examples:
+  repsim similarity dense.npz pruned.npz
+  repsim similarity dense.npz pruned.npz --measures cka svcca --pairs all --out table.csv
+  repsim measures                      # the measures and what they are invariant to
+"""
 
 
 class _NpzCapture(dict):
@@ -38,31 +52,35 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "similarity",
         help="compare two captures layer by layer (CKA, SVCCA, PWCCA, Procrustes)",
-        description=__doc__,
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("a", type=Path, help="first capture (.npz: one [n, d] array per layer)")
     p.add_argument("b", type=Path, help="second capture (.npz)")
-    p.add_argument(
-        "--measure",
-        action="append",
+    add_list_option(
+        p,
+        "--measures",
         dest="measures",
-        metavar="NAME",
-        help="a measure from 'repsim measures' (repeatable; default cka)",
+        default=None,
+        aliases=["--measure"],
+        help="measures from 'repsim measures' (default cka)",
     )
-    p.add_argument(
-        "--layer",
-        action="append",
+    add_list_option(
+        p,
+        "--layers",
         dest="layers",
-        metavar="NAME",
-        help="a layer to compare (repeatable; default all shared layers)",
+        default=None,
+        aliases=["--layer"],
+        help="layers to compare (default: every layer both captures hold)",
     )
     p.add_argument("--pairs", choices=["same", "all"], default="same")
     p.add_argument(
-        "--by-groups",
+        "--by-group",
+        dest="by_groups",
         action="store_true",
         help="also compute each measure per group (needs 'groups' in the capture)",
     )
+    add_alias(p, "--by-groups", dest="by_groups", action="store_true")
     p.add_argument("--n-boot", type=int, default=0, help="bootstrap resamples for a CI")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="write the table as CSV here (default: print)")

@@ -12,8 +12,9 @@ from typing import Any
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from repsim.pipeline.run_search import run_search
+    from repsim.studies import study_path
 
-    run_search(args.config, resume=args.resume, seed=args.seed)
+    run_search(study_path(args.config), resume=args.resume, seed=args.seed)
     return 0
 
 
@@ -34,7 +35,7 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("subnetwork", help="bias-free subnetwork search (BISE-style)")
     sub = p.add_subparsers(dest="subnetwork_command", metavar="ACTION", required=True)
     s = sub.add_parser("search", help="learn pruning masks on the frozen vanilla model(s)")
-    s.add_argument("config", help="TOML with [study], [data], [model], [train], [subnetwork]")
+    s.add_argument("config", help="a shipped search's name, or a TOML with [subnetwork]")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoints")
     s.add_argument("--seed", type=int, default=None, help="this seed only")
     s.set_defaults(func=_cmd_search)

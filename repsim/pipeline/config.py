@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from repsim._core.threads import DEFAULT_THREADS, check_threads
 from repsim.errors import ConfigError, RepsimError, did_you_mean
 
 _REQUIRED = object()
@@ -325,6 +326,9 @@ SCHEMA: dict[str, Section] = {
             ),
             "out_dir": Field((str,), "reports", help="where reports are written", check=check_dir),
             "cache_dir": Field((str,), "cache", help="activation/model cache", check=check_dir),
+            "threads": Field(
+                (int,), DEFAULT_THREADS, help="CPU threads (0: all cores)", check=check_threads
+            ),
         },
         required=True,
     ),

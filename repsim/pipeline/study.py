@@ -25,13 +25,20 @@ so any stage can be called alone from Python:
 7. :func:`write_study_report`: ``<out_dir>/<study>/`` with ``results.json``, tidy CSVs, PNGs
    and ``index.html``.
 
-Every cached step is reused: a second run of the same config trains and captures nothing and
-gives identical numbers (``results.json["work"]`` counts what was trained and captured).
+Every cached step is reused: a second run of the same config trains, captures and measures
+nothing (similarity tables are cached by :mod:`repsim.pipeline.similarity_cache`), keeps the
+report's figures when none of their inputs changed, and gives identical numbers
+(``results.json["work"]`` counts what was trained, captured, measured and written).
+
+Each finished stage is logged on the ``repsim`` logger (one INFO line with its time; the
+command line shows them on stderr, see :mod:`repsim._core.log`), progress bars show on a
+terminal, and the study runs under the CPU thread limit of ``[study] threads``
+(:mod:`repsim._core.threads`).
 """
 
 from __future__ import annotations
 
-import sys
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +49,7 @@ import numpy as np
 from torch import nn
 
 from repsim._core.io import write_json
+from repsim._core.log import bar, get_logger, progress_enabled, ticker
 from repsim._core.provenance import provenance
 from repsim._core.stats import alpha_renamed_to_ci, alpha_to_ci
 from repsim.errors import ConfigError, LayerNotFoundError, did_you_mean
@@ -54,12 +62,16 @@ from repsim.pipeline.config import (
     output_dir,
     positive_int,
     positive_number,
+    read_toml,
     register_section,
     study_seeds,
+    validate,
 )
 
 if TYPE_CHECKING:
     from repsim.capture.record import Capture
+
+logger = get_logger(__name__)
 
 RECOVERIES = ("none", "ft", "kd")
 METRICS = ("cev", "sde", "worst_group_drop", "acc_drop")
@@ -465,10 +477,14 @@ class SimilarityResults:
         ``measure``, ``value``, ``group`` (``None``: all samples), ``n``.
     heatmaps : list of (str, LabelledMatrix)
         Titled layer x layer CKA matrices.
+    computed, cached : int
+        Comparisons computed now, and taken from the similarity cache.
     """
 
     rows: list[dict[str, Any]]
     heatmaps: list[tuple[str, Any]] = field(default_factory=list)
+    computed: int = 0
+    cached: int = 0
 
 
 @dataclass
@@ -543,12 +559,6 @@ class StageTimer:
         return dict(self.laps)
 
 
-def _log(message: str, progress: bool | None) -> None:
-    if progress is False or (progress is None and not sys.stderr.isatty()):
-        return
-    print(f"[repsim] {message}", file=sys.stderr, flush=True)
-
-
 def _sim_rows(table: Any, **meta: Any) -> list[dict[str, Any]]:
     out = []
     for r in table.to_records():
@@ -619,8 +629,8 @@ def build_models(plan: Plan, *, progress: bool | None = None) -> Models:
     """
     from repsim.pipeline.family import build
 
-    _log(f"family: {len(plan.seeds)} dense seeds, {plan.n_members} compressed models", progress)
-    family = build(family_spec(plan.config), progress=progress)
+    logger.debug("family: %d dense seeds, %d compressed models", len(plan.seeds), plan.n_members)
+    family = build(family_spec(plan.config), progress=progress_enabled(progress))
     dense = {s: family.dense(s).load().eval() for s in plan.seeds}
     compressed: dict[Key, nn.Module] = {}
     for pm, rec, sp in plan.configs:
@@ -654,16 +664,18 @@ def capture_models(
         "reduction": config["capture"]["reduction"],
         "store": store,
         "batch_size": config["capture"]["batch_size"],
-        "progress": progress,
+        "progress": False,
     }
-    dense = {
-        s: record(m, test, plan.layers, name=f"dense-seed{s}", **opts)
-        for s, m in models.dense.items()
-    }
-    compressed = {
-        k: record(m, test, plan.layers, name=f"{k[0]}@{k[1]:g}-seed{k[2]}", **opts)
-        for k, m in models.compressed.items()
-    }
+    todo = [(s, f"dense-seed{s}", m) for s, m in models.dense.items()] + [
+        (k, f"{k[0]}@{k[1]:g}-seed{k[2]}", m) for k, m in models.compressed.items()
+    ]
+    done: dict[Any, Any] = {}
+    with bar(total=len(todo), desc="capture", unit="model", progress=progress) as b:
+        for key, name, model in todo:
+            done[key] = record(model, test, plan.layers, name=name, **opts)
+            b.update()
+    dense = {s: done[s] for s in models.dense}
+    compressed = {k: done[k] for k in models.compressed}
     new = len(set(store.keys()) - before)
     return Captures(
         {s: c.load() for s, c in dense.items()},
@@ -672,19 +684,32 @@ def capture_models(
     )
 
 
-def measure_similarity(plan: Plan, captures: Captures, test: Any) -> SimilarityResults:
+def measure_similarity(
+    plan: Plan,
+    captures: Captures,
+    test: Any,
+    *,
+    progress: bool | None = None,
+    cache: bool = True,
+) -> SimilarityResults:
     """Stage 4: per-layer similarity of dense vs compressed and of dense seed vs dense seed.
 
     Every measure of the plan on all samples and (with ``similarity.by_group``) per group of
     ``test``; with ``similarity.heatmaps``, the layer x layer CKA matrix of the first seed
     against the second dense seed and against each of its compressed members.
+
+    With ``cache`` (default), each comparison is looked up in and stored to
+    ``<cache_dir>/similarity/`` (:func:`repsim.pipeline.similarity_cache.cached_compare`,
+    keyed by both models' and the data's fingerprints, the layers, measures and options), so
+    a re-run of an unchanged study measures nothing again.
     """
-    from repsim.similarity import compare
+    from repsim.pipeline.similarity_cache import cached_compare
 
     config, seeds, layers = plan.config, plan.seeds, plan.layers
     dense_caps, caps = captures.dense, captures.compressed
     group_labels = np.asarray(list(test.group_names), dtype=object)[test.groups]
     by = group_labels if config["similarity"]["by_group"] else None
+    cache_dir = Path(config["study"]["cache_dir"]) if cache else None
     sim_opts = {
         "layers": layers,
         "measures": plan.measures,
@@ -692,35 +717,37 @@ def measure_similarity(plan: Plan, captures: Captures, test: Any) -> SimilarityR
         "seed": int(config["study"]["seed"]),
         "progress": False,
     }
-    rows: list[dict[str, Any]] = []
+    jobs: list[tuple[str, Any, Any, dict[str, Any]]] = []
     for i, sa in enumerate(seeds):
         for sb in seeds[i + 1 :]:
-            table = compare(dense_caps[sa], dense_caps[sb], **sim_opts)
-            rows += _sim_rows(table, kind="dense", method="dense", sparsity=0.0, seed=sa, seed_b=sb)
+            meta = {"kind": "dense", "method": "dense", "sparsity": 0.0, "seed": sa, "seed_b": sb}
+            jobs.append(("rows", dense_caps[sa], dense_caps[sb], meta))
     for (label, sp, seed), cap in caps.items():
-        table = compare(dense_caps[seed], cap, **sim_opts)
-        rows += _sim_rows(
-            table, kind="compressed", method=label, sparsity=sp, seed=seed, seed_b=seed
-        )
-    heatmaps: list[tuple[str, Any]] = []
+        meta = {"kind": "compressed", "method": label, "sparsity": sp, "seed": seed}
+        jobs.append(("rows", dense_caps[seed], cap, {**meta, "seed_b": seed}))
     if config["similarity"]["heatmaps"]:
         s0 = seeds[0]
-        pairs = (
-            [(f"dense seed {s0} vs dense seed {seeds[1]}", dense_caps[seeds[1]])]
-            if len(seeds) > 1
-            else []
-        )
-        pairs += [
-            (f"dense vs {label}@{sp:g} (seed {s0})", cap)
-            for (label, sp, seed), cap in caps.items()
-            if seed == s0
-        ]
-        for title, cap in pairs:
-            tab = compare(
-                dense_caps[s0], cap, layers=layers, measures=["cka"], pairs="all", progress=False
-            )
-            heatmaps.append((title, tab.matrix("cka")))
-    return SimilarityResults(rows, heatmaps)
+        if len(seeds) > 1:
+            title = f"dense seed {s0} vs dense seed {seeds[1]}"
+            jobs.append(("heatmap", dense_caps[s0], dense_caps[seeds[1]], {"title": title}))
+        for (label, sp, seed), cap in caps.items():
+            if seed == s0:
+                title = f"dense vs {label}@{sp:g} (seed {s0})"
+                jobs.append(("heatmap", dense_caps[s0], cap, {"title": title}))
+    heat_opts = {"layers": layers, "measures": ["cka"], "pairs": "all", "progress": False}
+    rows: list[dict[str, Any]] = []
+    heatmaps: list[tuple[str, Any]] = []
+    hits = 0
+    with bar(jobs, desc="similarity", unit="pair", progress=progress) as todo:
+        for what, a, b, meta in todo:
+            opts = sim_opts if what == "rows" else heat_opts
+            table, hit = cached_compare(a, b, cache_dir=cache_dir, **opts)
+            hits += hit
+            if what == "rows":
+                rows += _sim_rows(table, **meta)
+            else:
+                heatmaps.append((meta["title"], table.matrix("cka")))
+    return SimilarityResults(rows, heatmaps, computed=len(jobs) - hits, cached=hits)
 
 
 def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResults:
@@ -885,14 +912,17 @@ def write_study_report(
     *,
     work: Mapping[str, int] | None = None,
     timer: StageTimer | None = None,
+    threads: int | None = None,
+    progress: bool | None = None,
 ) -> Path:
     """Stage 7: write the report directory and return it.
 
     Stage 7: write ``<out_dir>/<study name>/``: tidy CSVs, figures, ``index.html`` and
     ``results.json``; return the directory.
 
-    ``work`` (what was trained and captured) and ``timer`` (the stage timings, to which this
-    stage adds ``report`` and ``total``) go into ``results.json`` when given.
+    ``work`` (what was trained and captured), ``timer`` (the stage timings, to which this
+    stage adds ``report`` and ``total``) and ``threads`` (the CPU thread limit the study ran
+    with) go into ``results.json`` when given.
     """
     from repsim.report.write import write_report
 
@@ -916,24 +946,37 @@ def write_study_report(
         "relations": explanation.relations.to_dict(),
         "alpha": report["alpha"],
         "work": dict(work or {}),
+        "threads": threads,
     }
     results["results"] = {"dense": results["dense"]}  # the layout `repsim run` prints from
-    write_report(
-        out,
-        results=results,
-        similarity=similarity.rows,
-        shifts=fairness.shifts,
-        group_shifts=fairness.group_shifts,
-        class_shifts=fairness.class_shifts,
-        group_metrics=fairness.group_metrics,
-        exemplars=fairness.exemplars,
-        exemplar_sets=fairness.exemplar_sets,
-        heatmaps=similarity.heatmaps,
-        data=test,
-        measure=explanation.measure,
-        one_minus=explanation.one_minus,
-        seed=int(study["seed"]),
-    )
+    key = _report_key(results, test, captures, similarity, fairness, explanation, study["seed"])
+    manifest = out / ".report.json"
+    current = _report_is_current(manifest, key)
+    if current:
+        logger.debug("report inputs unchanged since the last run; figures and index.html kept")
+    else:
+        manifest.unlink(missing_ok=True)
+        with ticker("report: figures and index.html", progress=progress):
+            write_report(
+                out,
+                results=results,
+                similarity=similarity.rows,
+                shifts=fairness.shifts,
+                group_shifts=fairness.group_shifts,
+                class_shifts=fairness.class_shifts,
+                group_metrics=fairness.group_metrics,
+                exemplars=fairness.exemplars,
+                exemplar_sets=fairness.exemplar_sets,
+                heatmaps=similarity.heatmaps,
+                data=test,
+                measure=explanation.measure,
+                one_minus=explanation.one_minus,
+                seed=int(study["seed"]),
+            )
+        files = sorted(p.name for p in out.iterdir() if p.name not in _NOT_REPORT_FILES)
+        write_json({"key": key, "files": files}, manifest)
+    if work is not None:
+        results["work"]["report_written"] = int(not current)
     if timer is not None:
         timer.lap("report")
         results["timings"] = timer.finish()
@@ -941,46 +984,228 @@ def write_study_report(
     return out
 
 
-def run_study(path: str | Path, *, progress: bool | None = None) -> Path:
-    """Run the study in the TOML config at ``path`` and return its report directory.
+_NOT_REPORT_FILES = ("results.json", ".report.json")
 
-    Chains the stages, each callable alone: :func:`plan_study` (after
-    :func:`~repsim.pipeline.config.load_config`), :func:`build_models`,
-    :func:`capture_models`, :func:`measure_similarity`, :func:`measure_fairness`,
-    :func:`explain_study`, :func:`write_study_report`. ``docs/guide.md`` documents every
-    config key.
+
+def _report_key(
+    results: Mapping[str, Any],
+    test: Any,
+    captures: Captures,
+    similarity: SimilarityResults,
+    fairness: FairnessResults,
+    explanation: Explanation,
+    seed: int,
+) -> str:
+    """A digest of everything the report's files are drawn from, and of the code drawing them.
+
+    The stage inputs (numbers, config, test-data fingerprint), the repsim version, the
+    matplotlib version and the source of :mod:`repsim.report`: when none of them changed,
+    the figures and ``index.html`` of the last run are still exact.
+    """
+    import hashlib
+    import importlib.metadata
+
+    import repsim.report
+
+    h = hashlib.sha256()
+
+    def feed(obj: Any) -> None:
+        h.update(json.dumps(obj, sort_keys=True, default=str, allow_nan=True).encode())
+        h.update(b"\x00")
+
+    skip = ("work", "threads", "timings", "versions", "config_file")
+    feed({k: v for k, v in results.items() if k not in skip})
+    feed(results.get("versions", {}).get("repsim"))
+    feed(importlib.metadata.version("matplotlib"))
+    for rows in (
+        similarity.rows,
+        fairness.shifts,
+        fairness.group_shifts,
+        fairness.class_shifts,
+        fairness.group_metrics,
+        fairness.exemplars,
+    ):
+        feed(rows)
+    feed([(t, m.values.tolist(), m.rows, m.cols, m.measure) for t, m in similarity.heatmaps])
+    feed(sorted({c.data_fingerprint for c in captures.dense.values()}))
+    feed([explanation.measure, explanation.one_minus, int(seed), len(test)])
+    for source in sorted(Path(repsim.report.__file__).parent.glob("*.py")):
+        h.update(source.read_bytes())
+    return h.hexdigest()
+
+
+def _report_is_current(manifest: Path, key: str) -> bool:
+    """Whether ``manifest`` records ``key`` and every file it lists is still there."""
+    from repsim._core.io import read_json
+    from repsim.errors import OutputError
+
+    if not manifest.is_file():
+        return False
+    try:
+        entry = read_json(manifest, what="report manifest")
+    except OutputError:
+        return False
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return False
+    files = entry.get("files")
+    return isinstance(files, list) and all((manifest.parent / f).is_file() for f in files)
+
+
+def load_study(study: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read and validate a study config, named by path or as a shipped study.
+
+    Parameters
+    ----------
+    study : str or path-like
+        A TOML file, or the name of a study that ships with repsim (``"quickstart"``; see
+        :func:`repsim.studies.list_studies`).
+    overrides : mapping of str to Any, optional
+        ``{"section.key": value}`` set on the file's content before validation
+        (:func:`repsim.studies.apply_overrides`), e.g. ``{"train.epochs": 1}``: the command
+        line's ``--set train.epochs=1``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown study or missing file, invalid TOML, or a key or value the schema rejects
+        (an override's too, named as in the file).
+    """
+    from repsim.studies import apply_overrides, study_path
+
+    path = study_path(study)
+    if not overrides:
+        return load_config(path)
+    raw = apply_overrides(read_toml(path), overrides)
+    config = validate(raw, source=f"{path} (with --set {', '.join(overrides)})")
+    config["_source"] = str(path)
+    return config
+
+
+#: The stages of :func:`run_study`, in order, as named in logs and ``results.json["timings"]``.
+STAGES = ("validate", "family", "capture", "similarity", "fairness", "explain", "report")
+
+
+def _stage_line(timer: StageTimer, stage: str, detail: str) -> None:
+    """Log one finished stage: ``family      27.8 s  trained 3 dense, built 18 compressed``."""
+    logger.info("%-10s %6.1f s  %s", stage, timer.laps[stage], detail)
+
+
+def run_study(
+    path: str | Path,
+    *,
+    progress: bool | None = None,
+    threads: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Path:
+    """Run a study and return its report directory.
+
+    Chains the stages, each callable alone: :func:`plan_study` (after :func:`load_study`),
+    :func:`build_models`, :func:`capture_models`, :func:`measure_similarity`,
+    :func:`measure_fairness`, :func:`explain_study`, :func:`write_study_report`.
+    ``docs/guide.md`` documents every config key.
+
+    Each finished stage is logged at INFO on the ``repsim`` logger with its time (one line
+    each, then a summary line); progress bars show on a terminal.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A study config file, or the name of a shipped study (``"quickstart"``).
+    progress : bool, optional
+        Progress bars: ``None`` on a terminal only, ``True`` always, ``False`` never.
+    threads : int, optional
+        CPU threads for torch and the BLAS (``0``: the libraries' defaults); default the
+        config's ``[study] threads`` (1). Recorded in ``results.json["threads"]``.
+    overrides : mapping of str to Any, optional
+        ``{"section.key": value}`` applied to the config before validation
+        (:func:`load_study`).
 
     Raises
     ------
     ConfigError, LayerNotFoundError, DataError
         On a bad config, before any training or capture.
     """
+    from repsim._core.threads import check_threads, limit_threads
+
     timer = StageTimer()
-    config = load_config(path)
-    data = dataset_from_config(config)
-    plan = plan_study(config, data)
-    test = data.test
-    timer.lap("validate")
-    models = build_models(plan, progress=progress)
-    timer.lap("family")
-    captures = capture_models(plan, models, test, progress=progress)
-    work = {**models.work, "captures": captures.new}
-    timer.lap("capture")
-    similarity = measure_similarity(plan, captures, test)
-    timer.lap("similarity")
-    fairness = measure_fairness(plan, captures, test)
-    timer.lap("fairness")
-    explanation = explain_study(plan, similarity, fairness)
-    timer.lap("explain")
-    out = write_study_report(
-        plan, test, captures, similarity, fairness, explanation, work=work, timer=timer
+    config = load_study(path, overrides)
+    if threads is not None:
+        check_threads(threads, "threads")
+    n_threads = config["study"].get("threads", 1) if threads is None else threads
+    with limit_threads(n_threads):
+        data = dataset_from_config(config)
+        plan = plan_study(config, data)
+        test = data.test
+        timer.lap("validate")
+        _stage_line(
+            timer,
+            "validate",
+            f"{config['study']['name']}: {len(plan.seeds)} dense seeds, {plan.n_members} "
+            f"compressed models, {len(plan.layers)} layers, {n_threads or 'all'} thread(s)",
+        )
+        models = build_models(plan, progress=progress)
+        timer.lap("family")
+        _stage_line(
+            timer,
+            "family",
+            f"trained {models.work['dense_trained']} dense, built "
+            f"{models.work['compressed_built']} compressed "
+            f"({len(models.dense) + len(models.compressed)} models)",
+        )
+        captures = capture_models(plan, models, test, progress=progress)
+        work = {**models.work, "captures": captures.new}
+        timer.lap("capture")
+        n_models = len(captures.dense) + len(captures.compressed)
+        _stage_line(
+            timer, "capture", f"{n_models} models on {len(test)} test samples, {captures.new} new"
+        )
+        similarity = measure_similarity(plan, captures, test, progress=progress)
+        work["similarity_computed"] = similarity.computed
+        timer.lap("similarity")
+        _stage_line(
+            timer,
+            "similarity",
+            f"{similarity.computed + similarity.cached} comparisons, {similarity.cached} from "
+            f"cache, {len(similarity.rows)} rows",
+        )
+        fairness = measure_fairness(plan, captures, test)
+        timer.lap("fairness")
+        _stage_line(timer, "fairness", f"{len(fairness.shifts)} compressed models")
+        report = config["report"]
+        with ticker("explain: bootstrap CIs and permutation tests", progress=progress):
+            explanation = explain_study(plan, similarity, fairness)
+        timer.lap("explain")
+        _stage_line(
+            timer,
+            "explain",
+            f"{report['n_boot']} bootstrap resamples, {report['n_permutations']} permutations",
+        )
+        out = write_study_report(
+            plan,
+            test,
+            captures,
+            similarity,
+            fairness,
+            explanation,
+            work=work,
+            timer=timer,
+            threads=n_threads,
+            progress=progress,
+        )
+    laps = timer.finish()
+    written = json.loads((out / "results.json").read_text())["work"].get("report_written", 1)
+    _stage_line(
+        timer,
+        "report",
+        f"{len(list(out.glob('*.png')))} figures, {len(list(out.glob('*.csv')))} tables"
+        if written
+        else "unchanged inputs: figures and index.html kept from the last run",
     )
-    total = timer.finish()["total"]
-    _log(
-        f"report written to {out} in {total:.1f} s "
-        f"(trained {work['dense_trained']} dense, built {work['compressed_built']} compressed, "
-        f"{work['captures']} new captures)",
-        progress,
+    logger.info(
+        "done in %.1f s (%s) -> %s",
+        laps["total"],
+        ", ".join(f"{stage} {laps[stage]:.1f} s" for stage in STAGES if stage in laps),
+        out / "index.html",
     )
     return out
 
@@ -1048,6 +1273,7 @@ def kd_vs_ft(
 __all__ = [
     "METRICS",
     "RECOVERIES",
+    "STAGES",
     "STUDY_SECTIONS",
     "Captures",
     "Explanation",
@@ -1063,6 +1289,7 @@ __all__ = [
     "explain_study",
     "family_spec",
     "kd_vs_ft",
+    "load_study",
     "measure_fairness",
     "measure_similarity",
     "method_label",

@@ -136,5 +136,17 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     commands = [line.strip() for line in readme.splitlines() if line.startswith("python3 -m venv")]
     assert len(commands) == 2, "README must carry exactly two set-up commands"
-    assert commands[1] in ci
-    assert "repsim run analyses/quickstart.toml" in commands[0]
+    assert commands[1] in ci.splitlines(), "CI must run the README's test command verbatim"
+    assert commands[0].endswith("repsim run quickstart")
+    assert commands[1].endswith("python -m pytest -q -n 2")
+    cpu_index = "--index-url https://download.pytorch.org/whl/cpu"
+    assert all(cpu_index in c for c in commands), "both commands install the CPU build of torch"
+    assert "pip install torch==2.13.0`" in readme  # the plain instruction for GPU machines
+    for step in ("ruff check", "ruff format --check", "lint-imports", "mkdocs build --strict"):
+        assert step in ci, step
+
+
+def test_ci_runs_docs_and_lint_on_what_the_readme_installs():
+    readme = (ROOT / "README.md").read_text()
+    test_command = [ln for ln in readme.splitlines() if ln.startswith("python3 -m venv")][1]
+    assert ".[test,dask,docs]" in test_command  # mkdocs comes with the test command's extras

@@ -81,7 +81,8 @@ def test_bad_config_names_the_key(tmp_path):
 def test_analysis_configs_validate(name):
     from repsim.pipeline.config import load_config
     from repsim.pipeline.run_search import SEARCH_KEYS, _schema
+    from repsim.studies import study_path
 
-    config = load_config(f"analyses/{name}.toml", schema=_schema())
+    config = load_config(study_path(name), schema=_schema())
     assert set(SEARCH_KEYS) <= set(config["subnetwork"])
     assert config["subnetwork"]["bias"] in ("colour", "sex")

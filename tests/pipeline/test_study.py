@@ -110,7 +110,14 @@ def test_report_files(tiny_run):
 
 def test_second_run_reuses_cache_and_gives_identical_numbers(tiny_run):
     out, first, second, snapshot = tiny_run
-    assert second["work"] == {"dense_trained": 0, "compressed_built": 0, "captures": 0}
+    assert second["work"] == {
+        "dense_trained": 0,
+        "compressed_built": 0,
+        "captures": 0,
+        "similarity_computed": 0,
+        "report_written": 0,
+    }
+    assert first["work"]["similarity_computed"] > 0 and first["work"]["report_written"] == 1
     for key in ("dense", "configs", "kd_vs_ft", "relations"):
         assert first[key] == second[key], key
     for name, blob in snapshot.items():
