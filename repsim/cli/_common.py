@@ -160,7 +160,9 @@ def activation_dir(cache_dir: str | Path) -> Path:
 
 def _is_store(path: Path) -> bool:
     """Whether ``path`` looks like an activation store: store metadata or entry folders."""
-    if (path / "zarr.json").is_file() or (path / ".tmp").is_dir():
+    if any((path / marker).is_file() for marker in ("zarr.json", ".zgroup", ".zarray")):
+        return True  # a Zarr store (repsim's or foreign: the store then refuses it clearly)
+    if (path / ".tmp").is_dir():
         return True
     return path.is_dir() and any((c / "zarr.json").is_file() for c in path.glob("*-*"))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from repsim.cli._common import activation_dir, add_alias
 
@@ -124,7 +125,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             default="cache",
             help="cache directory; activations are under CACHE_DIR/activations (default: cache)",
         )
-        add_alias(p, "--path", dest="path", type=activation_dir)
+        add_alias(p, "--path", dest="path", type=Path)  # 0.1: the store itself
 
     p = sub.add_parser("ls", help="list entries with model, samples, layers, sizes")
     common(p)

@@ -33,7 +33,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def add_parser(subparsers: Any) -> None:
     """Add ``subnetwork search CONFIG [--resume] [--seed S]`` and ``subnetwork report RUN_DIR``."""
     p = subparsers.add_parser("subnetwork", help="bias-free subnetwork search (BISE-style)")
-    sub = p.add_subparsers(dest="subnetwork_command", metavar="ACTION", required=True)
+    sub = p.add_subparsers(dest="subnetwork_command", metavar="ACTION")
     s = sub.add_parser("search", help="learn pruning masks on the frozen vanilla model(s)")
     s.add_argument("config", help="a shipped search's name, or a TOML with [subnetwork]")
     s.add_argument("--resume", action="store_true", help="continue from the checkpoints")

@@ -18,8 +18,6 @@ RENAMED = [
     (["similarity", "a", "b", "--layer", "x"], "--layers", "layers"),
     (["compare", "a", "b", "--cache", "c"], "--cache-dir", "cache"),
     (["compare", "a", "b", "--no-groups"], "--no-by-group", "no_groups"),
-    (["cache", "ls", "--path", "c"], "--cache-dir", "path"),
-    (["cache", "verify", "--path", "c"], "--cache-dir", "path"),
 ]
 
 
@@ -134,3 +132,11 @@ def test_a_command_group_without_its_action_is_a_usage_error(capsys):
         main(["subnetwork"])
     assert exc.value.code == 2
     assert "'repsim subnetwork' needs an action" in capsys.readouterr().err
+
+
+def test_old_cache_path_option_names_the_store_itself(tmp_path):
+    """``--path`` (0.1) named the activation store; ``--cache-dir`` names the cache root."""
+    old = _parse(["cache", "ls", "--path", str(tmp_path / "store")])
+    new = _parse(["cache", "ls", "--cache-dir", str(tmp_path / "root")])
+    assert old.path == tmp_path / "store"
+    assert new.path == tmp_path / "root" / "activations"

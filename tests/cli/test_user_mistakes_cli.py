@@ -143,7 +143,7 @@ def test_subnetwork_without_an_action_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["subnetwork"])
     assert info.value.code == 2
-    assert "ACTION" in capsys.readouterr().err
+    assert "needs an action" in capsys.readouterr().err
 
 
 def test_malformed_subnetwork_report_directories(tmp_path, capsys):
