@@ -1,0 +1,477 @@
+"""Exact linear CKA by route, in bounded memory: the engine behind :func:`repsim.similarity.cka`.
+
+Linear CKA needs three numbers from column-centered ``X`` (``[n, d_x]``) and ``Y`` (``[n, d_y]``):
+``c_xy = ||X^T Y||_F^2 = <K, L>``, ``c_xx = ||X^T X||_F^2 = ||K||_F^2``, ``c_yy``, and for the
+debiased estimator the row norms ``k_i = ||x_i||^2 = K_ii``, ``l_i``. Two exact routes give them:
+
+* **feature route**: ``X^T X``, ``Y^T Y``, ``X^T Y`` accumulated over row blocks, one ``d x d``
+  product at a time (BLAS ``syrk`` for the self products, half the flops of a product).
+  Working memory ``8 max(d_x^2, d_y^2, d_x d_y)`` bytes plus one row block; ``n`` is free.
+* **Gram route**: ``K = X X^T`` and ``L = Y Y^T`` accumulated over *column* blocks. Centering is
+  per column, so each column block is centered exactly on its own, and ``K`` is the sum of the
+  blocks' Grams. Working memory ``16 n^2`` bytes plus one column block; ``d`` is free. When the
+  two kernels do not fit, they are formed ``t`` rows at a time (``16 t n`` bytes): each tile is one
+  pass over the columns, and the tiles' contributions to ``<K, L>``, ``||K||^2``, ``||L||^2`` add.
+
+Both routes read their inputs only by slicing (``X[i:j]``, ``X[:, i:j]``), so a ``zarr.Array``
+is never loaded whole, and neither makes a float64 copy of a whole input: each block is
+converted to float64 and centered on its own (the column means are computed in float64 first).
+
+``precision="float32"`` centers each block in float64, multiplies in float32 and accumulates
+the block products in float64: about twice as fast, relative error of CKA about ``1e-7``
+(measured in docs/similarity.md). ``"float64"`` (default) is exact to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from scipy.linalg import blas
+
+from repsim._core.validation import NONFINITE_HINT, as_matrix
+from repsim.errors import ConfigError, NonFiniteError
+
+Precision = Literal["float64", "float32"]
+
+#: Working memory (bytes) a row or column block aims at when no ``memory_limit`` is given.
+BLOCK_BYTES = 64 * 2**20
+_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_bytes(limit: Any) -> int | None:
+    """A memory limit in bytes from an int, a float or a string such as ``"2GB"`` or ``"512 MiB"``.
+
+    Units are binary (``1 GB = 2**30`` bytes); ``None`` means no limit.
+    """
+    if limit is None:
+        return None
+    if isinstance(limit, bool):
+        raise ConfigError(f"memory_limit must be a number of bytes or e.g. '2GB', got {limit!r}.")
+    if isinstance(limit, int | float):
+        value = float(limit)
+    else:
+        m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)(i?b)?\s*", str(limit).lower())
+        if m is None:
+            raise ConfigError(
+                f"memory_limit {limit!r} is not understood; pass bytes (an int) or a string such "
+                "as '512MB' or '2GB'."
+            )
+        value = float(m.group(1)) * _UNITS[m.group(2)]
+    if not value > 0:
+        raise ConfigError(f"memory_limit must be positive, got {limit!r}.")
+    return int(value)
+
+
+def check_precision(precision: str) -> None:
+    """Raise ``ConfigError`` unless ``precision`` is ``"float64"`` or ``"float32"``."""
+    if precision not in ("float64", "float32"):
+        raise ConfigError(f"precision must be 'float64' or 'float32', got {precision!r}.")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How linear CKA will be computed: the route, its blocking and its working memory.
+
+    Attributes
+    ----------
+    route : {"feature", "gram"}
+        Feature products (``d x d``) or Gram kernels (``n x n``).
+    block : int
+        Rows per block (feature route) or columns per block (Gram route).
+    tile_rows : int
+        Gram route: rows of ``K`` and ``L`` formed per pass over the columns (``n``: all at once).
+    bytes : int
+        Estimated peak working memory beyond the inputs.
+    flops : float
+        Multiply-adds.
+    n : int
+        Samples.
+    """
+
+    route: str
+    block: int
+    tile_rows: int
+    bytes: int
+    flops: float
+    n: int
+
+    @property
+    def passes(self) -> int:
+        """Passes over the inputs' columns: more than 1 only for the Gram route in tiles."""
+        return 1 if self.route == "feature" else -(-self.n // self.tile_rows)
+
+
+def _feature_bytes(n: int, d_x: int, d_y: int, block: int, precision: str) -> int:
+    prod = max(d_x * d_x, d_y * d_y, d_x * d_y)
+    extra = prod * 4 if precision == "float32" else 0  # the float32 block product
+    per_row = (d_x + d_y) * (12 if precision == "float32" else 8)
+    return 8 * prod + extra + block * per_row + 16 * n
+
+
+def _gram_bytes(n: int, block: int, tile: int, precision: str) -> int:
+    kernels = 16 * tile * n + (4 * tile * n if precision == "float32" else 0)
+    per_col = n * (12 if precision == "float32" else 8)
+    return kernels + block * per_col + 16 * n
+
+
+def plan(
+    n: int,
+    d_x: int,
+    d_y: int,
+    *,
+    route: str = "auto",
+    memory_limit: Any = None,
+    precision: str = "float64",
+    block_bytes: int = BLOCK_BYTES,
+) -> Plan:
+    """Choose the route of linear CKA and its block sizes (see the module docstring).
+
+    ``route="auto"`` takes the route with fewer multiply-adds among those whose working memory
+    fits ``memory_limit`` (feature: ``n (d_x^2 + d_y^2)/2 + n d_x d_y``; Gram:
+    ``n^2 (d_x + d_y) / 2``); when neither fits whole, the Gram route in row tiles. An explicit
+    ``route`` is honoured, tiled if needed (Gram), or refused with a ``ConfigError`` (feature,
+    whose ``d x d`` product must fit). Blocks hold up to ``block_bytes`` (less when the limit
+    leaves less room).
+
+    Raises
+    ------
+    ConfigError
+        Unknown route, or a limit too small for the route (the message gives the minimum and
+        suggests :func:`repsim.similarity.sketched_cka`).
+    """
+    if route not in ("auto", "feature", "gram"):
+        raise ConfigError(f"route must be 'auto', 'feature' or 'gram', got {route!r}.")
+    check_precision(precision)
+    limit = parse_bytes(memory_limit)
+    f32 = precision == "float32"
+    d = max(d_x, d_y)
+    cands: list[Plan] = []
+    # feature route: one d x d product at a time plus a row block
+    per_row = (d_x + d_y) * (12 if f32 else 8)
+    fixed = _feature_bytes(n, d_x, d_y, 0, precision)
+    room = block_bytes if limit is None else min(block_bytes, limit - fixed)
+    if room >= per_row:
+        block = int(min(n, room // per_row))
+        f_flops = n * (d_x * d_x / 2 + d_y * d_y / 2 + d_x * d_y)
+        cands.append(Plan("feature", block, n, fixed + block * per_row, f_flops, n))
+    # Gram route: both kernels whole, or in row tiles
+    per_col = n * (12 if f32 else 8)
+    tile = n
+    if limit is not None:
+        per_tile_row = 16 * n + (4 * n if f32 else 0)
+        tile = int(min(n, max(0, (limit - 16 * n - per_col) // per_tile_row)))
+    if tile >= 1:
+        fixed = _gram_bytes(n, 0, tile, precision)
+        room = block_bytes if limit is None else min(max(block_bytes, per_col), limit - fixed)
+        if room >= per_col:
+            block = int(min(d, room // per_col))
+            g_flops = n * n * (d_x + d_y) / 2 + 3 * n * n
+            if tile < n:
+                g_flops *= 2  # tiles use general products, not syrk
+            cands.append(Plan("gram", block, tile, fixed + block * per_col, g_flops, n))
+    if route != "auto":
+        chosen = [p for p in cands if p.route == route]
+        if not chosen:
+            raise ConfigError(_too_small(route, n, d_x, d_y, limit, precision))
+        return chosen[0]
+    if not cands:
+        raise ConfigError(_too_small("any", n, d_x, d_y, limit, precision))
+    whole = [p for p in cands if p.tile_rows >= n]
+    return min(whole or cands, key=lambda p: p.flops)
+
+
+def _too_small(route: str, n: int, d_x: int, d_y: int, limit: int | None, precision: str) -> str:
+    f = _feature_bytes(n, d_x, d_y, 1, precision)
+    g = _gram_bytes(n, 1, 1, precision)
+    need = f if route == "feature" else g if route == "gram" else min(f, g)
+    return (
+        f"memory_limit={limit} bytes is too small for the {route} route of linear CKA with "
+        f"n={n}, d_x={d_x}, d_y={d_y}: it needs at least {need} bytes "
+        f"({need / 2**20:.1f} MiB). Raise memory_limit, or use "
+        "repsim.similarity.sketched_cka for an approximate value with error bars."
+    )
+
+
+# --------------------------------------------------------------------------- column statistics
+@dataclass
+class Columns:
+    """Column means (float64) and constant-column mask of one input, and its shape."""
+
+    mean: np.ndarray
+    const: np.ndarray
+    n: int
+    d: int
+
+
+def _is_float(a: Any) -> bool:
+    return np.dtype(getattr(a, "dtype", np.float64)).kind == "f"
+
+
+def as_source(a: Any, name: str) -> Any:
+    """An input readable by slicing: numpy/zarr kept as they are, anything else via numpy.
+
+    Shape and dtype are checked as :func:`repsim._core.validation.as_matrix` does (its messages),
+    without reading the data; finiteness is checked later, from the column sums.
+    """
+    if not hasattr(a, "shape") or not hasattr(a, "dtype") or not hasattr(a, "__getitem__"):
+        a = np.asarray(a)
+    if len(a.shape) != 2:
+        as_matrix(np.asarray(a), name)  # raises the ShapeError with the reshape advice
+    as_matrix(a[:0], name)  # dtype, complex, no features: checked on an empty slice
+    if not _is_float(a) and isinstance(a, np.ndarray):
+        a = a.astype(np.float64)
+    return a
+
+
+def _block(a: Any, rows: slice, cols: slice | None = None) -> np.ndarray:
+    b = a[rows] if cols is None else a[rows, cols]
+    b = np.asarray(b)
+    return b if _is_float(b) else b.astype(np.float64)
+
+
+def raise_nonfinite(a: Any, name: str, hint: str = NONFINITE_HINT, rows: int = 4096) -> None:
+    """Scan ``a`` in row blocks and raise ``NonFiniteError`` naming the first bad entry."""
+    n = a.shape[0]
+    first, count = None, 0
+    for i in range(0, n, rows):
+        b = _block(a, slice(i, i + rows))
+        bad = ~np.isfinite(b)
+        c = int(bad.sum())
+        if c and first is None:
+            r, col = np.argwhere(bad)[0]
+            first = (i + int(r), int(col))
+        count += c
+    if first is None:  # finite after all: the column sum overflowed
+        return
+    raise NonFiniteError(
+        f"{name} holds {count} NaN or infinite value(s), the first at row {first[0]}, column "
+        f"{first[1]}; {hint}."
+    )
+
+
+def column_stats(a: Any, name: str, *, rows: int | None = None) -> Columns:
+    """Column means (in float64), constant columns (``max == min``) and the finiteness check.
+
+    In memory, reductions over the whole array (no copy: numpy converts to float64 in small
+    buffers); otherwise one pass over row blocks. A NaN or infinity makes its column's sum
+    non-finite, so the check costs nothing beyond the means.
+    """
+    n, d = int(a.shape[0]), int(a.shape[1])
+    if isinstance(a, np.ndarray):
+        mean = a.mean(0, dtype=np.float64) if n else np.zeros(d)
+        const = (a.max(0) == a.min(0)) if n else np.ones(d, bool)
+    else:
+        rows = rows or max(1, BLOCK_BYTES // max(8 * d, 1))
+        total = np.zeros(d)
+        lo = hi = None
+        for i in range(0, n, rows):
+            b = _block(a, slice(i, i + rows))
+            total += b.sum(0, dtype=np.float64)
+            bl, bh = b.min(0), b.max(0)
+            lo = bl if lo is None else np.minimum(lo, bl)
+            hi = bh if hi is None else np.maximum(hi, bh)
+        mean = total / max(n, 1)
+        const = (lo == hi) if lo is not None else np.ones(d, bool)
+    if not np.all(np.isfinite(mean)):
+        raise_nonfinite(a, name)
+    return Columns(np.asarray(mean, dtype=np.float64), np.asarray(const, bool), n, d)
+
+
+def centered_block(
+    a: Any, cols: Columns, rows: slice, colsl: slice | None = None, order: str = "C"
+) -> np.ndarray:
+    """Rows (and columns) of ``a`` as float64, centered by the column means, constants zeroed."""
+    b = _block(a, rows, colsl)
+    mean = cols.mean if colsl is None else cols.mean[colsl]
+    const = cols.const if colsl is None else cols.const[colsl]
+    out = np.empty(b.shape, dtype=np.float64, order=order)
+    np.subtract(b, mean, out=out)
+    if const.any():
+        out[:, const] = 0.0
+    return out
+
+
+# --------------------------------------------------------------------------- BLAS helpers
+def syrk_into(C: np.ndarray, A: np.ndarray, precision: str = "float64") -> None:
+    """``C += A^T A`` on the upper triangle of the Fortran-ordered ``C`` (lower left untouched).
+
+    float32: the product in float32, added to the float64 ``C``.
+    """
+    if precision == "float32":
+        P = blas.ssyrk(1.0, A.astype(np.float32).T, trans=0)
+        np.add(C, P, out=C)
+        return
+    blas.dsyrk(1.0, A.T, beta=1.0, c=C, trans=0, overwrite_c=1)
+
+
+def syrk_rows_into(C: np.ndarray, A: np.ndarray, precision: str = "float64") -> None:
+    """``C += A A^T`` on the upper triangle of the Fortran-ordered ``C``; ``A`` Fortran-ordered."""
+    if precision == "float32":
+        P = blas.ssyrk(1.0, np.asfortranarray(A, dtype=np.float32), trans=0)
+        np.add(C, P, out=C)
+        return
+    blas.dsyrk(1.0, A, beta=1.0, c=C, trans=0, overwrite_c=1)
+
+
+def gemm_tn_into(C: np.ndarray, A: np.ndarray, B: np.ndarray, precision: str = "float64") -> None:
+    """``C += A^T B`` for the Fortran-ordered ``C`` (``A``, ``B`` C-ordered row blocks)."""
+    if precision == "float32":
+        P = blas.sgemm(1.0, A.astype(np.float32).T, B.astype(np.float32).T, trans_b=1)
+        np.add(C, P, out=C)
+        return
+    blas.dgemm(1.0, A.T, B.T, beta=1.0, c=C, trans_b=1, overwrite_c=1)
+
+
+def upper_fro2(C: np.ndarray) -> float:
+    """``||S||_F^2`` of the symmetric ``S`` whose upper triangle ``C`` holds (lower part zero)."""
+    diag = np.diagonal(C)
+    return float(2.0 * np.einsum("ij,ij->", C, C) - np.dot(diag, diag))
+
+
+def upper_inner(A: np.ndarray, B: np.ndarray) -> float:
+    """``<S, T>_F`` of symmetric ``S``, ``T`` held as upper triangles (lower parts zero)."""
+    da, db = np.diagonal(A), np.diagonal(B)
+    return float(2.0 * np.einsum("ij,ij->", A, B) - np.dot(da, db))
+
+
+# --------------------------------------------------------------------------- the two routes
+@dataclass
+class Terms:
+    """Sufficient statistics of linear CKA (column-centered data) and how they were computed."""
+
+    c_xy: float
+    c_xx: float
+    c_yy: float
+    k: np.ndarray | None
+    l: np.ndarray | None  # noqa: E741
+    n: int
+    route: str
+
+
+def _feature(
+    X: Any, Y: Any, cx: Columns, cy: Columns, p: Plan, precision: str, need_k: bool
+) -> Terms:
+    n, m = cx.n, p.block
+    k = np.zeros(n) if need_k else None
+    l = np.zeros(n) if need_k else None  # noqa: E741
+
+    def self_term(A: Any, cols: Columns, norms: np.ndarray | None) -> float:
+        C = np.zeros((cols.d, cols.d), order="F")
+        for i in range(0, n, m):
+            b = centered_block(A, cols, slice(i, i + m))
+            syrk_into(C, b, precision)
+            if norms is not None:
+                norms[i : i + m] = np.einsum("ij,ij->i", b, b)
+        return upper_fro2(C)
+
+    c_xx = self_term(X, cx, k)
+    c_yy = self_term(Y, cy, l)
+    C = np.zeros((cx.d, cy.d), order="F")
+    for i in range(0, n, m):
+        gemm_tn_into(
+            C,
+            centered_block(X, cx, slice(i, i + m)),
+            centered_block(Y, cy, slice(i, i + m)),
+            precision,
+        )
+    c_xy = float(np.einsum("ij,ij->", C, C))
+    return Terms(c_xy, c_xx, c_yy, k, l, n, "feature")
+
+
+def _gram_tile(
+    A: Any, cols: Columns, rows: slice, block: int, precision: str, norms: np.ndarray | None
+) -> np.ndarray:
+    """Rows ``rows`` of ``K = A_c A_c^T`` (the upper triangle only when ``rows`` is all rows)."""
+    n, d = cols.n, cols.d
+    whole = rows.start == 0 and rows.stop >= n
+    t = min(rows.stop, n) - rows.start
+    K = np.zeros((n, n) if whole else (t, n), order="F")
+    for j in range(0, d, block):
+        b = centered_block(A, cols, slice(0, n), slice(j, j + block), order="F")
+        if whole:
+            syrk_rows_into(K, b, precision)
+        elif precision == "float32":
+            b32 = b.astype(np.float32)
+            np.add(K, blas.sgemm(1.0, b32[rows], b32, trans_b=1), out=K)
+        else:
+            blas.dgemm(1.0, b[rows], b, beta=1.0, c=K, trans_b=1, overwrite_c=1)
+        if norms is not None:
+            norms[rows] += np.einsum("ij,ij->i", b[rows], b[rows])
+    return K
+
+
+def _gram(X: Any, Y: Any, cx: Columns, cy: Columns, p: Plan, precision: str, need_k: bool) -> Terms:
+    n = cx.n
+    k = np.zeros(n) if need_k else None
+    l = np.zeros(n) if need_k else None  # noqa: E741
+    if p.tile_rows >= n:
+        K = _gram_tile(X, cx, slice(0, n), p.block, precision, k)
+        L = _gram_tile(Y, cy, slice(0, n), p.block, precision, l)
+        return Terms(upper_inner(K, L), upper_fro2(K), upper_fro2(L), k, l, n, "gram")
+    c_xy = c_xx = c_yy = 0.0
+    for i in range(0, n, p.tile_rows):
+        rows = slice(i, min(i + p.tile_rows, n))
+        K = _gram_tile(X, cx, rows, p.block, precision, k)
+        L = _gram_tile(Y, cy, rows, p.block, precision, l)
+        c_xy += float(np.einsum("ij,ij->", K, L))
+        c_xx += float(np.einsum("ij,ij->", K, K))
+        c_yy += float(np.einsum("ij,ij->", L, L))
+        del K, L
+    return Terms(c_xy, c_xx, c_yy, k, l, n, "gram")
+
+
+def linear_terms(
+    X: Any,
+    Y: Any,
+    *,
+    route: str = "auto",
+    memory_limit: Any = None,
+    precision: str = "float64",
+    need_row_norms: bool = False,
+    names: tuple[str, str] = ("X", "Y"),
+    columns: tuple[Columns, Columns] | None = None,
+    block_bytes: int = BLOCK_BYTES,
+) -> Terms:
+    """``c_xy``, ``c_xx``, ``c_yy`` (and row norms) of linear CKA by the planned route.
+
+    ``X``, ``Y`` are sources from :func:`as_source` (numpy or any array readable by slicing).
+    """
+    cx, cy = columns or (column_stats(X, names[0]), column_stats(Y, names[1]))
+    p = plan(
+        cx.n,
+        cx.d,
+        cy.d,
+        route=route,
+        memory_limit=memory_limit,
+        precision=precision,
+        block_bytes=block_bytes,
+    )
+    fn = _feature if p.route == "feature" else _gram
+    return fn(X, Y, cx, cy, p, precision, need_row_norms)
+
+
+def hsic_u(c: float, kl: float, sk: float, sl: float, n: int) -> float:
+    """Song et al.'s unbiased HSIC of centered data from ``c = <K, L>``, ``k.l``, ``sum k``, ``sum l``."""
+    return (c - kl + sk * sl / ((n - 1) * (n - 2)) - 2.0 * kl / (n - 2)) / (n * (n - 3))
+
+
+def cka_from_terms(t: Terms, debiased: bool) -> tuple[float, float, float]:
+    """``(numerator, den_x, den_y)`` of CKA: biased ``c``'s or debiased ``HSIC_1``'s."""
+    if not debiased:
+        return t.c_xy, t.c_xx, t.c_yy
+    k, l, n = t.k, t.l, t.n  # noqa: E741
+    sk, sl = float(k.sum()), float(l.sum())
+    return (
+        hsic_u(t.c_xy, float(k @ l), sk, sl, n),
+        hsic_u(t.c_xx, float(k @ k), sk, sk, n),
+        hsic_u(t.c_yy, float(l @ l), sl, sl, n),
+    )
+
+
+def ratio(num: float, den_x: float, den_y: float) -> float:
+    """``num / sqrt(den_x den_y)`` (the caller has checked positivity)."""
+    return float(num / math.sqrt(den_x * den_y))
