@@ -326,6 +326,17 @@ def gemm_tn_into(C: np.ndarray, A: np.ndarray, B: np.ndarray, precision: str = "
     blas.dgemm(1.0, A.T, B.T, beta=1.0, c=C, trans_b=1, overwrite_c=1)
 
 
+def mirror_upper(G: np.ndarray, block: int = 512) -> None:
+    """Copy the upper triangle of the square ``G`` onto its lower triangle, in place."""
+    n = G.shape[0]
+    for j in range(0, n, block):
+        e = min(j + block, n)
+        D = G[j:e, j:e]
+        D[:] = np.triu(D) + np.triu(D, 1).T
+        if e < n:
+            G[e:, j:e] = G[j:e, e:].T
+
+
 def upper_fro2(C: np.ndarray) -> float:
     """``||S||_F^2`` of the symmetric ``S`` whose upper triangle ``C`` holds (lower part zero)."""
     diag = np.diagonal(C)

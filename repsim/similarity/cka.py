@@ -304,7 +304,7 @@ def _rbf_kernel_inplace(
         np.add(G, blas.ssyrk(1.0, Xc.astype(np.float32).T, trans=1), out=G)
     else:
         blas.dsyrk(1.0, Xc.T, beta=1.0, c=G, trans=1, overwrite_c=1)  # Xc C-ordered: no copy
-    _mirror_upper(G)
+    _linear.mirror_upper(G)
     sq = np.diagonal(G).copy()
     G *= -2.0
     G += sq[:, None]
@@ -325,17 +325,6 @@ def _rbf_kernel_inplace(
     G *= -1.0 / (2.0 * s2)
     np.exp(G, out=G)
     return G
-
-
-def _mirror_upper(G: np.ndarray, block: int = 512) -> None:
-    """Copy the upper triangle of the square ``G`` onto its lower triangle, in place."""
-    n = G.shape[0]
-    for j in range(0, n, block):
-        e = min(j + block, n)
-        D = G[j:e, j:e]
-        D[:] = np.triu(D) + np.triu(D, 1).T
-        if e < n:
-            G[e:, j:e] = G[j:e, e:].T
 
 
 def _center_gram_inplace(K: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from repsim._core.rows import iter_rows
 from repsim._core.validation import as_like, as_pair, is_torch
 from repsim.errors import InsufficientDataError, ShapeError
-from repsim.similarity._center import center, warn
+from repsim.similarity._center import center, too_few, warn
 from repsim.similarity.cka import hsic_unbiased_from_terms, linear_hsic_terms
 
 try:
@@ -268,12 +268,13 @@ class LinearCKAAccumulator:
         """
         debiased = self.debiased if debiased is None else debiased
         n = self.n
-        need = 4 if debiased else 2
-        if n < need:
+        need = 4 if debiased else 3
+        if n == 0:
             raise InsufficientDataError(
-                f"{'debiased ' if debiased else ''}CKA needs at least {need} samples; the "
-                f"accumulator has seen {n}."
+                "the accumulator is empty; call update() with batches first."
             )
+        if n < need:
+            return too_few(f"{'debiased ' if debiased else ''}CKA", n, need)
         t = self.centered_terms()
         if t["c_xx"] <= 0 or t["c_yy"] <= 0:
             return _nan("CKA")
