@@ -9,8 +9,16 @@ drivers that stream the measures from Zarr (:func:`stream_cka`, :func:`stream_cc
 from __future__ import annotations
 
 from repsim.errors import SimilarityWarning
+from repsim.similarity.bootstrap import bootstrap_linear_cka
 from repsim.similarity.cca import CCAResult, mean_cca, pwcca, svcca
-from repsim.similarity.cka import cka, hsic_unbiased_gram, linear_cka, linear_cka_debiased, rbf_cka
+from repsim.similarity.cka import (
+    cka,
+    hsic_unbiased_gram,
+    linear_cka,
+    linear_cka_debiased,
+    plan_cka,
+    rbf_cka,
+)
 from repsim.similarity.compare import check_sample_order, compare
 from repsim.similarity.outofcore import (
     QR_MEASURES,
@@ -39,6 +47,7 @@ __all__ = [
     "MinibatchCKAAccumulator",
     "SimilarityTable",
     "SimilarityWarning",
+    "bootstrap_linear_cka",
     "check_sample_order",
     "cka",
     "compare",
@@ -49,6 +58,7 @@ __all__ = [
     "mean_cca",
     "measures",
     "minibatch_cka",
+    "plan_cka",
     "cca_from_accumulator",
     "procrustes",
     "pwcca",

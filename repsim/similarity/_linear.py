@@ -38,7 +38,11 @@ from repsim.errors import ConfigError, NonFiniteError
 Precision = Literal["float64", "float32"]
 
 #: Working memory (bytes) a row or column block aims at when no ``memory_limit`` is given.
-BLOCK_BYTES = 64 * 2**20
+BLOCK_BYTES = 16 * 2**20
+#: Largest feature-route product (``w x w`` float64) formed at once when no ``memory_limit`` is
+#: given: wider layers are multiplied in column tiles, so the working memory stays a small
+#: fraction of the inputs (``8 w^2`` bytes against ``8 n d``).
+TILE_BYTES = 48 * 2**20
 _UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
 
 
@@ -84,6 +88,9 @@ class Plan:
         Rows per block (feature route) or columns per block (Gram route).
     tile_rows : int
         Gram route: rows of ``K`` and ``L`` formed per pass over the columns (``n``: all at once).
+    tile_cols : int
+        Feature route: columns per tile; products are ``tile_cols x tile_cols`` at most, formed
+        one tile pair at a time (``>= d``: whole products).
     bytes : int
         Estimated peak working memory beyond the inputs.
     flops : float
@@ -98,6 +105,7 @@ class Plan:
     bytes: int
     flops: float
     n: int
+    tile_cols: int = 0
 
     @property
     def passes(self) -> int:
@@ -105,11 +113,20 @@ class Plan:
         return 1 if self.route == "feature" else -(-self.n // self.tile_rows)
 
 
-def _feature_bytes(n: int, d_x: int, d_y: int, block: int, precision: str) -> int:
-    prod = max(d_x * d_x, d_y * d_y, d_x * d_y)
-    extra = prod * 4 if precision == "float32" else 0  # the float32 block product
-    per_row = (d_x + d_y) * (12 if precision == "float32" else 8)
-    return 8 * prod + extra + block * per_row + 16 * n
+def _feature_bytes(n: int, w: int, block: int, precision: str) -> int:
+    """Working memory of the feature route with column tiles of ``w`` and row blocks."""
+    f32 = precision == "float32"
+    prod = w * w * (12 if f32 else 8)  # the float64 tile product (+ its float32 block product)
+    per_row = 2 * w * (12 if f32 else 8)  # centered blocks of two tiles (+ float32 copies)
+    return prod + block * per_row + 16 * n
+
+
+def _tile(d: int, w_max: int) -> int:
+    """Equal tile width ``<= w_max`` covering ``d`` columns (``d`` when it fits)."""
+    if w_max >= d:
+        return d
+    t = -(-d // max(w_max, 1))
+    return -(-d // t)
 
 
 def _gram_bytes(n: int, block: int, tile: int, precision: str) -> int:
@@ -132,10 +149,11 @@ def plan(
 
     ``route="auto"`` takes the route with fewer multiply-adds among those whose working memory
     fits ``memory_limit`` (feature: ``n (d_x^2 + d_y^2)/2 + n d_x d_y``; Gram:
-    ``n^2 (d_x + d_y) / 2``); when neither fits whole, the Gram route in row tiles. An explicit
-    ``route`` is honoured, tiled if needed (Gram), or refused with a ``ConfigError`` (feature,
-    whose ``d x d`` product must fit). Blocks hold up to ``block_bytes`` (less when the limit
-    leaves less room).
+    ``n^2 (d_x + d_y) / 2``, twice that in row tiles). The feature route forms its products in
+    column tiles of ``w`` (``8 w^2`` bytes, the widest that fits; ``TILE_BYTES`` without a
+    limit), the Gram route its kernels in row tiles when ``16 n^2`` bytes do not fit. An
+    explicit ``route`` is honoured or refused with a ``ConfigError``. Blocks hold up to
+    ``block_bytes`` (less when the limit leaves less room).
 
     Raises
     ------
@@ -150,14 +168,32 @@ def plan(
     f32 = precision == "float32"
     d = max(d_x, d_y)
     cands: list[Plan] = []
-    # feature route: one d x d product at a time plus a row block
-    per_row = (d_x + d_y) * (12 if f32 else 8)
-    fixed = _feature_bytes(n, d_x, d_y, 0, precision)
-    room = block_bytes if limit is None else min(block_bytes, limit - fixed)
-    if room >= per_row:
-        block = int(min(n, room // per_row))
-        f_flops = n * (d_x * d_x / 2 + d_y * d_y / 2 + d_x * d_y)
-        cands.append(Plan("feature", block, n, fixed + block * per_row, f_flops, n))
+    # feature route: one tile product at a time plus row blocks of two tiles
+    bpe = 12 if f32 else 8
+    m_min = min(n, 64)
+    if limit is None:
+        w = _tile(d, int(math.isqrt(TILE_BYTES // bpe)))
+    else:  # the widest tile whose product and minimal blocks fit
+        room = limit - 16 * n
+        w_fit = (
+            int(
+                (-(2 * m_min * bpe) + math.sqrt((2 * m_min * bpe) ** 2 + 4 * bpe * max(room, 0)))
+                / (2 * bpe)
+            )
+            if room > 0
+            else 0
+        )
+        w = _tile(d, w_fit) if w_fit >= 1 else 0
+    if w >= 1:
+        fixed = _feature_bytes(n, w, 0, precision)
+        per_row = 2 * w * bpe
+        room = block_bytes if limit is None else min(block_bytes, limit - fixed)
+        if room >= per_row:
+            block = int(min(n, room // per_row))
+            f_flops = n * (d_x * d_x / 2 + d_y * d_y / 2 + d_x * d_y)
+            cands.append(
+                Plan("feature", block, n, fixed + block * per_row, f_flops, n, tile_cols=w)
+            )
     # Gram route: both kernels whole, or in row tiles
     per_col = n * (12 if f32 else 8)
     tile = n
@@ -180,12 +216,11 @@ def plan(
         return chosen[0]
     if not cands:
         raise ConfigError(_too_small("any", n, d_x, d_y, limit, precision))
-    whole = [p for p in cands if p.tile_rows >= n]
-    return min(whole or cands, key=lambda p: p.flops)
+    return min(cands, key=lambda p: p.flops)
 
 
 def _too_small(route: str, n: int, d_x: int, d_y: int, limit: int | None, precision: str) -> str:
-    f = _feature_bytes(n, d_x, d_y, 1, precision)
+    f = _feature_bytes(n, 1, 1, precision)
     g = _gram_bytes(n, 1, 1, precision)
     need = f if route == "feature" else g if route == "gram" else min(f, g)
     return (
@@ -363,33 +398,63 @@ class Terms:
     route: str
 
 
+def _spans(d: int, w: int) -> list[slice]:
+    return [slice(i, min(i + w, d)) for i in range(0, d, w)]
+
+
+def _self_tiled(
+    A: Any, cols: Columns, w: int, m: int, precision: str, norms: np.ndarray | None
+) -> float:
+    """``||A_c^T A_c||_F^2`` from column-tile products (``syrk`` on the diagonal tiles)."""
+    n, total = cols.n, 0.0
+    spans = _spans(cols.d, w)
+    for a_i, ti in enumerate(spans):
+        for tj in spans[a_i:]:
+            diag = ti == tj
+            C = np.zeros((ti.stop - ti.start, tj.stop - tj.start), order="F")
+            for r in range(0, n, m):
+                rows = slice(r, r + m)
+                bi = centered_block(A, cols, rows, ti)
+                if diag:
+                    syrk_into(C, bi, precision)
+                    if norms is not None:
+                        norms[rows] += np.einsum("ij,ij->i", bi, bi)
+                else:
+                    bj = centered_block(A, cols, rows, tj)
+                    gemm_tn_into(C, bi, bj, precision)
+                    del bj
+                del bi  # before the next block is made: one block per tile alive at a time
+            total += upper_fro2(C) if diag else 2.0 * float(np.einsum("ij,ij->", C, C))
+            del C
+    return total
+
+
+def _cross_tiled(X: Any, Y: Any, cx: Columns, cy: Columns, w: int, m: int, precision: str) -> float:
+    """``||X_c^T Y_c||_F^2`` from column-tile products."""
+    total = 0.0
+    for ti in _spans(cx.d, w):
+        for tj in _spans(cy.d, w):
+            C = np.zeros((ti.stop - ti.start, tj.stop - tj.start), order="F")
+            for r in range(0, cx.n, m):
+                rows = slice(r, r + m)
+                bi = centered_block(X, cx, rows, ti)
+                bj = centered_block(Y, cy, rows, tj)
+                gemm_tn_into(C, bi, bj, precision)
+                del bi, bj
+            total += float(np.einsum("ij,ij->", C, C))
+            del C
+    return total
+
+
 def _feature(
     X: Any, Y: Any, cx: Columns, cy: Columns, p: Plan, precision: str, need_k: bool
 ) -> Terms:
-    n, m = cx.n, p.block
+    n, m, w = cx.n, p.block, p.tile_cols or max(cx.d, cy.d)
     k = np.zeros(n) if need_k else None
     l = np.zeros(n) if need_k else None  # noqa: E741
-
-    def self_term(A: Any, cols: Columns, norms: np.ndarray | None) -> float:
-        C = np.zeros((cols.d, cols.d), order="F")
-        for i in range(0, n, m):
-            b = centered_block(A, cols, slice(i, i + m))
-            syrk_into(C, b, precision)
-            if norms is not None:
-                norms[i : i + m] = np.einsum("ij,ij->i", b, b)
-        return upper_fro2(C)
-
-    c_xx = self_term(X, cx, k)
-    c_yy = self_term(Y, cy, l)
-    C = np.zeros((cx.d, cy.d), order="F")
-    for i in range(0, n, m):
-        gemm_tn_into(
-            C,
-            centered_block(X, cx, slice(i, i + m)),
-            centered_block(Y, cy, slice(i, i + m)),
-            precision,
-        )
-    c_xy = float(np.einsum("ij,ij->", C, C))
+    c_xx = _self_tiled(X, cx, w, m, precision, k)
+    c_yy = _self_tiled(Y, cy, w, m, precision, l)
+    c_xy = _cross_tiled(X, Y, cx, cy, w, m, precision)
     return Terms(c_xy, c_xx, c_yy, k, l, n, "feature")
 
 
@@ -412,6 +477,7 @@ def _gram_tile(
             blas.dgemm(1.0, b[rows], b, beta=1.0, c=K, trans_b=1, overwrite_c=1)
         if norms is not None:
             norms[rows] += np.einsum("ij,ij->i", b[rows], b[rows])
+        del b  # before the next block is made
     return K
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from repsim._core.rows import iter_rows
+from repsim._core.rows import common_rows, iter_rows
 from repsim._core.validation import as_like, as_pair, is_torch
 from repsim.errors import InsufficientDataError, ShapeError
 from repsim.similarity._center import center, too_few, warn
@@ -378,20 +378,71 @@ def stream_cka(
     batch_size: int = 4096,
     device: Any = None,
     progress: bool | None = None,
+    route: str = "auto",
+    memory_limit: Any = None,
+    precision: str = "float64",
 ) -> float:
-    """Exact linear CKA of two row-aligned arrays read ``batch_size`` rows at a time.
+    """Exact linear CKA of two row-aligned arrays too large to load, whatever their width.
 
     ``CKA(X, Y) = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019),
-    or the debiased form with Song et al.'s (2012) unbiased HSIC; accumulated with the shared
-    :class:`LinearCKAAccumulator`. ``X`` and ``Y`` may be ``zarr.Array`` objects larger than
-    memory; memory stays one batch plus ``d_x^2 + d_y^2 + d_x d_y`` float64 values. Equal to
-    ``repsim.similarity.cka(X[:], Y[:])``. With ``device`` (e.g. ``"cuda"``), each batch is
-    moved there as a torch tensor and the accumulator keeps its float64 state on that device.
+    or the debiased form with Song et al.'s (2012) unbiased HSIC. ``X`` and ``Y`` may be
+    ``zarr.Array`` objects larger than memory. Two exact routes (:func:`repsim.similarity.plan_cka`):
+
+    * feature: the shared :class:`LinearCKAAccumulator` over row batches of ``batch_size``, one
+      pass; memory one batch plus ``d_x^2 + d_y^2 + d_x d_y`` float64 values, whatever ``n``;
+    * Gram: ``n x n`` kernels accumulated from column blocks (each block is centered exactly on
+      its own), for wide layers (``d >> n``); memory ``16 n^2`` bytes plus one column block,
+      whatever ``d`` (in row tiles of the kernels when even those do not fit).
+
+    ``route="auto"`` takes the cheaper route that fits ``memory_limit`` (bytes or e.g.
+    ``"2GB"``; default half of this machine's memory). Equal to
+    ``repsim.similarity.cka(X[:], Y[:])`` to rounding. With ``device`` (e.g. ``"cuda"``), the
+    feature route runs there as torch tensors (float64 state on that device).
     """
+    from repsim.similarity import _linear
+
+    n = common_rows([X, Y])
+    d_x, d_y = int(X.shape[1]), int(Y.shape[1])
+    limit = _linear.parse_bytes(memory_limit) or default_memory_limit()
+    if device is None and route != "feature":
+        # the streaming feature route holds all three d x d sums at once
+        feature_bytes = 8 * (d_x * d_x + d_y * d_y + d_x * d_y) + 8 * max(d_x, d_y) ** 2
+        gram_cheaper = n * (d_x + d_y) < (d_x * d_x + d_y * d_y + 2 * d_x * d_y)
+        if route == "gram" or gram_cheaper or feature_bytes > limit:
+            Xs, Ys = _linear.as_source(X, "X"), _linear.as_source(Y, "Y")
+            what = ("debiased " if debiased else "") + "CKA"
+            need = 4 if debiased else 3
+            if n < need:
+                return too_few(what, n, need)
+            t = _linear.linear_terms(
+                Xs,
+                Ys,
+                route="gram",
+                memory_limit=limit,
+                precision=precision,
+                need_row_norms=debiased,
+                block_bytes=2**29,
+            )
+            if t.c_xx <= 0 or t.c_yy <= 0:
+                return _nan(what)
+            num, dx, dy = _linear.cka_from_terms(t, debiased)
+            if dx <= 0 or dy <= 0:
+                return _nan(what)
+            return float(num / np.sqrt(dx * dy))
     acc = LinearCKAAccumulator(debiased=debiased)
     for xb, yb in iter_rows([X, Y], batch_size, progress=progress, desc="linear CKA"):
         acc.update(to_device(xb, device), to_device(yb, device))
     return acc.result()
+
+
+def default_memory_limit() -> int:
+    """Half of this machine's physical memory (bytes); 4 GiB when it cannot be read."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
 
 
 def stream_linear_cka(
