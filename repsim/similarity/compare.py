@@ -288,7 +288,7 @@ class _WarningLog:
             warn(
                 f"{measure}: {total} warning(s) in {self.cells.get(measure, 0)} cell(s): "
                 f"{text}{tail}",
-                stacklevel=4,
+                stacklevel=5,  # warn, emit, compare, its argument-renaming wrapper, the caller
             )
 
 
