@@ -69,16 +69,36 @@ def svd(A: np.ndarray, *, compute_uv: bool = True) -> Any:
     slower but more robust ``gesvd`` (scipy). Only if both fail does ``LinAlgError`` propagate
     (:func:`repsim.similarity.compare` then reports that cell as NaN with the reason).
     """
-    try:
-        if compute_uv:
-            return np.linalg.svd(A, full_matrices=False)
-        return np.linalg.svd(A, compute_uv=False)
-    except np.linalg.LinAlgError:
-        import scipy.linalg
+    with _one_thread(A.size):
+        try:
+            if compute_uv:
+                return np.linalg.svd(A, full_matrices=False)
+            return np.linalg.svd(A, compute_uv=False)
+        except np.linalg.LinAlgError:
+            import scipy.linalg
 
-        return scipy.linalg.svd(
-            A, full_matrices=False, compute_uv=compute_uv, lapack_driver="gesvd"
-        )
+            return scipy.linalg.svd(
+                A, full_matrices=False, compute_uv=compute_uv, lapack_driver="gesvd"
+            )
+
+
+#: Matrices up to this many entries are decomposed on one BLAS thread: LAPACK's SVD of a
+#: layer-sized matrix is bound by level-2 operations and gains little from threads, while on a
+#: busy machine (more threads than free cores) it was measured 8-10x slower with 2 threads.
+SVD_ONE_THREAD_SIZE = 2**24
+
+
+def _one_thread(size: int) -> Any:
+    """A context that limits BLAS to one thread for matrices of up to ``SVD_ONE_THREAD_SIZE``."""
+    import contextlib
+
+    if size > SVD_ONE_THREAD_SIZE:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
 
 
 def basis(

@@ -301,7 +301,7 @@ def compare(
     measures: Sequence[str | Measure] | str = ("cka",),
     pairs: Literal["same", "all"] = "same",
     groups: Any = None,
-    n_boot: int = 0,
+    n_boot: int | Mapping[str, int] = 0,
     ci: float = 0.95,
     seed: int | None = 0,
     batch_size: int | None = None,
@@ -337,9 +337,13 @@ def compare(
         on each group's samples alone, plus on all samples (``group=None``). ``True`` uses the
         capture's ``groups`` attribute. (Formerly ``by=``, still accepted with a
         ``DeprecationWarning``.)
-    n_boot : int
+    n_boot : int or dict
         Bootstrap resamples (over samples, with replacement) for a percentile confidence
-        interval; 0 for none. The same resamples (from ``seed``) serve every cell.
+        interval; 0 for none; or ``{measure: n_boot}`` (measures not named get none). The same
+        resamples (from ``seed``) serve every cell. Linear CKA (``cka``, ``cka_debiased``) is
+        resampled from per-sample statistics (``n x n`` Grams with weighted centering,
+        :mod:`repsim.similarity.bootstrap`: ``O(n^2)`` per resample, shared by every layer
+        pair and group); every other measure is recomputed on each resample.
     ci : float
         Confidence level of the interval.
     seed : int, optional
@@ -390,7 +394,16 @@ def compare(
     unknown = set(options) - {m.name for m in ms}
     if unknown:
         raise ConfigError(f"options given for measures not requested: {sorted(unknown)}.")
-    if n_boot < 0 or not 0 < ci < 1:
+    boots_of = (
+        {m.name: int(n_boot.get(m.name, 0)) for m in ms}
+        if isinstance(n_boot, Mapping)
+        else dict.fromkeys((m.name for m in ms), int(n_boot))
+    )
+    if isinstance(n_boot, Mapping) and set(n_boot) - {m.name for m in ms}:
+        raise ConfigError(
+            f"n_boot given for measures not requested: {sorted(set(n_boot) - {m.name for m in ms})}."
+        )
+    if min(boots_of.values()) < 0 or not 0 < ci < 1:
         raise ConfigError(f"need n_boot >= 0 and 0 < ci < 1, got n_boot={n_boot}, ci={ci}.")
     label_a = model_a or getattr(a, "name", None) or "a"
     label_b = model_b or getattr(b, "name", None) or "b"
@@ -551,19 +564,19 @@ def compare(
         res = cca_of_bases(bx, by, n_g, dx, dy, label, n_keep=n_keep, weighted=m.name == "pwcca")
         return res.value
 
-    counts: dict[Any, np.ndarray] = {}
-    sides: dict[tuple[int, Any], GramSide] = {}
-    selfs: dict[tuple[int, Any], Any] = {}
-    boots: dict[tuple[int, int, Any, bool], np.ndarray] = {}
+    counts: dict[tuple[Any, int], np.ndarray] = {}
+    sides: dict[tuple[int, Any, int], GramSide] = {}
+    selfs: dict[tuple[int, Any, int], Any] = {}
+    boots: dict[tuple[int, int, Any, bool, int], np.ndarray] = {}
 
-    def linear_boot(la: str, lb: str, g: Any, debiased: bool) -> np.ndarray:
+    def linear_boot(la: str, lb: str, g: Any, debiased: bool, nb: int) -> np.ndarray:
         """Replicates of linear CKA from per-sample statistics (repsim.similarity.bootstrap)."""
-        if g not in counts:
-            counts[g] = bootstrap_counts(n if g is _ALL else group_rows[g].size, n_boot, seed)
-        U = counts[g]
+        if (g, nb) not in counts:
+            counts[(g, nb)] = bootstrap_counts(n if g is _ALL else group_rows[g].size, nb, seed)
+        U = counts[(g, nb)]
 
         def side(s: str, name: str) -> tuple[GramSide, Any]:
-            key = (ident(s, name), g)
+            key = (ident(s, name), g, nb)
             if key not in sides:
                 K = full_gram(s, name)
                 if g is not _ALL:
@@ -572,9 +585,9 @@ def compare(
                 selfs[key] = _cross(sides[key], sides[key], U, True)
             return sides[key], selfs[key]
 
-        key = (ident("a", la), ident("b", lb), g, debiased)
+        key = (ident("a", la), ident("b", lb), g, debiased, nb)
         if key not in boots:
-            rev = (key[1], key[0], g, debiased)
+            rev = (key[1], key[0], g, debiased, nb)
             if rev in boots:
                 boots[key] = boots[rev]
             else:
@@ -624,14 +637,15 @@ def compare(
         if (g is not _ALL and n_g < min_group_size) or n_g < m.min_n:
             return math.nan, math.nan
         desc = f"bootstrap {m.name} {la}" + ("" if g is _ALL else f" [{g}]")
+        nb = boots_of[m.name]
         if m.name in _LINEAR and not opts and n_g <= _GRAM_BOOT_MAX_N:
-            vals = linear_boot(la, lb, g, m.name == "cka_debiased")
-            return _interval(vals, n_boot, ci, desc)
+            vals = linear_boot(la, lb, g, m.name == "cka_debiased", nb)
+            return _interval(vals, nb, ci, desc)
         return _bootstrap(
             functools.partial(_call_measure, m, opts),
             layer("a", la, g),
             layer("b", lb, g),
-            n_boot,
+            nb,
             seed,
             ci,
             desc,
@@ -680,10 +694,10 @@ def compare(
         note: list[str] = []
         call = functools.partial(cell_value, la, lb, m, g, n_g, opts, where, note)
         row["value"] = log.run(m.name, call) if log else call()
-        if n_boot:
+        if boots_of[m.name]:
             call = functools.partial(cell_interval, la, lb, m, g, n_g, opts)
             lo, hi = log.run(m.name, call) if log else call()
-            row.update(ci_low=lo, ci_high=hi, n_boot=n_boot)
+            row.update(ci_low=lo, ci_high=hi, n_boot=boots_of[m.name])
         if note:
             row["note"] = "; ".join(note)
         rows.append(row)
