@@ -22,7 +22,7 @@ def test_ls_lists_every_store_under_the_root_with_whole_names(tmp_path, capsys):
     long_name = "a-model-name-longer-than-sixteen-characters"
     record(tiny_resnet(), data, ["block1"], store=store, progress=False, name=long_name)
     record(tiny_resnet(1), data, ["block1"], store=other, progress=False)
-    assert find_stores(tmp_path / "cache") == [other, store]
+    assert find_stores(tmp_path / "cache") == [store, other]
     assert run(["cache", "ls", "--path", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert str(store) in out and str(other) in out
