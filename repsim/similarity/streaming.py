@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from scipy.linalg import blas
 
 from repsim._core.rows import common_rows, iter_rows
 from repsim._core.validation import as_like, as_pair, is_torch
@@ -145,9 +146,7 @@ class LinearCKAAccumulator:
         self.n += xb.shape[0]
         s["sx"] = s["sx"] + xb.sum(0)
         s["sy"] = s["sy"] + yb.sum(0)
-        s["Sxx"] = s["Sxx"] + xb.T @ xb
-        s["Syy"] = s["Syy"] + yb.T @ yb
-        s["Sxy"] = s["Sxy"] + xb.T @ yb
+        _accumulate(s, xb, yb)
         s["ak"] += float(k.sum())
         s["al"] += float(l.sum())
         s["kk"] += _dot(k, k)
@@ -163,7 +162,7 @@ class LinearCKAAccumulator:
         dx, dy = xb.shape[1], yb.shape[1]
 
         def zeros(*shape: int) -> Any:
-            return xb.new_zeros(shape) if is_torch(xb) else np.zeros(shape)
+            return xb.new_zeros(shape) if is_torch(xb) else np.zeros(shape, order="F")
 
         self._s = {
             "cx": xb.mean(0),
@@ -183,6 +182,7 @@ class LinearCKAAccumulator:
     # ------------------------------------------------------------------ re-basing and merging
     def _rebased(self, delta: Any, eps: Any) -> dict[str, Any]:
         """The sums about new shifts, i.e. for rows ``x_i + delta`` and ``y_i + eps``."""
+        _full(self._s)
         s, n = self._s, self.n
         D, E = _dot(delta, delta), _dot(eps, eps)
         sxd, sye = _dot(s["sx"], delta), _dot(s["sy"], eps)
@@ -228,6 +228,7 @@ class LinearCKAAccumulator:
         if other.n == 0:
             return self
         if self.n == 0:
+            _full(other._s)
             self.n, self._s = other.n, copy.deepcopy(other._s)
             return self
         o = {k: self._convert(v) if not isinstance(v, float) else v for k, v in other._s.items()}
@@ -286,6 +287,34 @@ class LinearCKAAccumulator:
         if hxx <= 0 or hyy <= 0:
             return _nan("debiased CKA")
         return float(hxy / np.sqrt(hxx * hyy))
+
+
+def _accumulate(s: dict[str, Any], xb: Any, yb: Any) -> None:
+    """``S_xx += X^T X``, ``S_yy += Y^T Y``, ``S_xy += X^T Y`` in place (no ``d x d`` temporary).
+
+    numpy: BLAS ``syrk`` on the upper triangles of the symmetric sums (half the flops of a
+    product; the lower triangles are filled in by :func:`_full` before the sums are read) and
+    ``gemm`` for the cross sum, all with ``beta = 1`` into the Fortran-ordered state. torch:
+    ``addmm_``.
+    """
+    if is_torch(xb):
+        s["Sxx"].addmm_(xb.T, xb)
+        s["Syy"].addmm_(yb.T, yb)
+        s["Sxy"].addmm_(xb.T, yb)
+        return
+    s["Sxx"] = blas.dsyrk(1.0, xb.T, beta=1.0, c=s["Sxx"], trans=0, overwrite_c=1)
+    s["Syy"] = blas.dsyrk(1.0, yb.T, beta=1.0, c=s["Syy"], trans=0, overwrite_c=1)
+    s["Sxy"] = blas.dgemm(1.0, xb.T, yb.T, beta=1.0, c=s["Sxy"], trans_b=1, overwrite_c=1)
+    s["_upper"] = True
+
+
+def _full(s: dict[str, Any]) -> None:
+    """Mirror the upper triangles of ``S_xx``, ``S_yy`` after :func:`_accumulate` (in place)."""
+    if s.pop("_upper", False):
+        from repsim.similarity._linear import mirror_upper
+
+        mirror_upper(s["Sxx"])
+        mirror_upper(s["Syy"])
 
 
 def _nan(what: str) -> float:
