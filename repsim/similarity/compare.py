@@ -22,6 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from repsim._core.deprecation import renamed_arguments
+from repsim._core.rows import iter_rows
 from repsim._core.stats import bootstrap_replicates, percentile_interval
 from repsim._core.validation import (
     as_array,
@@ -50,6 +51,7 @@ from repsim.similarity.bootstrap import (
 )
 from repsim.similarity.cca import basis, cca_of_bases, n_kept, warn_dropped
 from repsim.similarity.cka import _row_norms, _self_fro2
+from repsim.similarity.multi import MultiLayerCKAAccumulator
 from repsim.similarity.registry import Measure, get_measure
 from repsim.similarity.streaming import (
     LinearCKAAccumulator,
@@ -521,6 +523,43 @@ def compare(
             streamed[(la, lb)] = accs
         return streamed[(la, lb)]
 
+    multi: dict[str, Any] = {}
+
+    def multi_stream() -> tuple[dict[Any, MultiLayerCKAAccumulator], dict[int, int]] | None:
+        """One pass over the rows for every streamed pair: each layer read once."""
+        if "accs" not in multi:
+            feat = [(la, lb) for la, lb in layer_pairs if pair_route(la, lb) == "feature"]
+            pos: dict[int, int] = {}
+            arrays: list[Any] = []
+            for la, lb in feat:
+                for side, name in (("a", la), ("b", lb)):
+                    i = ident(side, name)
+                    if i not in pos:
+                        pos[i] = len(arrays)
+                        arrays.append(alive[i])
+            pairs_idx = [(pos[ident("a", la)], pos[ident("b", lb)]) for la, lb in feat]
+            widths = [int(x.shape[1]) for x in arrays]
+            state = MultiLayerCKAAccumulator.bytes_needed(widths, pairs_idx) * len(group_rows)
+            if not feat or state > limit // 2:
+                multi["accs"] = None
+                return None
+            accs = {g: MultiLayerCKAAccumulator(widths, pairs_idx) for g in group_rows}
+            bs = batch_size or int(max(64, min(4096, 2**25 // (8 * sum(widths)))))
+            for i, batches in enumerate(
+                iter_rows(arrays, bs, progress=progress, desc="streaming layers")
+            ):
+                accs[_ALL].update(batches)
+                for g, idx in group_rows.items():
+                    if g is _ALL:
+                        continue
+                    sel = idx[(idx >= i * bs) & (idx < (i + 1) * bs)] - i * bs
+                    if sel.size:
+                        accs[g].update([_take(as_matrix(x), sel) for x in batches])
+            multi["accs"], multi["pos"] = accs, pos
+        if multi["accs"] is None:
+            return None
+        return multi["accs"], multi["pos"]
+
     def pair_route(la: str, lb: str) -> str:
         """Streamed linear CKA of a Zarr pair: accumulators (feature) or kernels (Gram)."""
         if batch_size is not None:
@@ -620,6 +659,11 @@ def compare(
             if m.name in _LINEAR and not opts and stream_needed:
                 if pair_route(la, lb) == "gram":
                     return linear_cell(la, lb, g, m.name, via_gram=True)
+                ms_ = multi_stream()
+                if ms_ is not None:
+                    accs, pos = ms_
+                    i, j = pos[ident("a", la)], pos[ident("b", lb)]
+                    return accs[g].result(i, j, debiased=m.name == "cka_debiased")
                 return stream(la, lb)[g].result(debiased=m.name == "cka_debiased")
             if m.name in _LINEAR and not opts:
                 return linear_cell(la, lb, g, m.name, via_gram=False)

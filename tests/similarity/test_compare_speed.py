@@ -163,3 +163,29 @@ def test_wide_zarr_layers_take_the_gram_route(tmp_path):
         Y = layers_b[r["layer_b"]][:][rows].astype(np.float64)
         want = cka(X, Y, debiased=r["measure"] == "cka_debiased")
         assert r["value"] == pytest.approx(want, abs=1e-10)
+
+
+class CountingArray:
+    """A read-only array-like that counts the rows read through it (like a zarr.Array)."""
+
+    def __init__(self, a):
+        self.a, self.rows_read = a, 0
+        self.shape, self.dtype = a.shape, a.dtype
+
+    def __getitem__(self, key):
+        out = self.a[key]
+        self.rows_read += out.shape[0] if out.ndim == 2 else 0
+        return out
+
+
+def test_all_pairs_from_a_store_read_each_layer_once():
+    a, _ = make_captures(10, n=300, widths=(8, 12, 5, 9))
+    store = {k: CountingArray(v.astype(np.float32)) for k, v in a.items()}
+    t = compare(store, store, pairs="all", measures=["cka", "cka_debiased"], groups=a.groups)
+    assert all(x.rows_read == 300 for x in store.values())  # one pass, whatever L
+    for r in t:
+        rows = np.arange(300) if r["group"] is None else np.flatnonzero(a.groups == r["group"])
+        X = store[r["layer_a"]].a[rows].astype(np.float64)
+        Y = store[r["layer_b"]].a[rows].astype(np.float64)
+        want = cka(X, Y, debiased=r["measure"] == "cka_debiased")
+        assert r["value"] == pytest.approx(want, abs=1e-10)
