@@ -28,7 +28,9 @@ from repsim.similarity.outofcore import (
     stream_cka,
 )
 from repsim.similarity.procrustes import procrustes
+from repsim.similarity.multi import MultiLayerCKAAccumulator
 from repsim.similarity.registry import Measure, get_measure, measures
+from repsim.similarity.sketch import SketchedCKA, sketched_cka
 from repsim.similarity.streaming import (
     LinearCKAAccumulator,
     MinibatchCKAAccumulator,
@@ -45,6 +47,8 @@ __all__ = [
     "LinearCKAAccumulator",
     "Measure",
     "MinibatchCKAAccumulator",
+    "MultiLayerCKAAccumulator",
+    "SketchedCKA",
     "SimilarityTable",
     "SimilarityWarning",
     "bootstrap_linear_cka",
@@ -63,6 +67,7 @@ __all__ = [
     "procrustes",
     "pwcca",
     "rbf_cka",
+    "sketched_cka",
     "stream_cca",
     "stream_cka",
     "stream_linear_cka",

@@ -153,3 +153,29 @@ def test_two_samples_are_nan_not_one():
         with pytest.warns(SimilarityWarning, match="at least 3 samples, got 2"):
             assert np.isnan(cka(X[:2], Y[:2], **kwargs))
     assert np.isfinite(cka(X[:3], Y[:3]))
+
+
+def test_sketched_cka_is_labelled_approximate_and_covers_the_exact_value():
+    from repsim.similarity import sketched_cka
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(200, 1200)) * np.linspace(2, 0.1, 1200) + 3.0
+    Y = np.tanh(X[:, :600]) + 0.5 * rng.normal(size=(200, 600))
+    for debiased in (False, True):
+        exact = cka(X, Y, debiased=debiased)
+        s = sketched_cka(X, Y, n_components=128, n_sketches=5, debiased=debiased, seed=2)
+        assert s.approximate and s.stderr > 0 and s.ci_low < s.value < s.ci_high
+        assert abs(s.value - exact) < 5 * s.stderr + 0.02
+    # the sketched numerator is unbiased: its mean over sketches approaches tr(K H L H)
+    from repsim.similarity.sketch import _count_sketch
+
+    Xc, Yc = X[:, :50] - X[:, :50].mean(0), Y[:, :40] - Y[:, :40].mean(0)
+    want = np.sum((Xc.T @ Yc) ** 2)
+    draws = []
+    for r in range(300):
+        g = np.random.default_rng(r)
+        xs, ys = Xc @ _count_sketch(50, 20, g), Yc @ _count_sketch(40, 20, g)
+        draws.append(np.sum((xs.T @ ys) ** 2))
+    assert np.mean(draws) == pytest.approx(want, rel=4 * np.std(draws) / np.sqrt(300) / want)
+    with pytest.raises(ConfigError):
+        sketched_cka(X, Y, n_sketches=1)
