@@ -20,6 +20,7 @@ from repsim.similarity.cka import (
     rbf_cka,
 )
 from repsim.similarity.compare import check_sample_order, compare
+from repsim.similarity.multi import MultiLayerCKAAccumulator
 from repsim.similarity.outofcore import (
     QR_MEASURES,
     CCAAccumulator,
@@ -28,7 +29,6 @@ from repsim.similarity.outofcore import (
     stream_cka,
 )
 from repsim.similarity.procrustes import procrustes
-from repsim.similarity.multi import MultiLayerCKAAccumulator
 from repsim.similarity.registry import Measure, get_measure, measures
 from repsim.similarity.sketch import SketchedCKA, sketched_cka
 from repsim.similarity.streaming import (
