@@ -317,13 +317,28 @@ def column_stats(a: Any, name: str, *, rows: int | None = None) -> Columns:
 
 
 def centered_block(
-    a: Any, cols: Columns, rows: slice, colsl: slice | None = None, order: str = "C"
+    a: Any,
+    cols: Columns,
+    rows: slice,
+    colsl: slice | None = None,
+    order: str = "C",
+    buf: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Rows (and columns) of ``a`` as float64, centered by the column means, constants zeroed."""
+    """Rows (and columns) of ``a`` as float64, centered by the column means, constants zeroed.
+
+    ``buf``: a reusable float64 buffer with at least the block's rows (C order) or columns
+    (F order): writing into the same memory block after block avoids the page faults of fresh
+    allocations.
+    """
     b = _block(a, rows, colsl)
     mean = cols.mean if colsl is None else cols.mean[colsl]
     const = cols.const if colsl is None else cols.const[colsl]
-    out = np.empty(b.shape, dtype=np.float64, order=order)
+    if buf is None:
+        out = np.empty(b.shape, dtype=np.float64, order=order)
+    elif order == "C":
+        out = buf[: b.shape[0]]
+    else:
+        out = buf[:, : b.shape[1]]
     np.subtract(b, mean, out=out)
     if const.any():
         out[:, const] = 0.0
@@ -408,39 +423,48 @@ def _self_tiled(
     """``||A_c^T A_c||_F^2`` from column-tile products (``syrk`` on the diagonal tiles)."""
     n, total = cols.n, 0.0
     spans = _spans(cols.d, w)
+    bufs = [np.empty((min(m, n), sp.stop - sp.start)) for sp in spans[:2]]
     for a_i, ti in enumerate(spans):
         for tj in spans[a_i:]:
             diag = ti == tj
             C = np.zeros((ti.stop - ti.start, tj.stop - tj.start), order="F")
             for r in range(0, n, m):
                 rows = slice(r, r + m)
-                bi = centered_block(A, cols, rows, ti)
+                bi = centered_block(A, cols, rows, ti, buf=_fit(bufs, 0, ti))
                 if diag:
                     syrk_into(C, bi, precision)
                     if norms is not None:
                         norms[rows] += np.einsum("ij,ij->i", bi, bi)
                 else:
-                    bj = centered_block(A, cols, rows, tj)
+                    bj = centered_block(A, cols, rows, tj, buf=_fit(bufs, 1, tj))
                     gemm_tn_into(C, bi, bj, precision)
-                    del bj
-                del bi  # before the next block is made: one block per tile alive at a time
             total += upper_fro2(C) if diag else 2.0 * float(np.einsum("ij,ij->", C, C))
             del C
     return total
 
 
+def _fit(bufs: list[np.ndarray], i: int, span: slice) -> np.ndarray:
+    """Buffer ``i`` viewed as ``[rows, width of span]`` (C-contiguous), regrown if too small."""
+    w = span.stop - span.start
+    rows = bufs[i].shape[0]
+    if bufs[i].size < rows * w:
+        bufs[i] = np.empty((rows, w))
+    return bufs[i].reshape(-1)[: rows * w].reshape(rows, w)
+
+
 def _cross_tiled(X: Any, Y: Any, cx: Columns, cy: Columns, w: int, m: int, precision: str) -> float:
     """``||X_c^T Y_c||_F^2`` from column-tile products."""
     total = 0.0
+    rows_b = min(m, cx.n)
+    bufs = [np.empty((rows_b, min(w, cx.d))), np.empty((rows_b, min(w, cy.d)))]
     for ti in _spans(cx.d, w):
         for tj in _spans(cy.d, w):
             C = np.zeros((ti.stop - ti.start, tj.stop - tj.start), order="F")
             for r in range(0, cx.n, m):
                 rows = slice(r, r + m)
-                bi = centered_block(X, cx, rows, ti)
-                bj = centered_block(Y, cy, rows, tj)
+                bi = centered_block(X, cx, rows, ti, buf=_fit(bufs, 0, ti))
+                bj = centered_block(Y, cy, rows, tj, buf=_fit(bufs, 1, tj))
                 gemm_tn_into(C, bi, bj, precision)
-                del bi, bj
             total += float(np.einsum("ij,ij->", C, C))
             del C
     return total
