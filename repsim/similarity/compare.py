@@ -159,7 +159,9 @@ class _LinearStats:
     ``n < d``), or from a Gram matrix of any centering (double-centered here).
     """
 
-    def __init__(self, X: Any = None, *, gram: np.ndarray | None = None) -> None:
+    def __init__(
+        self, X: Any = None, *, gram: np.ndarray | None = None, self_term: bool = True
+    ) -> None:
         if gram is not None:
             self.n = self.d = gram.shape[0]
             G = np.array(gram, dtype=np.float64, order="F")
@@ -181,7 +183,7 @@ class _LinearStats:
             self.c_self = float((self.G * self.G).sum())
         else:
             self.G = None
-            self.c_self = _self_fro2(self.Xc)
+            self.c_self = _self_fro2(self.Xc) if self_term else math.nan
 
     def cross(self, other: _LinearStats) -> float:
         if self is other:
@@ -501,7 +503,8 @@ def compare(
         ia, ib = ident("a", la), ident("b", lb)
         key = (ia, ib, g)
         if key not in crosses:
-            crosses[key] = crosses.get((ib, ia, g), None) or sa.cross(sb)
+            rev = crosses.get((ib, ia, g))
+            crosses[key] = rev if rev is not None else sa.cross(sb)
         return _linear_value(sa, sb, measure, crosses[key])
 
     streamed: dict[tuple[str, str], dict[Any, LinearCKAAccumulator]] = {}
@@ -696,6 +699,41 @@ def compare(
             progress,
         )
 
+    def all_products_at_once() -> None:
+        """Form every product of a symmetric set of in-memory layers with one ``syrk``.
+
+        ``Z^T Z`` of the concatenated centered layers holds each ``X_i^T X_j`` once.
+        """
+        if stream_needed or not any(m.name in _LINEAR for m in ms):
+            return
+        side_a = list(dict.fromkeys(ident("a", la) for la, _ in layer_pairs))
+        side_b = list(dict.fromkeys(ident("b", lb) for _, lb in layer_pairs))
+        if set(side_a) != set(side_b) or len(side_a) < 3:
+            return
+        names = {ident("a", la): ("a", la) for la, _ in layer_pairs}
+        widths = [int(alive[i].shape[1]) for i in side_a]
+        if max(widths) > n or sum(widths) ** 2 * 8 > 2**29 or n * sum(widths) * 8 > 2**30:
+            return
+        sts = []
+        for i in side_a:
+            st = _LinearStats(layer(*names[i], _ALL), self_term=False)
+            stats[(i, _ALL)] = st
+            sts.append(st)
+        Z = np.concatenate([st.Xc for st in sts], axis=1)
+        G = Z.T @ Z  # numpy evaluates A.T @ A with syrk
+        del Z
+        edges = np.cumsum([0, *widths])
+        for p, ip in enumerate(side_a):
+            for q, iq in enumerate(side_a):
+                if q < p:
+                    continue
+                B = G[edges[p] : edges[p + 1], edges[q] : edges[q + 1]]
+                c = float(np.einsum("ij,ij->", B, B))
+                crosses[(ip, iq, _ALL)] = crosses[(iq, ip, _ALL)] = c
+                if p == q:
+                    sts[p].c_self = c
+
+    all_products_at_once()
     cells = [(la, lb, m, g) for la, lb in layer_pairs for m in ms for g in group_rows]
     last_use: dict[int, int] = {}
     for i, (la, lb, _, _) in enumerate(cells):

@@ -77,6 +77,13 @@ def test_all_pairs_of_one_capture_share_work_and_match_pairwise():
         for j, lb in enumerate(a):
             assert M[i, j] == pytest.approx(cka(a[la], a[lb]), abs=1e-12)
     assert np.allclose(np.diag(M), 1.0)
+    # narrow layers (n >= d): every product from one syrk of the concatenated layers
+    b, _ = make_captures(5, n=200, widths=(8, 12, 5, 9))
+    t2 = compare(b, b, pairs="all", measures=["cka", "cka_debiased"])
+    for r in t2:
+        X, Y = b[r["layer_a"]], b[r["layer_b"]]
+        want = cka(X, Y, debiased=r["measure"] == "cka_debiased")
+        assert r["value"] == pytest.approx(want, abs=1e-12)
 
 
 def test_cca_family_reuses_per_layer_bases_and_matches_direct_calls():
