@@ -38,7 +38,7 @@ from repsim.errors import ConfigError, NonFiniteError
 Precision = Literal["float64", "float32"]
 
 #: Working memory (bytes) a row or column block aims at when no ``memory_limit`` is given.
-BLOCK_BYTES = 16 * 2**20
+BLOCK_BYTES = 32 * 2**20
 #: Largest feature-route product (``w x w`` float64) formed at once when no ``memory_limit`` is
 #: given: wider layers are multiplied in column tiles, so the working memory stays a small
 #: fraction of the inputs (``8 w^2`` bytes against ``8 n d``).
@@ -346,13 +346,47 @@ def centered_block(
 
 
 # --------------------------------------------------------------------------- BLAS helpers
-def syrk_into(C: np.ndarray, A: np.ndarray, precision: str = "float64") -> None:
+def _f32(work: dict | None, key: str, A: np.ndarray) -> np.ndarray:
+    """``A`` rounded to float32 in a reusable C-ordered buffer (fresh when ``work`` is None)."""
+    if work is None:
+        return A.astype(np.float32)
+    buf = work.get(key)
+    if buf is None or buf.size < A.size:
+        buf = work[key] = np.empty(A.size, np.float32)
+    out = buf[: A.size].reshape(A.shape)
+    np.copyto(out, A, casting="same_kind")
+    return out
+
+
+def _p32(work: dict | None, shape: tuple[int, int], kind: str) -> np.ndarray | None:
+    """A reusable zeroed float32 product buffer (Fortran order) of ``shape``.
+
+    ``kind`` keeps ``syrk`` buffers (whose lower triangle must stay zero) apart from ``gemm``
+    ones (written whole).
+    """
+    if work is None:
+        return None
+    key = (kind, shape)
+    if key not in work:
+        work[key] = np.zeros(shape, np.float32, order="F")
+    return work[key]
+
+
+def syrk_into(
+    C: np.ndarray, A: np.ndarray, precision: str = "float64", work: dict | None = None
+) -> None:
     """``C += A^T A`` on the upper triangle of the Fortran-ordered ``C`` (lower left untouched).
 
-    float32: the product in float32, added to the float64 ``C``.
+    float32: the product in float32 (into a reusable buffer of ``work``), added to the float64
+    ``C``.
     """
     if precision == "float32":
-        P = blas.ssyrk(1.0, A.astype(np.float32).T, trans=0)
+        a = _f32(work, "a", A)
+        P = _p32(work, (A.shape[1], A.shape[1]), "syrk")
+        if P is None:
+            P = blas.ssyrk(1.0, a.T, trans=0)
+        else:
+            P = blas.ssyrk(1.0, a.T, beta=0.0, c=P, trans=0, overwrite_c=1)
         np.add(C, P, out=C)
         return
     blas.dsyrk(1.0, A.T, beta=1.0, c=C, trans=0, overwrite_c=1)
@@ -367,10 +401,21 @@ def syrk_rows_into(C: np.ndarray, A: np.ndarray, precision: str = "float64") -> 
     blas.dsyrk(1.0, A, beta=1.0, c=C, trans=0, overwrite_c=1)
 
 
-def gemm_tn_into(C: np.ndarray, A: np.ndarray, B: np.ndarray, precision: str = "float64") -> None:
+def gemm_tn_into(
+    C: np.ndarray,
+    A: np.ndarray,
+    B: np.ndarray,
+    precision: str = "float64",
+    work: dict | None = None,
+) -> None:
     """``C += A^T B`` for the Fortran-ordered ``C`` (``A``, ``B`` C-ordered row blocks)."""
     if precision == "float32":
-        P = blas.sgemm(1.0, A.astype(np.float32).T, B.astype(np.float32).T, trans_b=1)
+        a, b = _f32(work, "a", A), _f32(work, "b", B)
+        P = _p32(work, (A.shape[1], B.shape[1]), "gemm")
+        if P is None:
+            P = blas.sgemm(1.0, a.T, b.T, trans_b=1)
+        else:
+            P = blas.sgemm(1.0, a.T, b.T, beta=0.0, c=P, trans_b=1, overwrite_c=1)
         np.add(C, P, out=C)
         return
     blas.dgemm(1.0, A.T, B.T, beta=1.0, c=C, trans_b=1, overwrite_c=1)
@@ -424,6 +469,7 @@ def _self_tiled(
     n, total = cols.n, 0.0
     spans = _spans(cols.d, w)
     bufs = [np.empty((min(m, n), sp.stop - sp.start)) for sp in spans[:2]]
+    work: dict = {}
     for a_i, ti in enumerate(spans):
         for tj in spans[a_i:]:
             diag = ti == tj
@@ -432,12 +478,12 @@ def _self_tiled(
                 rows = slice(r, r + m)
                 bi = centered_block(A, cols, rows, ti, buf=_fit(bufs, 0, ti))
                 if diag:
-                    syrk_into(C, bi, precision)
+                    syrk_into(C, bi, precision, work)
                     if norms is not None:
                         norms[rows] += np.einsum("ij,ij->i", bi, bi)
                 else:
                     bj = centered_block(A, cols, rows, tj, buf=_fit(bufs, 1, tj))
-                    gemm_tn_into(C, bi, bj, precision)
+                    gemm_tn_into(C, bi, bj, precision, work)
             total += upper_fro2(C) if diag else 2.0 * float(np.einsum("ij,ij->", C, C))
             del C
     return total
@@ -457,6 +503,7 @@ def _cross_tiled(X: Any, Y: Any, cx: Columns, cy: Columns, w: int, m: int, preci
     total = 0.0
     rows_b = min(m, cx.n)
     bufs = [np.empty((rows_b, min(w, cx.d))), np.empty((rows_b, min(w, cy.d)))]
+    work: dict = {}
     for ti in _spans(cx.d, w):
         for tj in _spans(cy.d, w):
             C = np.zeros((ti.stop - ti.start, tj.stop - tj.start), order="F")
@@ -464,7 +511,7 @@ def _cross_tiled(X: Any, Y: Any, cx: Columns, cy: Columns, w: int, m: int, preci
                 rows = slice(r, r + m)
                 bi = centered_block(X, cx, rows, ti, buf=_fit(bufs, 0, ti))
                 bj = centered_block(Y, cy, rows, tj, buf=_fit(bufs, 1, tj))
-                gemm_tn_into(C, bi, bj, precision)
+                gemm_tn_into(C, bi, bj, precision, work)
             total += float(np.einsum("ij,ij->", C, C))
             del C
     return total

@@ -90,7 +90,7 @@ def test_memory_limit_holds_in_practice(shape, limit):
 
 
 def test_inputs_are_not_copied_whole():
-    X, Y = pair(2, 20_000, 200, 150)
+    X, Y = pair(2, 40_000, 200, 150)
     tracemalloc.start()
     try:
         cka(X, Y)
