@@ -59,9 +59,20 @@ class MultiLayerCKAAccumulator:
         self.a = np.zeros(L)
         self.KK = np.zeros((L, L))
         self.KZ = [np.zeros((L, w)) for w in self.widths]
-        self.G = {
-            (i, j): np.zeros((self.widths[i], self.widths[j]), order="F") for i, j in self.pairs
-        }
+        total = sum(self.widths)
+        wanted = sum(self.widths[i] * self.widths[j] for i, j in self.pairs)
+        # most pairs wanted: one syrk of the concatenated batch forms every product at once
+        self.dense = total * (total + 1) / 2 <= 1.5 * wanted
+        self.edges = np.cumsum([0, *self.widths])
+        self.Gfull = np.zeros((total, total), order="F") if self.dense else None
+        self.G = (
+            {}
+            if self.dense
+            else {
+                (i, j): np.zeros((self.widths[i], self.widths[j]), order="F") for i, j in self.pairs
+            }
+        )
+        self._cached: Any = None
 
     @staticmethod
     def bytes_needed(widths: Sequence[int], pairs: Sequence[tuple[int, int]]) -> int:
@@ -83,6 +94,10 @@ class MultiLayerCKAAccumulator:
         for i, z in enumerate(zs):
             self.s[i] += z.sum(0)
             self.KZ[i] += kn.T @ z
+        if self.dense:
+            Z = np.concatenate(zs, axis=1)
+            self.Gfull = blas.dsyrk(1.0, Z.T, beta=1.0, c=self.Gfull, trans=0, overwrite_c=1)
+            return self
         for i, j in self.pairs:
             if i == j:
                 self.G[(i, j)] = blas.dsyrk(
@@ -104,10 +119,16 @@ class MultiLayerCKAAccumulator:
         a2 = self.a + 2 * sd + n * D
         KK2 = np.full((L, L), np.nan)
         c: dict[tuple[int, int], float] = {}
+        if self.dense:
+            mirror_upper(self.Gfull)
+        e = self.edges
         for i, j in self.pairs:
-            G = self.G[(i, j)]
-            if i == j:
-                mirror_upper(G)
+            if self.dense:
+                G = self.Gfull[e[i] : e[i + 1], e[j] : e[j + 1]]
+            else:
+                G = self.G[(i, j)]
+                if i == j:
+                    mirror_upper(G)
             Gd = G @ d[j]
             kk = (
                 self.KK[i, j]

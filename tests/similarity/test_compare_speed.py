@@ -196,3 +196,20 @@ def test_all_pairs_from_a_store_read_each_layer_once():
         Y = store[r["layer_b"]].a[rows].astype(np.float64)
         want = cka(X, Y, debiased=r["measure"] == "cka_debiased")
         assert r["value"] == pytest.approx(want, abs=1e-10)
+
+
+@pytest.mark.parametrize("pairs", [[(0, 1), (1, 2), (0, 2)], [(0, 3)]], ids=["dense", "blocks"])
+def test_multilayer_accumulator_matches_pairwise_cka(pairs):
+    from repsim.similarity import MultiLayerCKAAccumulator
+
+    rng = np.random.default_rng(12)
+    Ls = [rng.normal(size=(250, d)) * (i + 1) + 50 * i for i, d in enumerate((5, 12, 7, 30))]
+    Ls[1][:, 2] = 3.0  # a dead unit
+    acc = MultiLayerCKAAccumulator([L.shape[1] for L in Ls], pairs)
+    assert acc.dense == (len(pairs) == 3)
+    for r in range(0, 250, 37):
+        acc.update([L[r : r + 37] for L in Ls])
+    for debiased in (False, True):
+        got = acc.results(pairs, debiased=debiased)
+        want = [cka(Ls[i], Ls[j], debiased=debiased) for i, j in pairs]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
