@@ -46,9 +46,19 @@ class MultiLayerCKAAccumulator:
         Features of each layer.
     pairs : sequence of (int, int)
         The layer pairs whose CKA is wanted (indices into ``widths``); self pairs are added.
+    dense : bool, optional
+        Keep every product in one ``(sum d) x (sum d)`` matrix updated by one ``syrk`` per batch
+        (default: when the wanted products are at least two thirds of it), else only the
+        wanted blocks.
     """
 
-    def __init__(self, widths: Sequence[int], pairs: Sequence[tuple[int, int]]) -> None:
+    def __init__(
+        self,
+        widths: Sequence[int],
+        pairs: Sequence[tuple[int, int]],
+        *,
+        dense: bool | None = None,
+    ) -> None:
         self.widths = [int(w) for w in widths]
         L = len(self.widths)
         want = {(min(i, j), max(i, j)) for i, j in pairs} | {(i, i) for i in range(L)}
@@ -62,7 +72,7 @@ class MultiLayerCKAAccumulator:
         total = sum(self.widths)
         wanted = sum(self.widths[i] * self.widths[j] for i, j in self.pairs)
         # most pairs wanted: one syrk of the concatenated batch forms every product at once
-        self.dense = total * (total + 1) / 2 <= 1.5 * wanted
+        self.dense = total * (total + 1) / 2 <= 1.5 * wanted if dense is None else dense
         self.edges = np.cumsum([0, *self.widths])
         self.Gfull = np.zeros((total, total), order="F") if self.dense else None
         self.G = (

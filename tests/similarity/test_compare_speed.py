@@ -205,8 +205,9 @@ def test_multilayer_accumulator_matches_pairwise_cka(pairs):
     rng = np.random.default_rng(12)
     Ls = [rng.normal(size=(250, d)) * (i + 1) + 50 * i for i, d in enumerate((5, 12, 7, 30))]
     Ls[1][:, 2] = 3.0  # a dead unit
-    acc = MultiLayerCKAAccumulator([L.shape[1] for L in Ls], pairs)
-    assert acc.dense == (len(pairs) == 3)
+    dense = len(pairs) == 3
+    acc = MultiLayerCKAAccumulator([L.shape[1] for L in Ls], pairs, dense=dense)
+    assert acc.dense == dense
     for r in range(0, 250, 37):
         acc.update([L[r : r + 37] for L in Ls])
     for debiased in (False, True):
