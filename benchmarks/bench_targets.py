@@ -116,13 +116,16 @@ SCRIPTS = {
     "float32": """
         from repsim.similarity import cka
         X, Y = make_pair(S["n"], S["d"], 0)
-        X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+        X32, Y32 = X.astype(np.float32), Y.astype(np.float32)  # activations as captured
         floor = lambda: (X32.T @ X32, Y32.T @ Y32, X32.T @ Y32)
-        best, out = interleaved([floor, lambda: cka(X, Y, precision="float32")], S["repeats"])
-        exact = cka(X, Y)
-        deb = cka(X, Y, debiased=True)
-        deb32 = cka(X, Y, debiased=True, precision="float32")
+        best, out = interleaved(
+            [floor, lambda: cka(X32, Y32, precision="float32"),
+             lambda: cka(X, Y, precision="float32")], S["repeats"])
+        exact = cka(X32, Y32)  # float64 CKA of the same (float32) activations
+        deb = cka(X32, Y32, debiased=True)
+        deb32 = cka(X32, Y32, debiased=True, precision="float32")
         R = {"floor_s": best[0], "cka_s": best[1], "ratio": best[1] / best[0],
+             "float64_inputs_s": best[2], "ratio_float64_inputs": best[2] / best[0],
              "rel_error": abs(out[1] - exact) / abs(exact),
              "rel_error_debiased": abs(deb32 - deb) / abs(deb)}
     """,

@@ -116,8 +116,9 @@ class Plan:
 def _feature_bytes(n: int, w: int, block: int, precision: str) -> int:
     """Working memory of the feature route with column tiles of ``w`` and row blocks."""
     f32 = precision == "float32"
-    prod = w * w * (12 if f32 else 8)  # the float64 tile product (+ its float32 block product)
-    per_row = 2 * w * (12 if f32 else 8)  # centered blocks of two tiles (+ float32 copies)
+    # the float64 tile product (+ float32 block products of syrk and gemm)
+    prod = w * w * (16 if f32 else 8)
+    per_row = 2 * w * (4 if f32 else 8)  # centered row blocks of two tiles
     return prod + block * per_row + 16 * n
 
 
@@ -169,10 +170,10 @@ def plan(
     d = max(d_x, d_y)
     cands: list[Plan] = []
     # feature route: one tile product at a time plus row blocks of two tiles
-    bpe = 12 if f32 else 8
+    bpe = 16 if f32 else 8
     m_min = min(n, 64)
     if limit is None:
-        w = _tile(d, int(math.isqrt(TILE_BYTES // bpe)))
+        w = _tile(d, int(math.isqrt(TILE_BYTES // 8)))  # the float64 tile product
     else:  # the widest tile whose product and minimal blocks fit
         room = limit - 16 * n
         w_fit = (
@@ -186,7 +187,7 @@ def plan(
         w = _tile(d, w_fit) if w_fit >= 1 else 0
     if w >= 1:
         fixed = _feature_bytes(n, w, 0, precision)
-        per_row = 2 * w * bpe
+        per_row = 2 * w * (4 if f32 else 8)
         room = block_bytes if limit is None else min(block_bytes, limit - fixed)
         if room >= per_row:
             block = int(min(n, room // per_row))
@@ -339,7 +340,9 @@ def centered_block(
         out = buf[: b.shape[0]]
     else:
         out = buf[:, : b.shape[1]]
-    np.subtract(b, mean, out=out)
+    # the subtraction runs in float64 (the mean is float64); a float32 buffer receives the
+    # centered values rounded once (precision="float32": center in float64, multiply in float32)
+    np.subtract(b, mean, out=out, casting="same_kind")
     if const.any():
         out[:, const] = 0.0
     return out
@@ -381,7 +384,7 @@ def syrk_into(
     ``C``.
     """
     if precision == "float32":
-        a = _f32(work, "a", A)
+        a = A if A.dtype == np.float32 else _f32(work, "a", A)
         P = _p32(work, (A.shape[1], A.shape[1]), "syrk")
         if P is None:
             P = blas.ssyrk(1.0, a.T, trans=0)
@@ -410,7 +413,8 @@ def gemm_tn_into(
 ) -> None:
     """``C += A^T B`` for the Fortran-ordered ``C`` (``A``, ``B`` C-ordered row blocks)."""
     if precision == "float32":
-        a, b = _f32(work, "a", A), _f32(work, "b", B)
+        a = A if A.dtype == np.float32 else _f32(work, "a", A)
+        b = B if B.dtype == np.float32 else _f32(work, "b", B)
         P = _p32(work, (A.shape[1], B.shape[1]), "gemm")
         if P is None:
             P = blas.sgemm(1.0, a.T, b.T, trans_b=1)
@@ -468,7 +472,8 @@ def _self_tiled(
     """``||A_c^T A_c||_F^2`` from column-tile products (``syrk`` on the diagonal tiles)."""
     n, total = cols.n, 0.0
     spans = _spans(cols.d, w)
-    bufs = [np.empty((min(m, n), sp.stop - sp.start)) for sp in spans[:2]]
+    dt = np.float32 if precision == "float32" else np.float64
+    bufs = [np.empty((min(m, n), sp.stop - sp.start), dt) for sp in spans[:2]]
     work: dict = {}
     for a_i, ti in enumerate(spans):
         for tj in spans[a_i:]:
@@ -480,7 +485,7 @@ def _self_tiled(
                 if diag:
                     syrk_into(C, bi, precision, work)
                     if norms is not None:
-                        norms[rows] += np.einsum("ij,ij->i", bi, bi)
+                        norms[rows] += np.einsum("ij,ij->i", bi, bi, dtype=np.float64)
                 else:
                     bj = centered_block(A, cols, rows, tj, buf=_fit(bufs, 1, tj))
                     gemm_tn_into(C, bi, bj, precision, work)
@@ -494,7 +499,7 @@ def _fit(bufs: list[np.ndarray], i: int, span: slice) -> np.ndarray:
     w = span.stop - span.start
     rows = bufs[i].shape[0]
     if bufs[i].size < rows * w:
-        bufs[i] = np.empty((rows, w))
+        bufs[i] = np.empty((rows, w), bufs[i].dtype)
     return bufs[i].reshape(-1)[: rows * w].reshape(rows, w)
 
 
@@ -502,7 +507,8 @@ def _cross_tiled(X: Any, Y: Any, cx: Columns, cy: Columns, w: int, m: int, preci
     """``||X_c^T Y_c||_F^2`` from column-tile products."""
     total = 0.0
     rows_b = min(m, cx.n)
-    bufs = [np.empty((rows_b, min(w, cx.d))), np.empty((rows_b, min(w, cy.d)))]
+    dt = np.float32 if precision == "float32" else np.float64
+    bufs = [np.empty((rows_b, min(w, cx.d)), dt), np.empty((rows_b, min(w, cy.d)), dt)]
     work: dict = {}
     for ti in _spans(cx.d, w):
         for tj in _spans(cy.d, w):
