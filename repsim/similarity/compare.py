@@ -547,7 +547,8 @@ def compare(
                 multi["accs"] = None
                 return None
             accs = {g: MultiLayerCKAAccumulator(widths, pairs_idx) for g in group_rows}
-            bs = batch_size or int(max(64, min(4096, 2**25 // (8 * sum(widths)))))
+            # one batch of every layer up to 128 MB: few, large syrk updates
+            bs = batch_size or int(max(256, 2**27 // (8 * sum(widths))))
             for i, batches in enumerate(
                 iter_rows(arrays, bs, progress=progress, desc="streaming layers")
             ):

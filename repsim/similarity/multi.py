@@ -30,7 +30,7 @@ import numpy as np
 from scipy.linalg import blas
 
 from repsim._core.validation import as_matrix
-from repsim.errors import InsufficientDataError
+from repsim.errors import InsufficientDataError, NonFiniteError, ShapeError
 from repsim.similarity._center import too_few, warn
 from repsim.similarity._linear import hsic_u, mirror_upper
 
@@ -91,31 +91,57 @@ class MultiLayerCKAAccumulator:
         return 8 * sum(widths[i] * widths[j] for i, j in want)
 
     def update(self, batches: Sequence[Any]) -> MultiLayerCKAAccumulator:
-        """Add one row batch of every layer (same rows, any float dtype); returns ``self``."""
+        """Add one row batch of every layer (same rows, any float dtype); returns ``self``.
+
+        The shifted rows of all layers are written once into one ``m x sum(d)`` float64 block;
+        NaN or infinity is caught from the column sums (:meth:`results` raises
+        ``NonFiniteError``), so no mask is built per batch.
+        """
         self._cached = None
-        zs = [as_matrix(b, f"layer {i}", allow_torch=False) for i, b in enumerate(batches)]
+        arrs = [np.asarray(b) for b in batches]
+        for i, b in enumerate(arrs):
+            if b.ndim != 2 or b.shape[1] != self.widths[i]:
+                as_matrix(b, f"layer {i}", allow_torch=False)  # the ShapeError for bad input
+                raise ShapeError(
+                    f"layer {i}: a batch of shape {b.shape} but the accumulator holds "
+                    f"{self.widths[i]} features; every batch must come from the same layers."
+                )
         if self.n == 0:
-            self.c = [z.mean(0) for z in zs]
-        zs = [z - c for z, c in zip(zs, self.c, strict=True)]
-        kn = np.stack([np.einsum("ij,ij->i", z, z) for z in zs], axis=1)  # m x L
-        self.n += zs[0].shape[0]
+            self.c = [b.mean(0, dtype=np.float64) for b in arrs]
+        m = arrs[0].shape[0]
+        e = self.edges
+        Z = np.empty((m, e[-1]))
+        for i, (b, c) in enumerate(zip(arrs, self.c, strict=True)):
+            np.subtract(b, c, out=Z[:, e[i] : e[i + 1]], casting="same_kind")
+        kn = np.stack(
+            [
+                np.einsum("ij,ij->i", Z[:, e[i] : e[i + 1]], Z[:, e[i] : e[i + 1]])
+                for i in range(len(arrs))
+            ],
+            axis=1,
+        )  # m x L
+        self.n += m
         self.a += kn.sum(0)
         self.KK += kn.T @ kn
-        for i, z in enumerate(zs):
-            self.s[i] += z.sum(0)
-            self.KZ[i] += kn.T @ z
+        zsum = Z.sum(0)
+        kz = kn.T @ Z
+        zs = [Z[:, e[i] : e[i + 1]] for i in range(len(arrs))]
+        for i in range(len(arrs)):
+            self.s[i] += zsum[e[i] : e[i + 1]]
+            self.KZ[i] += kz[:, e[i] : e[i + 1]]
         if self.dense:
-            Z = np.concatenate(zs, axis=1)
             self.Gfull = blas.dsyrk(1.0, Z.T, beta=1.0, c=self.Gfull, trans=0, overwrite_c=1)
             return self
         for i, j in self.pairs:
             if i == j:
+                zi = np.ascontiguousarray(zs[i])
                 self.G[(i, j)] = blas.dsyrk(
-                    1.0, zs[i].T, beta=1.0, c=self.G[(i, j)], trans=0, overwrite_c=1
+                    1.0, zi.T, beta=1.0, c=self.G[(i, j)], trans=0, overwrite_c=1
                 )
             else:
+                zi, zj = np.ascontiguousarray(zs[i]), np.ascontiguousarray(zs[j])
                 self.G[(i, j)] = blas.dgemm(
-                    1.0, zs[i].T, zs[j].T, beta=1.0, c=self.G[(i, j)], trans_b=1, overwrite_c=1
+                    1.0, zi.T, zj.T, beta=1.0, c=self.G[(i, j)], trans_b=1, overwrite_c=1
                 )
         return self
 
@@ -171,6 +197,13 @@ class MultiLayerCKAAccumulator:
         if self.n < need:
             return [too_few(what, self.n, need) for _ in pairs]
         if self._cached is None:
+            for i, v in enumerate(self.s):
+                if not (np.all(np.isfinite(v)) and np.isfinite(self.a[i])):
+                    raise NonFiniteError(
+                        f"layer {i} holds NaN or infinite values; remove those samples or fix "
+                        "the capture (a NaN row in a store array is a row never written: run "
+                        "`repsim cache verify`)."
+                    )
             self._cached = self._terms()
         c, KK, a = self._cached
         out = []
