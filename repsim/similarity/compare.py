@@ -711,6 +711,8 @@ def compare(
         side_b = list(dict.fromkeys(ident("b", lb) for _, lb in layer_pairs))
         if set(side_a) != set(side_b) or len(side_a) < 3:
             return
+        if not all(isinstance(alive[i], np.ndarray) for i in side_a):
+            return  # torch tensors keep their device: pair by pair
         names = {ident("a", la): ("a", la) for la, _ in layer_pairs}
         widths = [int(alive[i].shape[1]) for i in side_a]
         if max(widths) > n or sum(widths) ** 2 * 8 > 2**29 or n * sum(widths) * 8 > 2**30:
