@@ -214,3 +214,14 @@ def test_multilayer_accumulator_matches_pairwise_cka(pairs):
         got = acc.results(pairs, debiased=debiased)
         want = [cka(Ls[i], Ls[j], debiased=debiased) for i, j in pairs]
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10)
+
+
+def test_all_pairs_of_torch_layers_stay_on_their_device():
+    import torch
+
+    a, _ = make_captures(13, n=100, widths=(8, 12, 5))
+    t_layers = {k: torch.as_tensor(v) for k, v in a.items()}
+    t = compare(t_layers, t_layers, pairs="all")
+    for r in t:
+        want = cka(a[r["layer_a"]], a[r["layer_b"]])
+        assert r["value"] == pytest.approx(want, abs=1e-12)
