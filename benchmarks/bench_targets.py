@@ -462,7 +462,7 @@ def print_table(res: dict) -> None:
         f32.get("ratio"),
         1.2,
         "float32 GEMMs",
-        f"rel. error {_fmt(f32.get('rel_error'), '.1e')}",
+        f"float32 inputs (float64 inputs: {_fmt(f32.get('ratio_float64_inputs'))})",
     )
     add("  float32 relative error", f32.get("rel_error"), 1e-6, "float64 cka")
     st = res.get("stream", {})
