@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 RESULTS = BENCH / "results"
-SUITES = ("capture", "cka", "outofcore", "dask")
+SUITES = ("targets", "capture", "cka", "outofcore", "dask")
 
 
 def _git_commit() -> str:
@@ -61,6 +61,14 @@ def _run(cmd: list[str], timeout: int) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
         raise RuntimeError(f"exit {proc.returncode}: {proc.stderr[-2000:]}")
     return proc
+
+
+def suite_targets(quick: bool, timeout: int) -> dict:
+    """Every target row of issue 16 as a ratio to its in-run floor (``bench_targets.py``)."""
+    out = Path(tempfile.mkdtemp(prefix="repsim-bench-")) / "targets.json"
+    args = ["--quick"] if quick else []
+    _run([sys.executable, str(BENCH / "bench_targets.py"), *args, "--out", str(out)], timeout)
+    return json.loads(out.read_text())
 
 
 def suite_capture(quick: bool, timeout: int) -> dict:

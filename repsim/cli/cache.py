@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,24 +20,58 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
 
 
+_ENTRY = re.compile(r"^[0-9a-f]{4,64}-[0-9a-f]{4,64}$")
+
+
+def find_stores(root: str | os.PathLike, max_depth: int = 4) -> list[Path]:
+    """Activation stores at or under ``root``: directories holding cache entries.
+
+    A study writes its store to ``<cache_dir>/activations/``, ``repsim compare --cache`` to
+    the directory given; ``repsim cache ls`` lists every one of them under the cache root.
+    Entry directories are not searched further.
+    """
+    root = Path(root)
+    found: list[Path] = []
+
+    def walk(d: Path, depth: int) -> None:
+        try:
+            children = sorted(c for c in d.iterdir() if c.is_dir() and not c.name.startswith("."))
+        except OSError:
+            return
+        if any(_ENTRY.match(c.name) and (c / "zarr.json").exists() for c in children):
+            found.append(d)
+        if depth >= max_depth:
+            return
+        for c in children:
+            if not _ENTRY.match(c.name):
+                walk(c, depth + 1)
+
+    if root.is_dir():
+        walk(root, 0)
+    return found
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
-    """List entries: key, model name, samples, layers, size, status."""
+    """List entries of every store under the path: key, model name, samples, layers, size."""
     from repsim.capture.store import ActivationStore
 
-    store = ActivationStore(args.path)
-    entries = store.entries()
-    if not entries:
-        print(f"No cache entries in {store.path}.")
+    stores = find_stores(args.path)
+    if not stores:
+        print(f"No cache entries in {args.path} (nor in any store under it).")
         return 0
-    print(f"{'key':<34} {'model':<16} {'n':>7} {'layers':>6} {'size':>10}  status")
-    for e in entries:
-        print(
-            f"{e.key:<34} {e.name[:16]:<16} {e.n_samples:>7} {len(e.layers):>6} "
-            f"{_mb(e.nbytes):>10}  {'ok' if e.ok else 'CORRUPT (see verify)'}"
-        )
-        if args.layers:
-            for layer, reduction, f in e.layers:
-                print(f"    {layer} [{reduction}] {f} features")
+    for path in stores:
+        entries = ActivationStore(path).entries()
+        width = max([5] + [len(e.name) for e in entries])
+        print(f"{path}  ({len(entries)} entr{'y' if len(entries) == 1 else 'ies'})")
+        print(f"  {'key':<34} {'model':<{width}} {'n':>7} {'layers':>6} {'size':>10}  status")
+        for e in entries:
+            print(
+                f"  {e.key:<34} {e.name:<{width}} {e.n_samples:>7} {len(e.layers):>6} "
+                f"{_mb(e.nbytes):>10}  {'ok' if e.ok else 'CORRUPT (see verify)'}"
+            )
+            if args.layers:
+                for layer, reduction, f in e.layers:
+                    print(f"      {layer} [{reduction}] {f} features")
     return 0
 
 
@@ -127,8 +163,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         )
         add_alias(p, "--path", dest="path", type=Path)  # 0.1: the store itself
 
-    p = sub.add_parser("ls", help="list entries with model, samples, layers, sizes")
-    common(p)
+    p = sub.add_parser(
+        "ls",
+        help="list entries with model, samples, layers, sizes (every store under the path)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        dest="path",
+        metavar="DIR",
+        default="cache",
+        help="cache root or store (default: cache); every activation store under it is "
+        "listed, e.g. the <cache_dir>/activations/ of a study",
+    )
+    add_alias(p, "--path", dest="path")
     p.add_argument("--layers", action="store_true", help="also list each entry's layers")
     p.set_defaults(func=cmd_ls)
 

@@ -88,6 +88,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         by_group=not args.no_groups,
         n_boot=args.n_boot,
+        n_boot_other=args.n_boot_other,
         seed=args.seed,
         scheduler=None if args.scheduler is None else scheduler_kwargs(args),
     )
@@ -128,7 +129,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--no-by-group", dest="no_groups", action="store_true", help="skip per-group similarity"
     )
     add_alias(p, "--no-groups", dest="no_groups", action="store_true")
-    p.add_argument("--n-boot", type=int, default=200, help="bootstrap resamples (0: none)")
+    p.add_argument(
+        "--n-boot",
+        type=int,
+        default=200,
+        help="bootstrap resamples of linear CKA's intervals (cheap: from per-sample "
+        "statistics; default 200, 0: none)",
+    )
+    p.add_argument(
+        "--n-boot-other",
+        type=int,
+        default=0,
+        help="bootstrap resamples of the other measures' intervals (each resample recomputes "
+        "the measure, e.g. two SVDs per cell for SVCCA; default 0: none)",
+    )
     p.add_argument("--seed", type=int, default=0)
     add_scheduler_options(p)
     p.set_defaults(func=_cmd_compare)

@@ -17,6 +17,9 @@ import numpy as np
 
 from repsim.errors import LayerNotFoundError
 
+#: Measures whose bootstrap is resampled from per-sample statistics (cheap).
+_CHEAP_BOOTSTRAP = ("cka", "cka_debiased")
+
 
 def compare_report(
     a: str | Path,
@@ -32,6 +35,7 @@ def compare_report(
     cache_dir: str | Path | None = None,
     by_group: bool = True,
     n_boot: int = 200,
+    n_boot_other: int = 0,
     seed: int = 0,
     progress: bool | None = None,
     scheduler: Mapping[str, Any] | None = None,
@@ -56,8 +60,16 @@ def compare_report(
         Activation store to reuse; default: capture in memory.
     by_group : bool
         Also compute each measure per group.
-    n_boot, seed
-        Bootstrap resamples (over samples) of the CIs, and their seed.
+    n_boot : int
+        Bootstrap resamples (over samples) of linear CKA's CIs (``cka``, ``cka_debiased``):
+        cheap, resampled from per-sample statistics (``O(n^2)`` per resample, shared by layers
+        and groups; :mod:`repsim.similarity.bootstrap`). 0: no intervals.
+    n_boot_other : int
+        Bootstrap resamples of every other measure's CIs (default 0: none). Each resample
+        recomputes the measure (two SVDs per cell for SVCCA/PWCCA/mean CCA), so this is what
+        makes a run long; the default keeps ``repsim compare`` interactive.
+    seed : int
+        Seed of the resamples.
 
     scheduler : mapping, optional
         Keyword arguments of :func:`repsim.scale.dask.compare_distributed` (``scheduler``,
@@ -102,6 +114,8 @@ def compare_report(
     cap_b = record(model_b, test, names, name=Path(b).stem, **opts)
     by = np.asarray(test.group_names, dtype=object)[test.groups] if by_group else None
 
+    boots = {m: n_boot if m in _CHEAP_BOOTSTRAP else n_boot_other for m in measures}
+
     def in_process() -> list[dict[str, Any]]:
         return compare(
             cap_a,
@@ -109,7 +123,7 @@ def compare_report(
             layers=names,
             measures=list(measures),
             groups=by,
-            n_boot=n_boot,
+            n_boot=boots,
             seed=seed,
             progress=progress,
         ).to_records()
@@ -163,6 +177,18 @@ def compare_report(
         f"({Path(a).stem}) vs {np.mean(cap_b.predictions == test.y):.4f} "
         f"({Path(b).stem})."
     )
+    with_ci = [m for m in measures if boots[m]]
+    without = [m for m in measures if not boots[m]]
+    if with_ci and without:
+        summary.append(
+            f"Bootstrap intervals for {', '.join(with_ci)}; none for {', '.join(without)} "
+            "(pass --n-boot-other N to resample those too: each resample recomputes them)."
+        )
+    notes = sorted({r["note"] for r in rows if r.get("note")})
+    if notes:
+        summary.append(
+            f"{sum(1 for r in rows if r.get('note'))} cell(s) are NaN; why: " + "; ".join(notes[:3])
+        )
     summary.append(
         "A single pair has no noise floor: compare two dense seeds the same way "
         "(or run a study) to see how much similarity seed noise alone removes."

@@ -9,9 +9,18 @@ drivers that stream the measures from Zarr (:func:`stream_cka`, :func:`stream_cc
 from __future__ import annotations
 
 from repsim.errors import SimilarityWarning
+from repsim.similarity.bootstrap import bootstrap_linear_cka
 from repsim.similarity.cca import CCAResult, mean_cca, pwcca, svcca
-from repsim.similarity.cka import cka, hsic_unbiased_gram, linear_cka, linear_cka_debiased, rbf_cka
+from repsim.similarity.cka import (
+    cka,
+    hsic_unbiased_gram,
+    linear_cka,
+    linear_cka_debiased,
+    plan_cka,
+    rbf_cka,
+)
 from repsim.similarity.compare import check_sample_order, compare
+from repsim.similarity.multi import MultiLayerCKAAccumulator
 from repsim.similarity.outofcore import (
     QR_MEASURES,
     CCAAccumulator,
@@ -21,6 +30,7 @@ from repsim.similarity.outofcore import (
 )
 from repsim.similarity.procrustes import procrustes
 from repsim.similarity.registry import Measure, get_measure, measures
+from repsim.similarity.sketch import SketchedCKA, sketched_cka
 from repsim.similarity.streaming import (
     LinearCKAAccumulator,
     MinibatchCKAAccumulator,
@@ -37,8 +47,11 @@ __all__ = [
     "LinearCKAAccumulator",
     "Measure",
     "MinibatchCKAAccumulator",
+    "MultiLayerCKAAccumulator",
+    "SketchedCKA",
     "SimilarityTable",
     "SimilarityWarning",
+    "bootstrap_linear_cka",
     "check_sample_order",
     "cka",
     "compare",
@@ -49,10 +62,12 @@ __all__ = [
     "mean_cca",
     "measures",
     "minibatch_cka",
+    "plan_cka",
     "cca_from_accumulator",
     "procrustes",
     "pwcca",
     "rbf_cka",
+    "sketched_cka",
     "stream_cca",
     "stream_cka",
     "stream_linear_cka",

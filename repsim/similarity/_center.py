@@ -13,12 +13,22 @@ import numpy as np
 from repsim._core.validation import Matrix, is_torch
 from repsim.errors import SimilarityWarning
 
-__all__ = ["Matrix", "center", "constant_columns", "warn"]
+__all__ = ["Matrix", "center", "constant_columns", "too_few", "warn"]
 
 
 def warn(message: str, stacklevel: int = 3) -> None:
     """Issue a :class:`SimilarityWarning` attributed to the caller of the public measure."""
     warnings.warn(message, SimilarityWarning, stacklevel=stacklevel)
+
+
+def too_few(what: str, n: int, min_n: int, stacklevel: int = 4) -> float:
+    """NaN with a :class:`SimilarityWarning`: ``what`` needs ``min_n`` samples and got ``n``."""
+    warn(
+        f"{what} needs at least {min_n} samples, got {n}; returning NaN. Pass more samples "
+        "(on fewer the value is undefined or fixed by construction, e.g. CKA of 2 samples is 1).",
+        stacklevel=stacklevel,
+    )
+    return float("nan")
 
 
 def center(X: Matrix) -> Matrix:

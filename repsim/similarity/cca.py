@@ -25,7 +25,8 @@ import numpy as np
 
 from repsim._core.validation import as_pair
 from repsim.errors import ConfigError
-from repsim.similarity._center import center, constant_columns, warn
+from repsim.similarity._center import center, constant_columns, too_few, warn
+from repsim.similarity._linear import check_precision
 
 
 @dataclass(frozen=True)
@@ -61,21 +62,68 @@ class CCAResult:
     weights_side: str | None = None
 
 
-def basis(A: np.ndarray, n: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def svd(A: np.ndarray, *, compute_uv: bool = True) -> Any:
+    """Economy SVD that survives LAPACK's rare non-convergence.
+
+    numpy's ``gesdd`` (divide and conquer) first; if it reports "SVD did not converge", the
+    slower but more robust ``gesvd`` (scipy). Only if both fail does ``LinAlgError`` propagate
+    (:func:`repsim.similarity.compare` then reports that cell as NaN with the reason).
+    """
+    with _one_thread(A.size):
+        try:
+            if compute_uv:
+                return np.linalg.svd(A, full_matrices=False)
+            return np.linalg.svd(A, compute_uv=False)
+        except np.linalg.LinAlgError:
+            import scipy.linalg
+
+            return scipy.linalg.svd(
+                A, full_matrices=False, compute_uv=compute_uv, lapack_driver="gesvd"
+            )
+
+
+#: Matrices up to this many entries are decomposed on one BLAS thread: LAPACK's SVD of a
+#: layer-sized matrix is bound by level-2 operations and gains little from threads, while on a
+#: busy machine (more threads than free cores) it was measured 8-10x slower with 2 threads.
+SVD_ONE_THREAD_SIZE = 2**24
+
+
+def _one_thread(size: int) -> Any:
+    """A context that limits BLAS to one thread for matrices of up to ``SVD_ONE_THREAD_SIZE``."""
+    import contextlib
+
+    if size > SVD_ONE_THREAD_SIZE:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def basis(
+    A: np.ndarray, n: int | None = None, *, precision: str = "float64", d: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Economy SVD ``A = U diag(s) V^T`` truncated to the numerical rank of the centered data.
 
     The rank tolerance is numpy's ``matrix_rank`` one on the ``[n, d]`` data,
     ``s_0 max(n, d) eps``. ``A`` is the centered data itself (``n`` = its rows) or, for the
     streaming measures, a triangular factor ``R`` of it (same singular values and right
-    vectors; pass the data's ``n``).
+    vectors; pass the data's ``n``). ``d``: the data's width when ``A`` is a reduced form.
+    ``precision="float32"``: the SVD runs in float32 (the float64-centered data rounded once),
+    the factors come back as float64 and the tolerance uses float32's ``eps``.
     """
-    U, s, Vt = np.linalg.svd(A, full_matrices=False)
+    f32 = precision == "float32"
+    U, s, Vt = svd(A.astype(np.float32) if f32 else A)
+    if f32:
+        U, s, Vt = (np.asarray(v, dtype=np.float64) for v in (U, s, Vt))
     if s.size == 0 or s[0] == 0:
         r = 0
     else:
-        size = max(A.shape) if n is None else max(n, A.shape[1])
-        tol = s[0] * size * np.finfo(np.float64).eps
-        r = int((s > tol).sum())
+        width = A.shape[1] if d is None else d
+        size = max(A.shape[0], width) if n is None else max(n, width)
+        eps = np.finfo(np.float32 if f32 else np.float64).eps
+        r = int((s > s[0] * size * eps).sum())
     return U[:, :r], s[:r], Vt[:r]
 
 
@@ -127,8 +175,13 @@ def warn_dropped(what: str, dx: int, nx: int, dy: int, ny: int, stacklevel: int)
         )
 
 
+#: Fewest samples a CCA-family measure is defined on (with 2, centered data have rank 1 and the
+#: only canonical correlation is 1 by construction); CCA also needs ``k_x + k_y <= n - 1``.
+MIN_N = 3
+
+
 def _prepare(X: Any, Y: Any, what: str) -> tuple[np.ndarray, np.ndarray, int, int]:
-    Xm, Ym = as_pair(X, Y, min_n=2, allow_torch=False, what=what)
+    Xm, Ym = as_pair(X, Y, min_n=1, allow_torch=False, what=what)
     cx, cy = constant_columns(Xm), constant_columns(Ym)
     dx, dy = int(cx.sum()), int(cy.sum())
     warn_dropped(what, dx, Xm.shape[1], dy, Ym.shape[1], stacklevel=5)
@@ -165,7 +218,7 @@ def ill_posed(n: int, kx: int, ky: int, what: str, stacklevel: int) -> bool:
 
 def _cca(Ux: np.ndarray, Uy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Canonical correlations and X-side rotation from orthonormal bases ``Ux``, ``Uy``."""
-    A, rho, _ = np.linalg.svd(Ux.T @ Uy, full_matrices=False)
+    A, rho, _ = svd(Ux.T @ Uy)
     return np.clip(rho, 0.0, 1.0), A
 
 
@@ -221,11 +274,16 @@ def _cca_measure(
     *,
     n_keep: Callable[[np.ndarray], int] | None = None,
     weighted: bool = False,
+    precision: str = "float64",
 ) -> CCAResult:
     """Drop dead units, center, take each side's SVD basis, then :func:`cca_of_bases`."""
+    check_precision(precision)
     Xc, Yc, dx, dy = _prepare(X, Y, what)
-    bx, by = basis(Xc), basis(Yc)
     n = Xc.shape[0]
+    if n < MIN_N:
+        too_few(what, n, MIN_N, stacklevel=5)
+        return nan_result(n, 0, 0, dx, dy)
+    bx, by = basis(Xc, precision=precision), basis(Yc, precision=precision)
     return cca_of_bases(bx, by, n, dx, dy, what, n_keep=n_keep, weighted=weighted, stacklevel=4)
 
 
@@ -237,6 +295,7 @@ def svcca(
     rule: Literal["variance", "singular_values"] = "variance",
     n_components: int | None = None,
     return_details: bool = False,
+    precision: str = "float64",
 ) -> float | CCAResult:
     """Singular vector canonical correlation analysis (Raghu et al. 2017).
 
@@ -264,6 +323,9 @@ def svcca(
     return_details : bool
         Return a :class:`CCAResult` (correlations, kept dimensions, dropped units) instead of
         the float.
+    precision : {"float64", "float32"}
+        ``"float32"``: center in float64, take the SVDs in float32 (about twice as fast; error
+        measured in docs/similarity.md). Default float64.
 
     Returns
     -------
@@ -271,11 +333,19 @@ def svcca(
         Mean canonical correlation in ``[0, 1]``. NaN with a warning when CCA is ill-posed
         (``k_x + k_y >= n``) or a side has zero variance.
     """
-    res = _cca_measure(X, Y, "SVCCA", n_keep=lambda s: n_kept(s, keep, rule, n_components))
+    res = _cca_measure(
+        X,
+        Y,
+        "SVCCA",
+        n_keep=lambda s: n_kept(s, keep, rule, n_components),
+        precision=precision,
+    )
     return res if return_details else res.value
 
 
-def mean_cca(X: Any, Y: Any, *, return_details: bool = False) -> float | CCAResult:
+def mean_cca(
+    X: Any, Y: Any, *, return_details: bool = False, precision: str = "float64"
+) -> float | CCAResult:
     """Mean canonical correlation ``(1/m) sum_i rho_i`` over all ``m = min(rank X, rank Y)`` pairs.
 
     CCA (Hotelling 1936) finds directions ``w_x``, ``w_y`` maximising
@@ -284,12 +354,15 @@ def mean_cca(X: Any, Y: Any, *, return_details: bool = False) -> float | CCAResu
     translation of either side. This is the ``rho-bar`` of Kornblith et al. (2019, Table 1).
 
     Returns NaN with a warning when ``rank X + rank Y >= n`` (ill-posed; see :func:`svcca`).
+    ``precision="float32"``: SVDs in float32, see :func:`svcca`.
     """
-    res = _cca_measure(X, Y, "mean CCA")
+    res = _cca_measure(X, Y, "mean CCA", precision=precision)
     return res if return_details else res.value
 
 
-def pwcca(X: Any, Y: Any, *, return_details: bool = False) -> float | CCAResult:
+def pwcca(
+    X: Any, Y: Any, *, return_details: bool = False, precision: str = "float64"
+) -> float | CCAResult:
     """Projection-weighted CCA (Morcos et al. 2018).
 
     ``PWCCA = sum_i alpha_i rho_i`` with ``alpha_i = a_i / sum_j a_j`` and
@@ -303,7 +376,8 @@ def pwcca(X: Any, Y: Any, *, return_details: bool = False) -> float | CCAResult:
     own activations (that code's Y branch projects ``acts1``, a known slip).
 
     Invariant to isotropic scaling, translation and permutation of units.
-    Returns NaN with a warning when ``rank X + rank Y >= n``.
+    Returns NaN with a warning when ``rank X + rank Y >= n``. ``precision="float32"``: SVDs in
+    float32, see :func:`svcca`.
     """
-    res = _cca_measure(X, Y, "PWCCA", weighted=True)
+    res = _cca_measure(X, Y, "PWCCA", weighted=True, precision=precision)
     return res if return_details else res.value

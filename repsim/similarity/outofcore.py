@@ -30,8 +30,8 @@ import torch
 from repsim._core.rows import iter_rows
 from repsim._core.validation import as_like, as_pair, is_torch, to_numpy
 from repsim.errors import ConfigError, InsufficientDataError
-from repsim.similarity._center import warn
-from repsim.similarity.cca import basis, cca_of_bases, n_kept, warn_dropped
+from repsim.similarity._center import too_few, warn
+from repsim.similarity.cca import basis, cca_of_bases, n_kept, svd, warn_dropped
 from repsim.similarity.streaming import check_widths, stream_cka, to_device
 
 __all__ = [
@@ -148,7 +148,7 @@ def _procrustes(Rx: np.ndarray, Ry: np.ndarray) -> float:
             "(every unit constant); returning NaN."
         )
         return float("nan")
-    nuc = float(np.linalg.svd((Rx / nx).T @ (Ry / ny), compute_uv=False).sum())
+    nuc = float(svd((Rx / nx).T @ (Ry / ny), compute_uv=False).sum())
     return float(min(max(2.0 - 2.0 * nuc, 0.0), 2.0))
 
 
@@ -187,10 +187,12 @@ def cca_from_accumulator(
             f"measure must be one of {', '.join(QR_MEASURES)} for a CCAAccumulator, got "
             f"{measure!r}; linear CKA streams with repsim.similarity.LinearCKAAccumulator."
         )
-    if acc.n < 2:
+    if acc.n == 0:
         raise InsufficientDataError(
-            f"{measure} needs at least 2 samples; the accumulator has seen {acc.n}."
+            f"{measure} needs samples; the accumulator is empty: call update() first."
         )
+    if acc.n < 3:
+        return too_few(measure, acc.n, 3)
 
     R, lo, hi = to_numpy(acc.R), to_numpy(acc.lo), to_numpy(acc.hi)
     const = lo == hi

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from repsim._core.validation import as_pair, is_torch
-from repsim.similarity._center import center, warn
+from repsim.similarity._center import center, too_few, warn
+from repsim.similarity.cca import svd
 
 try:
     import torch
@@ -36,7 +37,7 @@ def _nuclear_norm_cross(Xc: Any, Yc: Any) -> float:
         Xc = lin.qr(Xc.T)[1].T if is_torch(Xc) else np.linalg.qr(Xc.T, mode="r").T
         Yc = lin.qr(Yc.T)[1].T if is_torch(Yc) else np.linalg.qr(Yc.T, mode="r").T
     M = Xc.T @ Yc
-    s = lin.svdvals(M) if is_torch(M) else np.linalg.svd(M, compute_uv=False)
+    s = lin.svdvals(M) if is_torch(M) else svd(M, compute_uv=False)
     return float(s.sum())
 
 
@@ -62,7 +63,9 @@ def procrustes(X: Any, Y: Any) -> float:
     float
         The squared Procrustes distance; NaN with a warning if a side has zero variance.
     """
-    Xm, Ym = as_pair(X, Y, min_n=2, what="Procrustes distance")
+    Xm, Ym = as_pair(X, Y, min_n=1, what="Procrustes distance")
+    if Xm.shape[0] < 3:  # with 2 samples the distance is 0 by construction
+        return too_few("Procrustes distance", Xm.shape[0], 3)
     Xc, Yc = center(Xm), center(Ym)
     nx, ny = float((Xc * Xc).sum()) ** 0.5, float((Yc * Yc).sum()) ** 0.5
     if nx == 0 or ny == 0:

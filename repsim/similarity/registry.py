@@ -39,6 +39,11 @@ class Measure:
         Whether an exact batch-by-batch accumulator exists (memory ``O(d^2)``).
     description : str
         One line.
+    min_n : int
+        Fewest samples the measure is defined on; below it the value is NaN with a
+        :class:`SimilarityWarning` (CKA of 2 samples is 1 whatever the data; the unbiased HSIC
+        divides by ``n - 3``; CCA also needs ``n - 1 >= k_x + k_y`` kept dimensions, checked
+        when computed).
     """
 
     name: str
@@ -48,6 +53,7 @@ class Measure:
     source: str
     supports_streaming: bool
     description: str
+    min_n: int = 3
 
     def __call__(self, X: Any, Y: Any, **options: Any) -> float:
         """Compute the measure on ``X`` and ``Y``."""
@@ -75,6 +81,7 @@ _MEASURES: dict[str, Measure] = {
             _KORNBLITH + "; unbiased HSIC of Song et al. 2012 (JMLR), as in Nguyen et al. 2021",
             True,
             "linear CKA with the unbiased HSIC estimator (near 0 for independent data)",
+            min_n=4,
         ),
         Measure(
             "cka_rbf",
@@ -94,6 +101,7 @@ _MEASURES: dict[str, Measure] = {
             "(ICLR)",
             True,
             "unbiased HSIC averaged over minibatches (a different estimator from full CKA)",
+            min_n=4,
         ),
         Measure(
             "svcca",

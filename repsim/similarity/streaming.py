@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from scipy.linalg import blas
 
-from repsim._core.rows import iter_rows
+from repsim._core.rows import common_rows, iter_rows
 from repsim._core.validation import as_like, as_pair, is_torch
 from repsim.errors import InsufficientDataError, ShapeError
-from repsim.similarity._center import center, warn
+from repsim.similarity._center import center, too_few, warn
 from repsim.similarity.cka import hsic_unbiased_from_terms, linear_hsic_terms
 
 try:
@@ -145,9 +146,7 @@ class LinearCKAAccumulator:
         self.n += xb.shape[0]
         s["sx"] = s["sx"] + xb.sum(0)
         s["sy"] = s["sy"] + yb.sum(0)
-        s["Sxx"] = s["Sxx"] + xb.T @ xb
-        s["Syy"] = s["Syy"] + yb.T @ yb
-        s["Sxy"] = s["Sxy"] + xb.T @ yb
+        _accumulate(s, xb, yb)
         s["ak"] += float(k.sum())
         s["al"] += float(l.sum())
         s["kk"] += _dot(k, k)
@@ -163,7 +162,7 @@ class LinearCKAAccumulator:
         dx, dy = xb.shape[1], yb.shape[1]
 
         def zeros(*shape: int) -> Any:
-            return xb.new_zeros(shape) if is_torch(xb) else np.zeros(shape)
+            return xb.new_zeros(shape) if is_torch(xb) else np.zeros(shape, order="F")
 
         self._s = {
             "cx": xb.mean(0),
@@ -183,6 +182,7 @@ class LinearCKAAccumulator:
     # ------------------------------------------------------------------ re-basing and merging
     def _rebased(self, delta: Any, eps: Any) -> dict[str, Any]:
         """The sums about new shifts, i.e. for rows ``x_i + delta`` and ``y_i + eps``."""
+        _full(self._s)
         s, n = self._s, self.n
         D, E = _dot(delta, delta), _dot(eps, eps)
         sxd, sye = _dot(s["sx"], delta), _dot(s["sy"], eps)
@@ -228,6 +228,7 @@ class LinearCKAAccumulator:
         if other.n == 0:
             return self
         if self.n == 0:
+            _full(other._s)
             self.n, self._s = other.n, copy.deepcopy(other._s)
             return self
         o = {k: self._convert(v) if not isinstance(v, float) else v for k, v in other._s.items()}
@@ -268,12 +269,13 @@ class LinearCKAAccumulator:
         """
         debiased = self.debiased if debiased is None else debiased
         n = self.n
-        need = 4 if debiased else 2
-        if n < need:
+        need = 4 if debiased else 3
+        if n == 0:
             raise InsufficientDataError(
-                f"{'debiased ' if debiased else ''}CKA needs at least {need} samples; the "
-                f"accumulator has seen {n}."
+                "the accumulator is empty; call update() with batches first."
             )
+        if n < need:
+            return too_few(f"{'debiased ' if debiased else ''}CKA", n, need)
         t = self.centered_terms()
         if t["c_xx"] <= 0 or t["c_yy"] <= 0:
             return _nan("CKA")
@@ -285,6 +287,34 @@ class LinearCKAAccumulator:
         if hxx <= 0 or hyy <= 0:
             return _nan("debiased CKA")
         return float(hxy / np.sqrt(hxx * hyy))
+
+
+def _accumulate(s: dict[str, Any], xb: Any, yb: Any) -> None:
+    """``S_xx += X^T X``, ``S_yy += Y^T Y``, ``S_xy += X^T Y`` in place (no ``d x d`` temporary).
+
+    numpy: BLAS ``syrk`` on the upper triangles of the symmetric sums (half the flops of a
+    product; the lower triangles are filled in by :func:`_full` before the sums are read) and
+    ``gemm`` for the cross sum, all with ``beta = 1`` into the Fortran-ordered state. torch:
+    ``addmm_``.
+    """
+    if is_torch(xb):
+        s["Sxx"].addmm_(xb.T, xb)
+        s["Syy"].addmm_(yb.T, yb)
+        s["Sxy"].addmm_(xb.T, yb)
+        return
+    s["Sxx"] = blas.dsyrk(1.0, xb.T, beta=1.0, c=s["Sxx"], trans=0, overwrite_c=1)
+    s["Syy"] = blas.dsyrk(1.0, yb.T, beta=1.0, c=s["Syy"], trans=0, overwrite_c=1)
+    s["Sxy"] = blas.dgemm(1.0, xb.T, yb.T, beta=1.0, c=s["Sxy"], trans_b=1, overwrite_c=1)
+    s["_upper"] = True
+
+
+def _full(s: dict[str, Any]) -> None:
+    """Mirror the upper triangles of ``S_xx``, ``S_yy`` after :func:`_accumulate` (in place)."""
+    if s.pop("_upper", False):
+        from repsim.similarity._linear import mirror_upper
+
+        mirror_upper(s["Sxx"])
+        mirror_upper(s["Syy"])
 
 
 def _nan(what: str) -> float:
@@ -377,20 +407,71 @@ def stream_cka(
     batch_size: int = 4096,
     device: Any = None,
     progress: bool | None = None,
+    route: str = "auto",
+    memory_limit: Any = None,
+    precision: str = "float64",
 ) -> float:
-    """Exact linear CKA of two row-aligned arrays read ``batch_size`` rows at a time.
+    """Exact linear CKA of two row-aligned arrays too large to load, whatever their width.
 
     ``CKA(X, Y) = ||X_c^T Y_c||_F^2 / (||X_c^T X_c||_F ||Y_c^T Y_c||_F)`` (Kornblith et al. 2019),
-    or the debiased form with Song et al.'s (2012) unbiased HSIC; accumulated with the shared
-    :class:`LinearCKAAccumulator`. ``X`` and ``Y`` may be ``zarr.Array`` objects larger than
-    memory; memory stays one batch plus ``d_x^2 + d_y^2 + d_x d_y`` float64 values. Equal to
-    ``repsim.similarity.cka(X[:], Y[:])``. With ``device`` (e.g. ``"cuda"``), each batch is
-    moved there as a torch tensor and the accumulator keeps its float64 state on that device.
+    or the debiased form with Song et al.'s (2012) unbiased HSIC. ``X`` and ``Y`` may be
+    ``zarr.Array`` objects larger than memory. Two exact routes (:func:`repsim.similarity.plan_cka`):
+
+    * feature: the shared :class:`LinearCKAAccumulator` over row batches of ``batch_size``, one
+      pass; memory one batch plus ``d_x^2 + d_y^2 + d_x d_y`` float64 values, whatever ``n``;
+    * Gram: ``n x n`` kernels accumulated from column blocks (each block is centered exactly on
+      its own), for wide layers (``d >> n``); memory ``16 n^2`` bytes plus one column block,
+      whatever ``d`` (in row tiles of the kernels when even those do not fit).
+
+    ``route="auto"`` takes the cheaper route that fits ``memory_limit`` (bytes or e.g.
+    ``"2GB"``; default half of this machine's memory). Equal to
+    ``repsim.similarity.cka(X[:], Y[:])`` to rounding. With ``device`` (e.g. ``"cuda"``), the
+    feature route runs there as torch tensors (float64 state on that device).
     """
+    from repsim.similarity import _linear
+
+    n = common_rows([X, Y])
+    d_x, d_y = int(X.shape[1]), int(Y.shape[1])
+    limit = _linear.parse_bytes(memory_limit) or default_memory_limit()
+    if device is None and route != "feature":
+        # the streaming feature route holds all three d x d sums at once
+        feature_bytes = 8 * (d_x * d_x + d_y * d_y + d_x * d_y) + 8 * max(d_x, d_y) ** 2
+        gram_cheaper = n * (d_x + d_y) < (d_x * d_x + d_y * d_y + 2 * d_x * d_y)
+        if route == "gram" or gram_cheaper or feature_bytes > limit:
+            Xs, Ys = _linear.as_source(X, "X"), _linear.as_source(Y, "Y")
+            what = ("debiased " if debiased else "") + "CKA"
+            need = 4 if debiased else 3
+            if n < need:
+                return too_few(what, n, need)
+            t = _linear.linear_terms(
+                Xs,
+                Ys,
+                route="gram",
+                memory_limit=limit,
+                precision=precision,
+                need_row_norms=debiased,
+                block_bytes=2**29,
+            )
+            if t.c_xx <= 0 or t.c_yy <= 0:
+                return _nan(what)
+            num, dx, dy = _linear.cka_from_terms(t, debiased)
+            if dx <= 0 or dy <= 0:
+                return _nan(what)
+            return float(num / np.sqrt(dx * dy))
     acc = LinearCKAAccumulator(debiased=debiased)
     for xb, yb in iter_rows([X, Y], batch_size, progress=progress, desc="linear CKA"):
         acc.update(to_device(xb, device), to_device(yb, device))
     return acc.result()
+
+
+def default_memory_limit() -> int:
+    """Half of this machine's physical memory (bytes); 4 GiB when it cannot be read."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
 
 
 def stream_linear_cka(

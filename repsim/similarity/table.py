@@ -13,7 +13,7 @@ from repsim._core.table import Table
 from repsim.errors import ConfigError
 
 BASE_COLUMNS = ("model_a", "layer_a", "model_b", "layer_b", "measure", "value")
-EXTRA_COLUMNS = ("group", "n", "ci_low", "ci_high", "n_boot")
+EXTRA_COLUMNS = ("group", "n", "ci_low", "ci_high", "n_boot", "note")
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class SimilarityTable(Table):
 
     Rows ``(model_a, layer_a, model_b, layer_b, measure, value)`` and, when relevant, ``group``
     (group-conditional rows; ``None`` for all samples), ``n`` (samples used), ``ci_low``,
-    ``ci_high`` and ``n_boot`` (bootstrap interval).
+    ``ci_high`` and ``n_boot`` (bootstrap interval), ``note`` (why a value is NaN, when it is).
 
     A :class:`repsim._core.table.Table` whose columns are the base columns followed by whichever
     extra columns any row carries, with a layer-by-layer :meth:`matrix` view.

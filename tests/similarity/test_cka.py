@@ -151,8 +151,11 @@ def test_bad_input_errors():
     bad[3, 1] = np.inf
     with pytest.raises(NonFiniteError):
         cka(bad, X)
-    with pytest.raises(InsufficientDataError, match="at least 4"):
-        cka(X[:3], X[:3], debiased=True)
+    # below a measure's minimum n: NaN with a warning naming the minimum (issue 18 item 6)
+    with pytest.warns(SimilarityWarning, match="at least 4 samples, got 3"):
+        assert np.isnan(cka(X[:3], X[:3], debiased=True))
+    with pytest.raises(InsufficientDataError):
+        cka(X[:0], X[:0])
     with pytest.raises(ConfigError):
         cka(X, X, kernel="poly")
     with pytest.raises(ConfigError):
