@@ -10,6 +10,7 @@ from repsim.subnetwork import search
 from tests.helpers import Tiny, make_data
 
 KILL_KW = dict(
+    method="surgeon",
     steps=60,
     batch_size=32,
     eval_every=10,

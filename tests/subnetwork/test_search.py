@@ -10,7 +10,14 @@ from repsim.errors import ConfigError, DataError, ModelError, ShapeError
 from repsim.subnetwork import apply_mask, cell_weights, search
 
 FAST = dict(
-    steps=40, batch_size=32, eval_every=10, lr=0.05, head_lr=0.05, gamma=1.0, progress=False
+    method="surgeon",
+    steps=40,
+    batch_size=32,
+    eval_every=10,
+    lr=0.05,
+    head_lr=0.05,
+    gamma=1.0,
+    progress=False,
 )
 
 
