@@ -360,7 +360,7 @@ def search_bise(
     bv = torch.from_numpy(bv_np).to(dev)
 
     ones = {u.layer: torch.ones(u.n, dtype=x_all.dtype, device=dev) for u in units}
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(model):
         f0 = _features(model, x_all[:2], units, ones, bn)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -530,7 +530,8 @@ def search_bise(
     mask = param_mask(model, units, keep)
     out_mask = as_mask(mask, fingerprint=config["model"])
     pruned = apply_mask(model, out_mask)
-    export_diff = check_export(model, units, keep, pruned.eval(), xv[: min(len(xv), 64)])
+    with evaluating(model):
+        export_diff = check_export(model, units, keep, pruned.eval(), xv[: min(len(xv), 64)])
     record = _record(
         config,
         st,
