@@ -173,5 +173,5 @@ def test_config_keys_of_the_other_method_are_errors(tmp_path):
         "head_epochs = 1", "head_epochs = 1\nsteps = 5"
     )
     cfg.write_text(text)
-    with pytest.raises(ConfigError, match="subnetwork.steps.*method = \"surgeon\""):
+    with pytest.raises(ConfigError, match='subnetwork.steps.*method = "surgeon"'):
         run_search(cfg)

@@ -12,12 +12,11 @@ from repsim.subnetwork import (
     apply_mask,
     channel_units,
     conflicting_mi,
-    mutual_information,
     search,
     step_gate,
 )
 from tests.helpers import Tiny, make_data
-from tests.subnetwork.fixtures import fixture_cnn, digits
+from tests.subnetwork.fixtures import digits, fixture_cnn
 
 TINY_BISE = dict(
     method="bise",
@@ -153,7 +152,11 @@ def test_channel_gates_zero_whole_filters_in_the_exported_mask(tmp_path):
     )
     mask = res.mask
     pruned_any = False
-    for layer, bn in (("features.conv1", "bn1"), ("features.conv2", "bn2"), ("features.conv3", "bn3")):
+    for layer, bn in (
+        ("features.conv1", "bn1"),
+        ("features.conv2", "bn2"),
+        ("features.conv3", "bn3"),
+    ):
         w = mask[f"{layer}.weight"]
         rows = w.reshape(w.shape[0], -1)
         # every filter is kept whole or pruned whole, with its BatchNorm scale and shift
@@ -209,7 +212,9 @@ def test_mi_term_is_computed_on_the_conflicting_samples_only():
     conflicting = b != y
     logits = rng.normal(size=(8, k)) + 2.0 * np.eye(k)[b]
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    got = float(conflicting_mi(torch.from_numpy(b), torch.from_numpy(p), torch.from_numpy(conflicting)))
+    got = float(
+        conflicting_mi(torch.from_numpy(b), torch.from_numpy(p), torch.from_numpy(conflicting))
+    )
     direct = _reference_mi(b[conflicting], p[conflicting])
     assert got == pytest.approx(direct, rel=1e-10)
     assert got != pytest.approx(_reference_mi(b, p), rel=1e-3)  # not the all-samples value
@@ -344,3 +349,27 @@ def test_settings_of_the_other_method_are_clear_errors(tiny_model, toy):
             val_bias_labels="colour",
             conflicting=np.zeros(len(y), bool),
         )
+
+
+def test_conflicting_cells_are_bise_b_ne_y_on_digits_and_weights_follow_its_code():
+    from repsim.subnetwork import aligned_cells, bise_weights, conflicting_samples
+
+    ds = digits()
+    y, b = np.asarray(ds.train.y), np.asarray(ds.train.attributes["colour"])
+    cells = aligned_cells(y, b, 10, 10)
+    assert np.array_equal(cells, np.eye(10, dtype=bool))
+    conf = conflicting_samples(y, b, cells)
+    assert np.array_equal(conf, b != y)
+    assert np.array_equal(conf, ds.train.attributes["bias"].astype(bool))
+    # on the test split the training cells give the dataset's own marker too
+    yt, bt = np.asarray(ds.test.y), np.asarray(ds.test.attributes["colour"])
+    assert np.array_equal(conflicting_samples(yt, bt, cells), ds.test.attributes["bias"] == 1)
+    w = bise_weights(conf, 10)
+    rho = 1 - conf.mean()
+    assert w[~conf][0] == pytest.approx(1 / (10 * rho))
+    assert w[conf][0] == pytest.approx(9 / (10 * (1 - rho)))
+    assert w.mean() == pytest.approx(1.0)
+    # Adult-like codes: the over-represented (class, bias) cells are the aligned ones
+    y2 = np.array([1] * 30 + [1] * 10 + [0] * 40 + [0] * 60)
+    b2 = np.array([1] * 30 + [0] * 10 + [1] * 40 + [0] * 60)
+    assert np.array_equal(aligned_cells(y2, b2, 2, 2), np.array([[True, False], [False, True]]))
