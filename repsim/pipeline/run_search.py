@@ -92,7 +92,20 @@ BISE_KEYS = (
     "selection",
     "checkpoint_every",
 )
-SEARCH_KEYS = tuple(SURGEON_DEFAULTS)  # the surgeon's keys (the name earlier code imported)
+SEARCH_KEYS = tuple(SURGEON_DEFAULTS)
+BUDGET_COLUMNS = (
+    "seed",
+    "search_n",
+    "search_n_bias_labelled",
+    "search_n_conflicting",
+    "selection_rule",
+    "selection_n",
+    "selection_labels",
+    "selection_n_conflicting",
+    "selection_candidates",
+    "random_k",
+    "random_n_val",
+)  # the surgeon's keys (the name earlier code imported)
 
 
 def _bise_defaults() -> dict[str, Any]:
@@ -817,7 +830,9 @@ def write_search_html(run: Path, report: Mapping[str, Any], rows: Sequence[Mappi
                 "A fresh multinomial logistic regression predicts the bias attribute from each "
                 "layer's frozen features (spatial means for conv maps), fitted on one half of "
                 "the test split and scored on the other (2-fold cross-fitting), with "
-                "(class, bias)-balanced weights so reading the class does not count."
+                "(class, bias)-balanced weights so reading the class does not count. "
+                "'bottleneck' is the classifier's input: the same tensor as the last gated "
+                "layer's output when nothing sits between them."
             ],
             figures=[figs[1]],
             tables=[("Bias-probe accuracy per layer", probe_rows)],
@@ -830,7 +845,12 @@ def write_search_html(run: Path, report: Mapping[str, Any], rows: Sequence[Mappi
         HtmlSection(
             "Data budget",
             text=budget_text,
-            tables=[("Data used per seed", budget)],
+            tables=[
+                (
+                    "Data used per seed",
+                    [{k: b.get(k) for k in BUDGET_COLUMNS if k in b} for b in budget],
+                )
+            ],
         ),
         HtmlSection("Per seed", tables=[("Per seed and model", per_seed)]),
         HtmlSection(

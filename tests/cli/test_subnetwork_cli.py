@@ -79,7 +79,7 @@ def test_bad_config_names_the_key(tmp_path):
         run_report(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["colour_digits_bise", "adult_bise"])
+@pytest.mark.parametrize("name", ["colour_digits_bise", "colour_digits_bise_final", "adult_bise"])
 def test_analysis_configs_validate(name):
     from repsim.pipeline.config import load_config
     from repsim.pipeline.run_search import BISE_KEYS, _schema
