@@ -138,9 +138,9 @@ def _check_section(values: dict[str, Any], where: str) -> dict[str, Any]:
         if out.get(key) is None:
             out[key] = defaults[key]
     if method == "bise":
-        if not isinstance(out["reweight"], str):
+        if out["reweight"] not in ("bise", "cells", "independent", "none"):
             raise ConfigError(
-                f'\'{where}.reweight\' must be "bise", "cells" or "none" for method = '
+                f'\'{where}.reweight\' must be "bise", "cells", "independent" or "none" for method = '
                 f'"bise", got {out["reweight"]!r}.'
             )
         if out["selection"] not in ("val-acc", "final"):
@@ -198,10 +198,17 @@ SUBNETWORK_SECTION = Section(
         # data
         "val_fraction": Field(_F, 0.15, help="share of train held out when data has no val"),
         "balance_val": Field(
-            (bool,), False, help="subsample val to equal (class, bias) cells (unbiased)"
+            (str, bool),
+            "none",
+            help="subsample val so class and bias are independent: none, independent, cells",
+            check=lambda v, key: _check_balance(v, key),
         ),
         "balance_test": Field(
-            (bool,), False, help="evaluate on equal (class, bias) cells; full test = biased"
+            (str, bool),
+            "none",
+            help="evaluate on a test subsample where class and bias are independent (the full "
+            "test split is then reported as biased_test): none, independent, cells",
+            check=lambda v, key: _check_balance(v, key),
         ),
         "biased_test": Field((dict,), None, help="dataset options giving a biased test split"),
         "conflict_attribute": Field((str,), "bias"),
@@ -222,22 +229,61 @@ def _schema() -> dict[str, Section]:
     return extend_schema({"subnetwork": SUBNETWORK_SECTION})
 
 
-def balanced_subset(data: Any, bias: np.ndarray, seed: int) -> Any:
-    """A subset of ``data`` with the same number of samples in every non-empty (class, bias) cell.
+BALANCES = ("none", "independent", "cells")
 
-    Each cell keeps ``min`` over the non-empty cells of its count, drawn with ``seed``; class
-    and bias are then independent in the subset (used for Adult, which has no unbiased split).
+
+def _check_balance(value: Any, key: str) -> str:
+    if value is True:  # run directories written before the modes existed
+        return "cells"
+    if value is False:
+        return "none"
+    if value not in BALANCES:
+        raise ConfigError(f"'{key}' must be one of {BALANCES}, got {value!r}.")
+    return value
+
+
+def balanced_subset(data: Any, bias: np.ndarray, seed: int, mode: str = "cells") -> Any:
+    """The largest subset of ``data`` in which class and bias label are independent.
+
+    ``mode="cells"``: every non-empty (class, bias) cell keeps the same number of samples (the
+    smallest cell's count), so class and bias are independent *and* uniform. ``mode=
+    "independent"``: cell ``(c, k)`` keeps ``floor(s P(c) P(k))`` samples with the split's own
+    marginals ``P(c)``, ``P(k)`` and the largest ``s`` the cells allow, so class and bias are
+    independent while the class prior and the bias prior stay those of the split (Adult: a
+    quarter of the rows earn >50K, two thirds are men, in every subset). Samples are drawn
+    with ``seed``.
+
+    Raises
+    ------
+    DataError
+        ``mode="independent"`` with an empty cell whose class and bias both occur.
     """
     y = np.asarray(data.y, dtype=np.int64)
     k = int(bias.max()) + 1
-    cell = y * k + bias
-    present, counts = np.unique(cell, return_counts=True)
-    m = int(counts.min())
+    c = int(y.max()) + 1
+    counts = np.zeros((c, k), dtype=np.int64)
+    np.add.at(counts, (y, bias), 1)
+    if mode == "cells":
+        target = np.where(counts > 0, counts[counts > 0].min(), 0)
+    elif mode == "independent":
+        prod = np.outer(counts.sum(1), counts.sum(0)) / counts.sum() ** 2
+        if np.any((prod > 0) & (counts == 0)):
+            raise DataError(
+                "A (class, bias) cell is empty although its class and bias value occur; no "
+                "subset can make them independent. Use balance = 'cells' or 'none'."
+            )
+        scale = np.min(counts[prod > 0] / prod[prod > 0])
+        target = np.floor(scale * prod + 1e-9).astype(np.int64)
+    else:
+        raise ConfigError(f"Unknown balance mode {mode!r}; use one of {BALANCES}.")
     rng = np.random.default_rng(seed)
-    keep = np.concatenate(
-        [rng.choice(np.flatnonzero(cell == c), m, replace=False) for c in present]
-    )
-    return data.subset(np.sort(keep))
+    keep = [
+        rng.choice(np.flatnonzero((y == ci) & (bias == ki)), int(target[ci, ki]), replace=False)
+        for ci in range(c)
+        for ki in range(k)
+        if target[ci, ki] > 0
+    ]
+    return data.subset(np.sort(np.concatenate(keep)))
 
 
 def _splits(config: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
@@ -256,12 +302,14 @@ def _splits(config: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
         val = train.subset(np.sort(order[:n_val]))
         train = train.subset(np.sort(order[n_val:]))
     seed = config["study"]["seed"]
-    if sec.get("balance_val"):
-        val = balanced_subset(val, bias_array(val, sec["bias"], "val"), seed)
+    bal_val = _check_balance(sec.get("balance_val", "none"), "subnetwork.balance_val")
+    bal_test = _check_balance(sec.get("balance_test", "none"), "subnetwork.balance_test")
+    if bal_val != "none":
+        val = balanced_subset(val, bias_array(val, sec["bias"], "val"), seed, bal_val)
     test, biased = data.test, None
-    if sec.get("balance_test"):
+    if bal_test != "none":
         biased = test
-        test = balanced_subset(test, bias_array(test, sec["bias"], "test"), seed + 1)
+        test = balanced_subset(test, bias_array(test, sec["bias"], "test"), seed + 1, bal_test)
     if sec["biased_test"]:
         cfg = {**config, "data": {**config["data"], **sec["biased_test"]}}
         biased = dataset_from_config(cfg).test

@@ -22,6 +22,14 @@ The loss weights are those of BISE's code (``src/losses.py``, ``computeCEloss``)
 - ``"cells"`` (``balanced_loss = 8``, used there for CelebA and CivilComments):
   ``w = 1 / (C K P(y, b))`` for ``K`` bias values, i.e. every (class, bias) cell carries the
   same total weight (:func:`cell_weights` with ``power = 1``);
+- ``"independent"`` **(repsim's generalisation of ``"bise"``)**: ``w = P(y) P(b) / P(y, b)``,
+  the reweighing of Kamiran & Calders (2012, "Data preprocessing techniques for classification
+  without discrimination"): under the weights class and bias are independent with the
+  training split's own marginals. With uniform class and bias marginals and one aligned bias
+  value per class it equals ``"bise"`` (aligned ``(1/C)(1/C) / (rho/C) = 1/(C rho)``, conflicting
+  ``(1/C)(1/C) / ((1 - rho)/(C (C - 1))) = (C - 1)/(C (1 - rho))``); unlike ``"bise"`` it stays
+  meaningful for a binary task whose aligned share is near 1/2 (Adult), and unlike ``"cells"``
+  it does not also balance the classes;
 - ``"none"``: equal weights.
 """
 
@@ -34,7 +42,7 @@ import numpy as np
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, DataError, ShapeError, did_you_mean
 
-REWEIGHTS = ("bise", "cells", "none")
+REWEIGHTS = ("bise", "cells", "independent", "none")
 
 
 def bias_array(data: GroupedData, bias_labels: Any, what: str) -> np.ndarray:
@@ -168,14 +176,37 @@ def bise_weights(conflicting: np.ndarray, n_classes: int) -> np.ndarray:
     return np.where(conflicting, (c - 1.0) / (c * (1.0 - rho)), 1.0 / (c * rho))
 
 
+def independence_weights(y: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``w_s = P(y_s) P(b_s) / P(y_s, b_s)`` on the given samples, scaled to mean 1.
+
+    Kamiran & Calders (2012) reweighing: class and bias label are independent under the
+    weighted distribution, with the unweighted marginals.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    n = len(y)
+    k = int(b.max()) + 1
+    cell = y * k + b
+    p_cell = np.bincount(cell)[cell] / n
+    p_y = np.bincount(y)[y] / n
+    p_b = np.bincount(b)[b] / n
+    w = p_y * p_b / p_cell
+    return w / w.mean()
+
+
 def loss_weights(
     kind: str, y: np.ndarray, b: np.ndarray, conflicting: np.ndarray, n_classes: int
 ) -> np.ndarray:
-    """Per-sample task-loss weights of kind ``"bise"``, ``"cells"`` or ``"none"`` (mean 1)."""
+    """Per-sample task-loss weights of kind ``"bise"``, ``"cells"``, ``"independent"`` or ``"none"``.
+
+    All have mean 1 over the training split.
+    """
     if kind == "bise":
         return bise_weights(conflicting, n_classes)
     if kind == "cells":
         return cell_weights(np.asarray(y), np.asarray(b), 1.0)
+    if kind == "independent":
+        return independence_weights(np.asarray(y), np.asarray(b))
     if kind == "none":
         return np.ones(len(y))
     raise ConfigError(f"Unknown reweight {kind!r}; use one of {REWEIGHTS}.")

@@ -210,7 +210,7 @@ def search_bise(
         over-represented (:func:`repsim.subnetwork.bias.conflicting_samples`).
     gamma : float
         Weight of the MI term (BISE ``--gamma``, default 1).
-    reweight : {"bise", "cells", "none"}
+    reweight : {"bise", "cells", "independent", "none"}
         Task-loss weights (:mod:`repsim.subnetwork.bias`).
     mi_samples : {"conflicting", "all"}
         Compute the MI on the batch's conflicting samples (BISE) or on all of them (IRENE,

@@ -79,7 +79,9 @@ def test_bad_config_names_the_key(tmp_path):
         run_report(tmp_path)
 
 
-@pytest.mark.parametrize("name", ["colour_digits_bise", "colour_digits_bise_final", "adult_bise"])
+@pytest.mark.parametrize(
+    "name", ["colour_digits_bise", "colour_digits_bise_final", "adult_bise", "adult_bise_cells"]
+)
 def test_analysis_configs_validate(name):
     from repsim.pipeline.config import load_config
     from repsim.pipeline.run_search import BISE_KEYS, _schema
@@ -175,3 +177,42 @@ def test_config_keys_of_the_other_method_are_errors(tmp_path):
     cfg.write_text(text)
     with pytest.raises(ConfigError, match='subnetwork.steps.*method = "surgeon"'):
         run_search(cfg)
+
+
+def test_balanced_subsets_make_class_and_bias_independent():
+    import numpy as np
+
+    from repsim.data.adult import load_adult
+    from repsim.pipeline.run_search import balanced_subset
+
+    test = load_adult(drop_sensitive=True).test
+    sex = np.asarray(test.attributes["sex"])
+    y = np.asarray(test.y)
+    for mode in ("independent", "cells"):
+        sub = balanced_subset(test, sex, 0, mode)
+        ys, bs = np.asarray(sub.y), np.asarray(sub.attributes["sex"])
+        joint = np.array([[np.mean((ys == c) & (bs == k)) for k in (0, 1)] for c in (0, 1)])
+        outer = np.outer(joint.sum(1), joint.sum(0))
+        np.testing.assert_allclose(joint, outer, atol=2e-3)  # independent
+        if mode == "independent":  # the test split's own class and sex shares are kept
+            assert abs(ys.mean() - y.mean()) < 2e-3 and abs(bs.mean() - sex.mean()) < 2e-3
+            assert len(sub) > 0.4 * len(test)
+        else:
+            np.testing.assert_allclose(joint, 0.25, atol=1e-12)
+
+
+def test_independence_weights_are_bise_weights_on_uniform_marginals():
+    import numpy as np
+
+    from repsim.subnetwork.bias import bise_weights, independence_weights
+
+    c = 4
+    y = np.repeat(np.arange(c), 30)
+    b = y.copy()
+    for cls in range(c):  # 3 conflicting samples per class, one per other colour
+        rows = np.flatnonzero(y == cls)[:3]
+        b[rows] = [(cls + j) % c for j in (1, 2, 3)]
+    conflicting = b != y
+    np.testing.assert_allclose(independence_weights(y, b), bise_weights(conflicting, c))
+    w = independence_weights(y, b)
+    assert w.mean() == pytest.approx(1.0)
