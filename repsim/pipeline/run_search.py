@@ -620,7 +620,9 @@ def run_report(run_dir: str | Path, *, html: bool = True) -> dict[str, Any]:
             kept = sum(int(m[w].sum()) for w in weights)
             total = sum(m[w].numel() for w in weights)
             sparsity[k] = 1.0 - kept / total
-        layers = record.get("probe_layers") or sorted({w.rsplit(".", 1)[0] for w in weights})
+        layers = record.get("probe_layers") or list(
+            dict.fromkeys(w.rsplit(".", 1)[0] for w in weights)
+        )
         rep = evaluate_models(
             models,
             test=test,

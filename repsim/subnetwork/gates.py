@@ -1,4 +1,8 @@
-"""Learnable pruning gates on a frozen model (Debiasing Surgeon / BISE style).
+"""Learnable pruning gates on a frozen model: Debiasing Surgeon's soft gates, BISE's step gate.
+
+:func:`step_gate` is BISE's binary gate (``method="bise"``, applied per channel by
+:mod:`repsim.subnetwork.channels`); the rest of this module is the weight gate of
+``method="surgeon"``, described below.
 
 Each prunable weight ``w`` (a conv or linear weight; biases and normalisation layers are never
 pruned) gets a real-valued gate parameter ``m`` of the same shape (``granularity="weight"``) or

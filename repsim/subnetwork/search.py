@@ -503,12 +503,44 @@ def search_surgeon(
         "final_sparsity": sparsity_report(final)["overall"],
         "sparsity": sp,
         "objective_terms_last": st["log"][-1] if st["log"] else None,
+        "data_budget": _surgeon_budget(data, val, b_train, b_val, selection, len(st["evals"])),
     }
     out_mask = as_mask(mask, fingerprint=config["model"])
     if run_path is not None:
         _atomic_json(record, run_path / "record.json")
         out_mask.save(run_path / "mask", chosen_step=chosen_step)
     return SearchResult(mask=out_mask, record=record, log=list(st["log"]), evals=list(st["evals"]))
+
+
+def _surgeon_budget(data, val, b_train, b_val, selection, n_candidates) -> dict[str, Any]:
+    """Samples and labels the search and its selection used (as BISE's record states them)."""
+    from repsim.subnetwork.bias import aligned_cells, conflicting_samples
+
+    y = np.asarray(data.y, dtype=np.int64)
+    yv = np.asarray(val.y, dtype=np.int64)
+    c = int(max(y.max(), yv.max())) + 1
+    k = int(max(b_train.max(), b_val.max())) + 1
+    cells = aligned_cells(y, b_train, c, k)
+    conf, vconf = conflicting_samples(y, b_train, cells), conflicting_samples(yv, b_val, cells)
+    return {
+        "search": {
+            "split": f"{data.name}/{data.split}",
+            "n_samples": len(data),
+            "labels_used": ["class", "bias"],
+            "n_bias_labelled": len(data),
+            "n_conflicting": int(conf.sum()),
+            "conflicting_share": float(conf.mean()),
+        },
+        "selection": {
+            "rule": selection,
+            "split": f"{val.name}/{val.split}",
+            "n_samples": len(val),
+            "labels_used": ["class", "bias"] if selection == "bias-head" else ["class"],
+            "n_conflicting": int(vconf.sum()),
+            "conflicting_share": float(vconf.mean()),
+            "n_candidates_scored": n_candidates,
+        },
+    }
 
 
 @dataclass(frozen=True)

@@ -80,15 +80,23 @@ def test_bad_config_names_the_key(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["colour_digits_bise", "colour_digits_bise_final", "adult_bise", "adult_bise_cells"]
+    "name",
+    [
+        "colour_digits_bise",
+        "colour_digits_bise_final",
+        "colour_digits_surgeon",
+        "adult_bise",
+        "adult_bise_cells",
+    ],
 )
 def test_analysis_configs_validate(name):
     from repsim.pipeline.config import load_config
-    from repsim.pipeline.run_search import BISE_KEYS, _schema
+    from repsim.pipeline.run_search import BISE_KEYS, SEARCH_KEYS, _schema
 
     config = load_config(f"analyses/{name}.toml", schema=_schema())
-    assert config["subnetwork"]["method"] == "bise"
-    assert set(BISE_KEYS) <= set(config["subnetwork"])
+    method = config["subnetwork"]["method"]
+    assert method == ("surgeon" if "surgeon" in name else "bise")
+    assert set(BISE_KEYS if method == "bise" else SEARCH_KEYS) <= set(config["subnetwork"])
     assert config["subnetwork"]["bias"] in ("colour", "sex")
 
 
