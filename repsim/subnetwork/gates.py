@@ -1,4 +1,8 @@
-"""Learnable pruning gates on a frozen model (Debiasing Surgeon / BISE style).
+"""Learnable pruning gates on a frozen model: Debiasing Surgeon's soft gates, BISE's step gate.
+
+:func:`step_gate` is BISE's binary gate (``method="bise"``, applied per channel by
+:mod:`repsim.subnetwork.channels`); the rest of this module is the weight gate of
+``method="surgeon"``, described below.
 
 Each prunable weight ``w`` (a conv or linear weight; biases and normalisation layers are never
 pruned) gets a real-valued gate parameter ``m`` of the same shape (``granularity="weight"``) or
@@ -70,6 +74,49 @@ def gate(m: torch.Tensor, tau: float) -> torch.Tensor:
     if not tau > 0:
         raise ConfigError(f"The gate temperature tau must be > 0, got {tau}.")
     return _StraightThroughGate.apply(m, float(tau))
+
+
+class _StepGate(torch.autograd.Function):
+    """``1[m >= 0]`` forward; derivative of ``sigmoid(m / tau)`` backward (BISE's mask layer)."""
+
+    @staticmethod
+    def forward(ctx, m: torch.Tensor, tau: float) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(m)
+        ctx.tau = tau
+        return (m >= 0).to(m.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+        (m,) = ctx.saved_tensors
+        s = torch.sigmoid(m / ctx.tau)
+        return grad_out * s * (1.0 - s) / ctx.tau, None
+
+
+def step_gate(m: torch.Tensor, tau: float) -> torch.Tensor:
+    """BISE's binary gate ``1[sigmoid(m / tau) >= 1/2] = 1[m >= 0]`` with a sigmoid gradient.
+
+    The forward pass is always binary, so the network the search trains is the pruned network
+    itself; the temperature only shapes the gradient, ``dg/dm = s (1 - s) / tau`` with
+    ``s = sigmoid(m / tau)`` (a straight-through estimator through the step, Bengio et al.
+    2013). As ``tau`` falls the gradient concentrates on gates near ``m = 0`` and the others
+    stop moving. This is the ``MaskLayer`` of the BISE code (``src/components.py``, mode
+    ``"masked"``: ``StepFunction(sigmoid(m_i / tau) - 0.5)`` with an identity backward).
+
+    Parameters
+    ----------
+    m : torch.Tensor
+        Gate parameters (one per output channel or neuron).
+    tau : float
+        Temperature, ``> 0``.
+
+    Returns
+    -------
+    torch.Tensor
+        0/1 values of ``m``'s dtype.
+    """
+    if not tau > 0:
+        raise ConfigError(f"The gate temperature tau must be > 0, got {tau}.")
+    return _StepGate.apply(m, float(tau))
 
 
 def classifier_name(model: nn.Module) -> str:

@@ -25,10 +25,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
+import inspect
 import math
-import os
-import shutil
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,10 +40,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from repsim._core.fingerprints import model_fingerprint, unwrap_model
-from repsim._core.io import atomic_write, write_json
+from repsim._core.io import write_json
 from repsim.compress import Mask, bake
 from repsim.data.base import GroupedData
-from repsim.errors import ConfigError, DataError, OutputError, ShapeError, did_you_mean
+from repsim.errors import ConfigError, DataError
+from repsim.subnetwork._runs import (
+    CHECKPOINT,
+    LOG,
+    atomic_json,
+    atomic_torch_save,
+    config_hash,
+    load_checkpoint,
+)
+from repsim.subnetwork.bias import bias_array, cell_weights
 from repsim.subnetwork.gates import (
     GRANULARITIES,
     classifier_name,
@@ -59,8 +66,7 @@ from repsim.subnetwork.mi import mutual_information
 
 OBJECTIVES = ("ce+mi", "ce")
 SELECTIONS = ("bias-head", "val-acc")
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.json"
+METHODS = ("bise", "surgeon")
 
 
 @dataclass
@@ -117,91 +123,11 @@ def sparsity_report(mask: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     return {"per_layer": per, "overall": float(1.0 - kept / total) if total else math.nan}
 
 
-def _bias_array(data: GroupedData, bias_labels: Any, what: str) -> np.ndarray:
-    if isinstance(bias_labels, str):
-        if bias_labels not in data.attributes:
-            raise DataError(
-                f"{what} has no attribute {bias_labels!r} to use as bias label; it has "
-                f"{sorted(data.attributes)}." + did_you_mean(bias_labels, data.attributes)
-            )
-        b = np.asarray(data.attributes[bias_labels])
-    else:
-        b = np.asarray(bias_labels)
-    if b.ndim != 1 or len(b) != len(data):
-        raise ShapeError(
-            f"bias_labels for {what} must be 1-D with one entry per sample ({len(data)}), got "
-            f"shape {b.shape}. Pass an attribute name (e.g. 'colour') or an array aligned with "
-            "the data's sample order."
-        )
-    if not np.issubdtype(b.dtype, np.integer):
-        if np.issubdtype(b.dtype, np.floating) and np.all(b == np.round(b)):
-            b = b.astype(np.int64)
-        else:
-            raise DataError(f"bias_labels for {what} must be integer codes 0..K-1.")
-    if len(b) and b.min() < 0:
-        raise DataError(f"bias_labels for {what} must be non-negative integer codes.")
-    return b.astype(np.int64)
-
-
-def cell_weights(y: np.ndarray, b: np.ndarray, power: float) -> np.ndarray:
-    """Weights ``w_s proportional to n(y_s, b_s) ** -power``, scaled to mean 1.
-
-    ``power = 1`` balances every (class, bias) cell, so class and bias label are independent
-    under the weighted distribution and bias-conflicting samples count as much as aligned ones
-    (the reweighted cross-entropy of BISE); ``power = 0`` gives equal weights.
-    """
-    if power == 0:
-        return np.ones(len(y))
-    k = int(b.max()) + 1
-    cell = y.astype(np.int64) * k + b
-    counts = np.bincount(cell)[cell].astype(np.float64)
-    w = counts ** -float(power)
-    return w / w.mean()
-
-
-def _config_hash(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` through :func:`repsim._core.io.atomic_write`.
-
-    torch names the archive inside the file after the file it writes, so the checkpoint is
-    saved as ``<name>.tmp`` in a private directory and moved to the unique temporary name: the
-    bytes are the same whichever process writes them.
-    """
-
-    def write(tmp: Path) -> None:
-        staging = tmp.with_name(tmp.name + ".d")
-        staging.mkdir()
-        try:
-            torch.save(obj, staging / (path.name + ".tmp"))
-            os.replace(staging / (path.name + ".tmp"), tmp)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-
-    atomic_write(path, write)
-
-
-def _atomic_json(obj: Any, path: Path) -> None:
-    write_json(obj, path, indent=1, allow_nan=True)
-
-
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`search` (tensors and plain values only)."""
-    try:
-        ckpt = torch.load(path, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        raise OutputError(
-            f"The checkpoint {path} is unreadable ({type(exc).__name__}); it is damaged or holds "
-            "more than tensors and plain values (repsim never unpickles objects), so it was not "
-            "written by repsim. Delete it to start the run over, or use a new run_dir."
-        ) from None
-    if not isinstance(ckpt, dict) or "config_hash" not in ckpt:
-        raise OutputError(
-            f"{path} is not a repsim search checkpoint. Delete it or use a new run_dir."
-        )
-    return ckpt
+_bias_array = bias_array  # the old private name, used by earlier callers
+_config_hash = config_hash
+_atomic_torch_save = atomic_torch_save
+_atomic_json = atomic_json
+_load_checkpoint = load_checkpoint
 
 
 @torch.no_grad()
@@ -217,7 +143,7 @@ def _score(model, gates, head, bottleneck, x, y, b, batch_size=1024):
     return correct / len(x), bias_correct / len(x)
 
 
-def search(
+def search_surgeon(
     model: nn.Module,
     data: GroupedData,
     *,
@@ -252,7 +178,11 @@ def search(
     progress: bool | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> SearchResult:
-    """Learn a pruning mask on a frozen model that removes a bias (BISE / Debiasing Surgeon).
+    """Learn weight (or weight-row) gates on a frozen model: ``method="surgeon"`` of :func:`search`.
+
+    The variant of Nahon et al. 2024 (Debiasing Surgeon) that repsim shipped before BISE became
+    the default; with the same settings and seed it gives the same masks as then (tested). Where
+    it departs from the Debiasing Surgeon code is listed in ``docs/subnetwork.md``.
 
     Parameters
     ----------
@@ -558,7 +488,8 @@ def search(
     ]
     max_off = float(2 * torch.sigmoid(max(negs) / st["tau"])) if negs else 0.0
     record = {
-        "method": "BISE-style learned pruning mask (frozen weights)",
+        "method": "surgeon",
+        "method_description": "Debiasing Surgeon-style weight gates (frozen weights)",
         "settings": {k: v for k, v in config.items() if k not in ("model", "data", "val")},
         "model_fingerprint": config["model"],
         "data_fingerprint": config["data"],
@@ -572,12 +503,44 @@ def search(
         "final_sparsity": sparsity_report(final)["overall"],
         "sparsity": sp,
         "objective_terms_last": st["log"][-1] if st["log"] else None,
+        "data_budget": _surgeon_budget(data, val, b_train, b_val, selection, len(st["evals"])),
     }
     out_mask = as_mask(mask, fingerprint=config["model"])
     if run_path is not None:
         _atomic_json(record, run_path / "record.json")
         out_mask.save(run_path / "mask", chosen_step=chosen_step)
     return SearchResult(mask=out_mask, record=record, log=list(st["log"]), evals=list(st["evals"]))
+
+
+def _surgeon_budget(data, val, b_train, b_val, selection, n_candidates) -> dict[str, Any]:
+    """Samples and labels the search and its selection used (as BISE's record states them)."""
+    from repsim.subnetwork.bias import aligned_cells, conflicting_samples
+
+    y = np.asarray(data.y, dtype=np.int64)
+    yv = np.asarray(val.y, dtype=np.int64)
+    c = int(max(y.max(), yv.max())) + 1
+    k = int(max(b_train.max(), b_val.max())) + 1
+    cells = aligned_cells(y, b_train, c, k)
+    conf, vconf = conflicting_samples(y, b_train, cells), conflicting_samples(yv, b_val, cells)
+    return {
+        "search": {
+            "split": f"{data.name}/{data.split}",
+            "n_samples": len(data),
+            "labels_used": ["class", "bias"],
+            "n_bias_labelled": len(data),
+            "n_conflicting": int(conf.sum()),
+            "conflicting_share": float(conf.mean()),
+        },
+        "selection": {
+            "rule": selection,
+            "split": f"{val.name}/{val.split}",
+            "n_samples": len(val),
+            "labels_used": ["class", "bias"] if selection == "bias-head" else ["class"],
+            "n_conflicting": int(vconf.sum()),
+            "conflicting_share": float(vconf.mean()),
+            "n_candidates_scored": n_candidates,
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -638,3 +601,56 @@ def _evaluate(
             st["best_mi"] = mean_mi
             if st["tau"] < rules.tau_min:
                 st["done"] = True
+
+
+def search(
+    model: nn.Module,
+    data: GroupedData,
+    *,
+    bias_labels: str | np.ndarray,
+    method: str = "bise",
+    **settings: Any,
+) -> SearchResult:
+    """Find a bias-free subnetwork of a frozen vanilla model: BISE (default) or Debiasing Surgeon.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The vanilla model; its parameters, buffers and hooks are left as they were.
+    data : GroupedData
+        The split the gates are learnt on (its bias labels are used).
+    bias_labels : str or array of int
+        Attribute name of ``data`` holding the bias label, or codes in data order.
+    method : {"bise", "surgeon"}
+        ``"bise"``: structured gates on output channels / neurons, trained as the BISE code does
+        (:func:`repsim.subnetwork.bise.search_bise`, De Moura Matos et al., CVPR 2026).
+        ``"surgeon"``: the weight-gate search repsim shipped before
+        (:func:`search_surgeon`, after Nahon et al., ECCV 2024).
+    **settings
+        The keyword arguments of the chosen method (``val=``, ``run_dir=``, ``seed=``, ...).
+
+    Returns
+    -------
+    SearchResult
+
+    Raises
+    ------
+    ConfigError
+        An unknown method, or a setting the chosen method does not take (the message says which
+        method takes it).
+    """
+    from repsim.subnetwork.bise import search_bise
+
+    funcs = {"bise": search_bise, "surgeon": search_surgeon}
+    if method not in funcs:
+        raise ConfigError(f"Unknown method {method!r}; use one of {METHODS}.")
+    own = set(inspect.signature(funcs[method]).parameters) - {"model", "data"}
+    for key in settings:
+        if key not in own:
+            others = [m for m, f in funcs.items() if key in inspect.signature(f).parameters]
+            where = f" It is a setting of method={others[0]!r}." if others else ""
+            raise ConfigError(
+                f"{key!r} is not a setting of method={method!r}.{where} Settings of "
+                f"{method!r}: {', '.join(sorted(own - {'bias_labels'}))}."
+            )
+    return funcs[method](model, data, bias_labels=bias_labels, **settings)

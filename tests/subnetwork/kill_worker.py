@@ -1,4 +1,8 @@
-"""Run a subnetwork search that a test SIGKILLs part-way (see test_search.py)."""
+"""Run a subnetwork search that a test SIGKILLs part-way (see test_search.py).
+
+``python -m tests.subnetwork.kill_worker RUN_DIR BEACON [METHOD]`` with METHOD ``surgeon``
+(default) or ``bise``.
+"""
 
 import sys
 import time
@@ -10,6 +14,7 @@ from repsim.subnetwork import search
 from tests.helpers import Tiny, make_data
 
 KILL_KW = dict(
+    method="surgeon",
     steps=60,
     batch_size=32,
     eval_every=10,
@@ -21,6 +26,17 @@ KILL_KW = dict(
     checkpoint_every=5,
     reweight=1.0,
 )
+# 4 gate updates per epoch, tau halved every 2 epochs from 1 to <= 0.01: 14 epochs, 56 steps
+KILL_KW_BISE = dict(
+    method="bise",
+    batch_size=32,
+    head_epochs=3,
+    tau_period=2,
+    tau_min=0.01,
+    progress=False,
+    checkpoint_every=1,
+)
+SETTINGS = {"surgeon": KILL_KW, "bise": KILL_KW_BISE}
 
 
 def model() -> Tiny:
@@ -31,6 +47,7 @@ def model() -> Tiny:
 if __name__ == "__main__":
     torch.set_num_threads(1)
     run_dir, beacon = Path(sys.argv[1]), Path(sys.argv[2])
+    method = sys.argv[3] if len(sys.argv) > 3 else "surgeon"
 
     def slow(step, terms):
         beacon.write_text(str(step))
@@ -43,5 +60,5 @@ if __name__ == "__main__":
         val=make_data(60, 1, "val"),
         run_dir=run_dir,
         on_step=slow,
-        **KILL_KW,
+        **SETTINGS[method],
     )

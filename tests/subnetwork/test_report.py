@@ -39,7 +39,7 @@ def test_compare_subnetwork_rows(tiny_model, toy):
     assert set(rep["shift"]) == {"subnetwork", "magnitude"}
     # per-layer CKA to vanilla: 1 for an unchanged model, computed for every masked layer
     layers = {r["layer"] for r in rep["cka"]}
-    assert layers == {"fc1"}
+    assert layers == {"fc1", "bottleneck"}
     sub = [r["cka"] for r in rep["cka"] if r["model"] == "subnetwork"][0]
     assert 0.0 <= sub <= 1.0 + 1e-12
 

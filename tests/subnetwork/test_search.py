@@ -10,7 +10,14 @@ from repsim.errors import ConfigError, DataError, ModelError, ShapeError
 from repsim.subnetwork import apply_mask, cell_weights, search
 
 FAST = dict(
-    steps=40, batch_size=32, eval_every=10, lr=0.05, head_lr=0.05, gamma=1.0, progress=False
+    method="surgeon",
+    steps=40,
+    batch_size=32,
+    eval_every=10,
+    lr=0.05,
+    head_lr=0.05,
+    gamma=1.0,
+    progress=False,
 )
 
 
@@ -149,7 +156,8 @@ def test_model_selection_rule(tiny_model, toy, selection):
     assert res.record["chosen_step"] == best["step"]
 
 
-def test_sigkilled_run_resumes_to_the_same_mask(tmp_path):
+@pytest.mark.parametrize("method", ["surgeon", "bise"])
+def test_sigkilled_run_resumes_to_the_same_mask(tmp_path, method):
     import os
     import signal
     import subprocess
@@ -158,13 +166,13 @@ def test_sigkilled_run_resumes_to_the_same_mask(tmp_path):
     from pathlib import Path
 
     from tests.helpers import make_data
-    from tests.subnetwork.kill_worker import KILL_KW, model
+    from tests.subnetwork.kill_worker import SETTINGS, model
 
     root = Path(__file__).resolve().parents[2]
     run_dir, beacon = tmp_path / "run", tmp_path / "beacon"
     env = {**os.environ, "PYTHONPATH": str(root)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.subnetwork.kill_worker", str(run_dir), str(beacon)],
+        [sys.executable, "-m", "tests.subnetwork.kill_worker", str(run_dir), str(beacon), method],
         cwd=root,
         env=env,
     )
@@ -181,14 +189,15 @@ def test_sigkilled_run_resumes_to_the_same_mask(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
+    assert (run_dir / "checkpoint.pt").exists() and not (run_dir / "mask.safetensors").exists()
     train, val = make_data(120, 0, "train"), make_data(60, 1, "val")
+    kw = SETTINGS[method]
     resumed = search(
-        model(), train, bias_labels="colour", val=val, run_dir=run_dir, resume=True, **KILL_KW
+        model(), train, bias_labels="colour", val=val, run_dir=run_dir, resume=True, **kw
     )
-    full = search(
-        model(), train, bias_labels="colour", val=val, run_dir=tmp_path / "full", **KILL_KW
-    )
+    full = search(model(), train, bias_labels="colour", val=val, run_dir=tmp_path / "full", **kw)
     assert resumed.log == full.log
+    assert resumed.evals == full.evals
     assert all(torch.equal(resumed.mask[k], full.mask[k]) for k in full.mask)
     assert resumed.record["chosen_step"] == full.record["chosen_step"]
 
