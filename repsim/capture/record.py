@@ -729,6 +729,53 @@ def record_reductions(
     }
 
 
+def combine_reductions(captures: Mapping[str, Capture]) -> Capture:
+    """One capture holding several reductions of the same pass: layers ``"<layer>@<reduction>"``.
+
+    ``record_reductions(model, data, {"cls": layers, "mean_tokens": layers})`` gives one
+    capture per reduction; this joins them so a comparison sees ``"h.0@cls"`` and
+    ``"h.0@mean_tokens"`` as two layers. Its ``reduction`` is the reductions joined by ``+``
+    (part of similarity cache keys).
+
+    Raises
+    ------
+    ShapeError
+        Captures of different models, data or rows (a ``tokens`` capture among per-sample ones).
+    """
+    caps = list(captures.items())
+    if not caps:
+        raise ConfigError("combine_reductions needs at least one capture.")
+    red0, first = caps[0]
+    arrays: dict[str, Any] = {}
+    for red, cap in caps:
+        same = (
+            cap.model_fingerprint == first.model_fingerprint
+            and cap.data_fingerprint == first.data_fingerprint
+            and np.array_equal(cap.sample_id, first.sample_id)
+        )
+        if not same:
+            raise ShapeError(
+                f"Captures {red0!r} and {red!r} are of different models, data or rows; only "
+                "reductions of one model on one dataset (one row per sample) combine."
+            )
+        arrays.update({f"{layer}@{red}": cap[layer] for layer in cap})
+    return Capture(
+        arrays,
+        sample_id=first.sample_id,
+        logits=first.logits,
+        predictions=first.predictions,
+        labels=first.labels,
+        groups=first.groups,
+        name=first.name,
+        model_fingerprint=first.model_fingerprint,
+        data_fingerprint=first.data_fingerprint,
+        reduction="+".join(red for red, _ in caps),
+        store=first.store,
+        token_row=first.token_row,
+        token_position=first.token_position,
+    )
+
+
 def _capture(
     out: Mapping[str, Any],
     layers: Sequence[str],
