@@ -764,17 +764,57 @@ def load_data_source(name: str, options: Mapping[str, Any] | None = None) -> Any
                 f"{name} returned a mapping with keys {sorted(result)}; expected 'train' and "
                 "'test' (and optionally 'val') splits."
             )
-        parts = {
-            k: as_grouped(v, name=label, split=k, what=f"{name}()[{k!r}]")
-            for k, v in result.items()
-            if k in ("train", "test", "val")
-        }
+        parts = _shared_codes(
+            {
+                k: as_grouped(v, name=label, split=k, what=f"{name}()[{k!r}]")
+                for k, v in result.items()
+                if k in ("train", "test", "val")
+            }
+        )
         return GroupedDataset(
             label, parts["train"], parts["test"], parts.get("val"), source=name, options=options
         )
     data = as_grouped(result, name=label, what=f"{name}()")
-    train, test = split_grouped(data, **split)
+    train, test = split_grouped(
+        data,
+        test_fraction=split.get("test_fraction", 0.25),
+        seed=split.get("split_seed", 0),
+    )
     return GroupedDataset(label, train, test, source=name, options={**options, **split})
+
+
+def _name_key(name: str) -> tuple[int, float, str]:
+    try:
+        return 0, float(name), name
+    except ValueError:
+        return 1, 0.0, name
+
+
+def _shared_codes(parts: dict[str, Any]) -> dict[str, Any]:
+    """Splits made one by one, re-coded to share group names and class names.
+
+    Group names become the union of every split's, in numeric-then-text order; class names
+    ``"0".."K-1"`` with ``K`` the largest class count of any split.
+    """
+    from dataclasses import replace
+
+    import numpy as np
+
+    names = sorted({g for d in parts.values() for g in d.group_names}, key=_name_key)
+    classes = max(parts.values(), key=lambda d: len(d.class_names)).class_names
+    out = {}
+    for key, d in parts.items():
+        codes = np.asarray([names.index(g) for g in d.group_names], dtype=np.int64)
+        groups = codes[d.groups] if len(d) else d.groups
+        out[key] = replace(
+            d,
+            groups=groups,
+            group_names=tuple(names),
+            class_names=tuple(classes),
+            attributes={d.group_attribute: groups},
+            attribute_names={d.group_attribute: tuple(names)},
+        )
+    return out
 
 
 def build_model_source(
