@@ -901,6 +901,26 @@ def load_weights(model: Any, weights: str | os.PathLike) -> Any:
     return model
 
 
+def open_dataset(source: str, options: Mapping[str, Any] | None = None) -> Any:
+    """A dataset named on the command line: a built-in name, an import path, or an ``.npz`` path.
+
+    ``"digits"``, ``"mypkg.data:load_task"`` (with ``options`` as its keyword arguments) or
+    ``"data/task.npz"`` (a path ending in ``.npz``; options ``test_fraction``, ``split_seed``).
+
+    Raises
+    ------
+    ConfigError, DataError
+        As :func:`check_dataset` and :func:`load_data_source`.
+    """
+    options = dict(options or {})
+    if str(source).lower().endswith(".npz"):
+        name, options = NPZ, {"path": str(source), **options}
+    else:
+        name = source
+    check_dataset(name, options, "--data", "--option")
+    return load_data_source(name, options)
+
+
 def dataset_from_config(config: Mapping[str, Any]) -> Any:
     """Load the dataset that ``config['data']`` names, with its options and group attribute.
 
