@@ -16,6 +16,7 @@ from repsim.data.base import GroupedData, GroupedDataset, input_tensors, pack_in
 from repsim.data.digits import load_digits_colour, load_digits_imbalanced, load_digits_plain
 from repsim.data.fashion_mnist import load_fashion_mnist, read_idx
 from repsim.data.npz import load_npz, split_grouped
+from repsim.data.text import load_spurious_text
 from repsim.errors import DataError, did_you_mean
 
 DATASETS: dict[str, Callable[..., GroupedDataset]] = {
@@ -24,6 +25,7 @@ DATASETS: dict[str, Callable[..., GroupedDataset]] = {
     "digits-colour": load_digits_colour,
     "adult": load_adult,
     "fashion-mnist": load_fashion_mnist,
+    "spurious-text": load_spurious_text,
 }
 
 SUMMARIES = {
@@ -34,6 +36,8 @@ SUMMARIES = {
     "groups = bias-aligned/conflicting",
     "adult": "UCI Adult census income (shipped copy); groups = sex, race, age band",
     "fashion-mnist": "Fashion-MNIST from IDX files (path / REPSIM_DATA); groups = classes",
+    "spurious-text": "SYNTHETIC token sequences, two dialects and a spurious marker token; "
+    "groups = dialect, marker",
 }
 
 

@@ -340,3 +340,54 @@ def test_cli_takes_user_models_and_npz_data(tmp_path, capsys):
     model = load_model(pruned)
     assert float((model.fc1.weight == 0).float().mean()) == pytest.approx(0.5)
     capsys.readouterr()
+
+
+def test_a_pretrained_checkpoint_on_disk_by_import_path(tmp_path):
+    """``from_pretrained(local_dir)`` named in [model]: offline, saved and rebuilt by that path."""
+    pytest.importorskip("transformers")
+    from repsim.models import load_model, save_model
+    from tests.models.tiny_hf import VOCAB, tiny_bert, token_task
+
+    ckpt = tmp_path / "bert-ckpt"
+    source = tiny_bert(num_labels=2, seed=7)
+    source.save_pretrained(ckpt)
+    t = token_task(n=40)
+    np.savez(
+        tmp_path / "task.npz",
+        **{"x.input_ids": t["input_ids"], "x.attention_mask": t["attention_mask"]},
+        y=t["label"],
+        groups=t["group"],
+    )
+    text = USER.replace(
+        'name = "tests.pipeline.user_models:make_mlp"\nhidden = 12',
+        'name = "transformers:BertForSequenceClassification.from_pretrained"\n'
+        f'pretrained_model_name_or_path = "{ckpt}"\nlocal_files_only = true',
+    )
+    config = load_config(_write(tmp_path, text))
+    data = dataset_from_config(config)
+    model = model_from_config(config, data, seed=0).eval()
+    batch = {
+        k: torch.as_tensor(v[:8]) for k, v in t.items() if k in ("input_ids", "attention_mask")
+    }
+    with torch.no_grad():
+        want = source.eval()(**batch).logits
+        assert torch.equal(model(**batch).logits, want)
+    save_model(model, tmp_path / "saved")
+    info = json.loads((tmp_path / "saved.json").read_text())
+    assert info["spec"]["builder"].endswith("from_pretrained")
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "saved").eval()(**batch).logits, want)
+    assert model.config.vocab_size == VOCAB
+
+
+def test_the_shipped_transformer_study_validates():
+    """The shipped transformer study's config and plan (no training)."""
+    pytest.importorskip("transformers")
+    from repsim.pipeline.study import load_study, plan_study
+
+    config = load_study("spurious_text_bert", {"data.n_train": 200, "data.n_test": 100})
+    plan = plan_study(config)
+    assert plan.bits == [4] and [c[0] for c in plan.configs] == ["magnitude", "wanda", "2:4"]
+    assert "bert.encoder.layer.1@mean_tokens" in plan.layers
+    assert "bert.encoder.layer.0.attention.self@cls" in plan.layers
+    assert plan.n_members == 4 * len(plan.seeds) and len(plan.seeds) >= 5
