@@ -387,3 +387,24 @@ def test_token_layers_of_different_lengths_need_separate_captures():
         18,
         4,
     )
+
+
+def test_a_backbone_without_logits_needs_a_declared_rule(task):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
+    backbone = BertModel(config).eval()
+    data = grouped(task)
+    with pytest.raises(ShapeError, match="set_output_rule"):
+        record(backbone, data, ["encoder.layer.0"], reduction="cls", progress=False)
+    set_output_rule(backbone, logits="last_hidden_state", token="first")
+    cap = record(backbone, data, ["encoder.layer.0"], reduction="cls", progress=False)
+    np.testing.assert_allclose(cap.logits, cap["encoder.layer.0"], atol=1e-6)  # same [CLS] state
