@@ -2,7 +2,7 @@
 
 - :mod:`~repsim.capture.hooks`: ``hooks(model, pairs)``, the context manager of forward hooks
   that copy activations inside the hook (always removed on exit), and the reductions of conv
-  maps to ``[n, features]``.
+  maps and token sequences to ``[n, features]`` (names in :mod:`~repsim.capture.reductions`).
 - :mod:`~repsim.capture.record`: :func:`record` / :func:`record_reductions`, the one forward
   loop, and :class:`Capture`, the mapping of layer -> activations it returns.
 - :mod:`~repsim.capture.store`: :class:`ActivationStore`, the Zarr cache with atomic entries.
@@ -13,7 +13,14 @@
 from __future__ import annotations
 
 from repsim.capture.hooks import reduce_activation
-from repsim.capture.record import Capture, data_fingerprint, record, record_reductions
+from repsim.capture.record import (
+    Capture,
+    combine_reductions,
+    data_fingerprint,
+    record,
+    record_reductions,
+)
+from repsim.capture.reductions import PER_SAMPLE_REDUCTIONS, TOKEN_REDUCTIONS
 from repsim.capture.shards import finalize_shards, record_shard, shard_ranges, shard_status
 from repsim.capture.store import (
     META_ARRAYS,
@@ -28,12 +35,15 @@ from repsim.capture.store import (
 
 __all__ = [
     "META_ARRAYS",
+    "PER_SAMPLE_REDUCTIONS",
     "REDUCTIONS",
+    "TOKEN_REDUCTIONS",
     "ActivationStore",
     "Capture",
     "EntryInfo",
     "Problem",
     "array_name",
+    "combine_reductions",
     "data_fingerprint",
     "entry_key",
     "finalize_shards",

@@ -6,6 +6,21 @@ it to CPU ``float32`` *inside the hook*, before the next module runs, so an in-p
 ``out += identity`` after the layer cannot change what was captured. Batches stream to an
 :class:`~repsim.capture.store.ActivationStore` (written by a background thread, one full chunk at a time)
 or, without a store, into memory. The result is a :class:`Capture`.
+
+**Inputs.** A batch is one tensor (``model(x)``) or a dict of tensors (``model(**x)``, dict
+inputs of a :class:`~repsim.data.GroupedData` or dict items of a torch ``Dataset``). Its
+``attention_mask``, when the dict has one, travels with the batch: the token reductions
+(``cls``, ``last``, ``mean_tokens``, ``tokens``; :mod:`repsim.capture.hooks`) leave padding out,
+and the logits are read by the model's output rule (:func:`repsim.models.set_output_rule`).
+
+**Token rows.** With ``reduction="tokens"`` every real token of every sample is one row: the
+capture's layers are ``[n_tokens, d]`` and its ``sample_id``, ``labels``, ``groups``, ``logits``
+and ``predictions`` are those of each token's sample, repeated; ``token_row`` (the sample's
+position in the data) and ``token_position`` say which token a row is. In the store each
+``<layer>@tokens`` array has a companion ``<layer>@token_index`` (``[n_tokens, 2]`` int64:
+sample row, position). Two token captures of the same data line up row for row exactly when
+their ``sample_id`` (and ``token_position``) agree, which :func:`repsim.similarity.compare`
+checks; per-group similarity then uses each token's group.
 """
 
 from __future__ import annotations
@@ -30,18 +45,30 @@ from repsim._core.fingerprints import (
 )
 from repsim._core.hooks import evaluating
 from repsim.capture.hooks import _first_tensor, hooks
+from repsim.capture.reductions import TOKEN_INDEX
 from repsim.capture.store import META_ARRAYS, REDUCTIONS, ActivationStore, RowWriter, array_name
-from repsim.data.base import GroupedData
+from repsim.data.adapt import _split_tuple
+from repsim.data.base import GroupedData, pack_inputs
 from repsim.errors import (
     CacheCorruptError,
     CacheError,
     ConfigError,
     DataError,
+    ModelError,
     NonFiniteError,
     SampleOrderError,
     ShapeError,
 )
 from repsim.layers import LayerSpec, select_layers
+from repsim.models.adapters import (
+    Inputs,
+    batch_len,
+    call_model,
+    extract_logits,
+    inputs_to,
+    output_rule,
+    select_inputs,
+)
 
 
 class Capture(Mapping[str, Any]):
@@ -49,7 +76,8 @@ class Capture(Mapping[str, Any]):
 
     Each value is ``[n_samples, n_features]`` float32: a read-only ``zarr.Array`` when the
     capture went to an :class:`~repsim.capture.store.ActivationStore`, a ``numpy.ndarray`` otherwise.
-    Rows follow ``sample_id``.
+    Rows follow ``sample_id``. A ``tokens`` capture has one row per real token instead
+    (``[n_tokens, n_features]``), and its per-row attributes repeat each token's sample's.
 
     Attributes
     ----------
@@ -66,7 +94,10 @@ class Capture(Mapping[str, Any]):
     model_fingerprint, data_fingerprint : str
         The cache key parts.
     reduction : str
-        ``"flatten"``, ``"mean"`` or ``"max"``.
+        One of :data:`repsim.capture.REDUCTIONS`.
+    token_row, token_position : numpy.ndarray or None
+        For a ``tokens`` capture, ``int64 [n_tokens]``: each row's sample position in the
+        data (``0..n-1``) and its token position; ``None`` otherwise.
     """
 
     def __init__(
@@ -83,8 +114,12 @@ class Capture(Mapping[str, Any]):
         data_fingerprint: str,
         reduction: str,
         store: ActivationStore | None = None,
+        token_row: np.ndarray | None = None,
+        token_position: np.ndarray | None = None,
     ) -> None:
         self._arrays = dict(arrays)
+        self.token_row = token_row
+        self.token_position = token_position
         self.sample_id = sample_id
         self.logits = logits
         self.predictions = predictions
@@ -115,7 +150,7 @@ class Capture(Mapping[str, Any]):
 
     @property
     def n_samples(self) -> int:
-        """Number of samples (rows)."""
+        """Number of rows: samples, or tokens for a ``tokens`` capture."""
         return len(self.sample_id)
 
     def numpy(self, layer: str) -> np.ndarray:
@@ -125,6 +160,8 @@ class Capture(Mapping[str, Any]):
     def _like(self, arrays: Mapping[str, np.ndarray], rows: Any, data_fingerprint: str) -> Capture:
         def meta(values: np.ndarray) -> np.ndarray:
             return np.asarray(values)[rows]
+
+        tokens = self.token_row is not None and self.token_position is not None
 
         return Capture(
             arrays,
@@ -137,6 +174,8 @@ class Capture(Mapping[str, Any]):
             model_fingerprint=self.model_fingerprint,
             data_fingerprint=data_fingerprint,
             reduction=self.reduction,
+            token_row=meta(self.token_row) if tokens else None,
+            token_position=meta(self.token_position) if tokens else None,
         )
 
     def load(self) -> Capture:
@@ -225,34 +264,70 @@ class Capture(Mapping[str, Any]):
 class _Source:
     n: int
     sample_id: np.ndarray
-    batches: Any  # callable -> iterator of (x, y, group-or-None)
+    batches: Any  # callable -> iterator of (x, y, group-or-None); x a tensor or dict of tensors
     fingerprint: str | None  # None: compute from the inputs
+    _tokens: Any = None  # cached count of real tokens (see real_tokens)
+
+    def real_tokens(self) -> int | None:
+        """Number of positions with ``attention_mask != 0`` over all samples.
+
+        One pass over the data for a torch Dataset; ``None`` when the inputs carry no
+        attention mask.
+        """
+        if self._tokens is None:
+            total: int | None = None
+            for x, _, _ in self.batches():
+                mask = _mask_of(x)
+                if mask is not None:
+                    total = (total or 0) + int((mask != 0).sum())
+            self._tokens = (total,)
+        return self._tokens[0]
 
 
-def _split_item(item: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    if isinstance(item, list | tuple) and len(item) in (2, 3):
-        x, y = item[0], item[1]
-        g = item[2] if len(item) == 3 else None
-        return torch.as_tensor(x), torch.as_tensor(y), None if g is None else torch.as_tensor(g)
-    raise DataError(
-        "Each batch must be a tuple (x, y) or (x, y, group); got "
-        f"{type(item).__name__}{'' if not hasattr(item, '__len__') else f' of length {len(item)}'}."
-        " Wrap the dataset so it yields such tuples."
-    )
+def _mask_of(x: Inputs) -> torch.Tensor | None:
+    """The batch's ``attention_mask`` (dict inputs that have one), else ``None``."""
+    if isinstance(x, Mapping):
+        mask = x.get("attention_mask")
+        return mask if isinstance(mask, torch.Tensor) else None
+    return None
+
+
+def _as_inputs(x: Any) -> Inputs:
+    if isinstance(x, Mapping):
+        return {str(k): torch.as_tensor(v) for k, v in x.items()}
+    return torch.as_tensor(x)
+
+
+def _split_item(item: Any) -> tuple[Inputs, torch.Tensor, torch.Tensor | None]:
+    """``(x, y, group)`` of one batch of a DataLoader: a tuple, or a dict (``as_grouped``'s keys)."""
+    if not isinstance(item, Mapping) and not (
+        isinstance(item, list | tuple) and len(item) in (2, 3)
+    ):
+        raise DataError(
+            "Each batch must be a tuple (x, y) or (x, y, group), or a dict with 'label' and "
+            f"'group' keys; got {type(item).__name__}"
+            f"{'' if not hasattr(item, '__len__') else f' of length {len(item)}'}."
+            " Wrap the dataset so it yields such items."
+        )
+    x, y, g, _ = _split_tuple(item, "each batch of the data")
+    return _as_inputs(x), torch.as_tensor(y), None if g is None else torch.as_tensor(g)
 
 
 def _source(data: Any, batch_size: int) -> _Source:
     if isinstance(data, GroupedData):
         x, y, g = data.tensors()
 
-        def gd_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        def gd_batches() -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor]]:
             for start in range(0, len(data), batch_size):
-                stop = min(start + batch_size, len(data))
-                yield x[start:stop], y[start:stop], g[start:stop]
+                rows = slice(start, min(start + batch_size, len(data)))
+                yield select_inputs(x, rows), y[rows], g[rows]
 
-        return _Source(
+        src = _Source(
             len(data), np.asarray(data.sample_id, dtype=np.int64), gd_batches, data.fingerprint()
         )
+        mask = x.get("attention_mask") if isinstance(x, dict) else None
+        src._tokens = (None if mask is None else int((mask != 0).sum()),)
+        return src
     if isinstance(data, DataLoader):
         loader = data
         sampler = getattr(loader.batch_sampler, "sampler", loader.sampler)
@@ -267,7 +342,8 @@ def _source(data: Any, batch_size: int) -> _Source:
     else:
         raise DataError(
             f"Cannot capture on a {type(data).__name__}; pass a GroupedData, a torch Dataset "
-            "yielding (x, y) or (x, y, group), or a DataLoader over one."
+            "yielding (x, y) or (x, y, group) tuples (x a tensor or a dict of tensors) or dicts "
+            "with 'label' and 'group' keys, or a DataLoader over one."
         )
     try:
         n = len(loader.dataset)  # type: ignore[arg-type]
@@ -277,7 +353,7 @@ def _source(data: Any, batch_size: int) -> _Source:
             "of samples. Use a map-style Dataset or a GroupedData."
         ) from None
 
-    def loader_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    def loader_batches() -> Iterator[tuple[Inputs, torch.Tensor, torch.Tensor | None]]:
         for item in loader:
             yield _split_item(item)
 
@@ -298,8 +374,15 @@ def data_fingerprint(data: Any, batch_size: int = 256) -> str:
         return src.fingerprint
     h = DataHasher(src.sample_id)
     for x, y, g in src.batches():
-        h.update(x, y, g)
+        h.update(_hashable(x), y, g)
     return h.hexdigest()
+
+
+def _hashable(x: Inputs) -> Any:
+    """Inputs as the data fingerprint hashes them (dict inputs: one structured array)."""
+    if isinstance(x, Mapping):
+        return pack_inputs(x, "the batch's inputs")
+    return x
 
 
 # ---------------------------------------------------------------------------- sinks
@@ -329,6 +412,7 @@ class _StoreSink:
     def __init__(self, pending: Any, attrs: dict[str, dict[str, Any]], depth: int = 4) -> None:
         self.pending = pending
         self.attrs = attrs
+        self.rows: dict[str, int] = {}  # row counts of token-row arrays (set by forward_rows)
         self.writers: dict[str, Any] = {}
         self.queue: queue.Queue[dict[str, np.ndarray] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
@@ -357,7 +441,11 @@ class _StoreSink:
         for k, v in batch.items():
             if k not in self.writers:
                 arr = self.pending.create_array(
-                    k, None if v.ndim == 1 else v.shape[1], v.dtype, self.attrs.get(k, {})
+                    k,
+                    None if v.ndim == 1 else v.shape[1],
+                    v.dtype,
+                    self.attrs.get(k, {}),
+                    n_rows=self.rows.get(k),
                 )
                 self.writers[k] = RowWriter(arr)
         while True:
@@ -397,17 +485,18 @@ def array_attrs(
     """The attributes stored with each array of an entry.
 
     The attributes stored with each array of an entry: layer arrays name their layer,
-    reduction, seed and model; the ``meta`` arrays carry the seed.
+    reduction, seed and model (a ``tokens`` array's ``token_index`` companion too); the
+    ``meta`` arrays carry the seed.
     """
-    attrs: dict[str, dict[str, Any]] = {
-        array_name(layer, reduction): {
-            "layer": layer,
-            "reduction": reduction,
-            "seed": seed,
-            "model": label,
-        }
-        for layer, reduction in pairs
-    }
+    attrs: dict[str, dict[str, Any]] = {}
+    for layer, reduction in pairs:
+        for red in (reduction, TOKEN_INDEX) if reduction == "tokens" else (reduction,):
+            attrs[array_name(layer, red)] = {
+                "layer": layer,
+                "reduction": red,
+                "seed": seed,
+                "model": label,
+            }
     attrs.update({k: {"seed": seed} for k in meta})
     return attrs
 
@@ -454,16 +543,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def _logits_of(output: Any) -> torch.Tensor:
-    if hasattr(output, "logits") and isinstance(output.logits, torch.Tensor):
-        output = output.logits
-    t = _first_tensor(output)
-    if t is None:
-        raise ShapeError("The model returned no tensor; capture needs [N, C] logits.")
-    if t.ndim == 1:
-        t = t.reshape(-1, 1)
-    if t.ndim != 2:
-        raise ShapeError(f"The model returned shape {tuple(t.shape)}; capture needs [N, C] logits.")
+def _logits_of(
+    output: Any, model: nn.Module, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``[N, C]`` CPU float32 logits of a model output, by the model's output rule.
+
+    :func:`repsim.models.adapters.extract_logits` with :func:`~repsim.models.output_rule`
+    (a 1-D output is one column).
+    """
+    rule = output_rule(model)
+    try:
+        t = extract_logits(output, rule, attention_mask=attention_mask)
+    except ModelError as exc:
+        z = _first_tensor(output) if rule.logits is None else None
+        if z is None or z.ndim != 1:
+            raise ShapeError(f"capture needs [N, C] logits from the model: {exc}") from None
+        t = z.reshape(-1, 1)
     return t.detach().to(device="cpu", dtype=torch.float32, copy=True)
 
 
@@ -488,13 +583,18 @@ def record(
         The model (``DataParallel``/DDP wrappers are unwrapped). It runs in eval mode under
         ``torch.inference_mode()``; its train/eval flags and device are restored afterwards.
     data : GroupedData, torch Dataset or DataLoader
-        A Dataset must yield ``(x, y)`` or ``(x, y, group)``; a DataLoader must not shuffle.
-        Sample ids are ``data.sample_id`` for GroupedData, positions ``0..n-1`` otherwise.
+        A Dataset must yield ``(x, y)`` or ``(x, y, group)`` (``x`` a tensor or a dict of
+        tensors), or dicts with ``label`` and ``group`` keys (the rest are inputs); a
+        DataLoader must not shuffle. Sample ids are ``data.sample_id`` for GroupedData,
+        positions ``0..n-1`` otherwise. Dict inputs are passed as keyword arguments.
     layers : selector(s) or None
         See :func:`repsim.layers.select_layers`; ``None`` records every leaf module.
-    reduction : {"flatten", "mean", "max"}
-        How each ``[N, C, ...]`` activation becomes ``[N, n_features]``; see
-        :func:`reduce_activation`. Tuple outputs contribute their first tensor.
+    reduction : {"flatten", "mean", "max", "cls", "last", "mean_tokens", "tokens"}
+        How each activation becomes ``[N, n_features]``: ``flatten``/``mean``/``max`` for
+        channel-first maps ``[N, C, ...]``, ``cls``/``last``/``mean_tokens`` for token
+        sequences ``[N, T, D]`` (padding left out by the batch's ``attention_mask``), and
+        ``tokens`` for one row per real token (see the module docstring); definitions in
+        :mod:`repsim.capture.hooks`. Tuple outputs contribute their first tensor.
     store : ActivationStore, path or None
         Where to write. Layers already complete in the store are served from it without a
         forward pass; the others are captured and published atomically. ``None`` keeps
@@ -513,8 +613,8 @@ def record(
     Returns
     -------
     Capture
-        Layer name -> ``[n_samples, n_features]`` float32 array, plus logits, predictions,
-        labels, groups and sample ids.
+        Layer name -> ``[n_samples, n_features]`` float32 array (``[n_tokens, n_features]``
+        for ``tokens``), plus logits, predictions, labels, groups and sample ids.
 
     Raises
     ------
@@ -522,7 +622,10 @@ def record(
         If a layer (or the logits) holds NaN or inf; the message names the layer and the batch.
         Nothing is written to the store for that capture.
     ShapeError
-        If a layer's feature count changes between batches, or its output is not batch-first.
+        If a layer's feature count changes between batches, its output is not batch-first,
+        a 3-D output gets ``mean``/``max`` (see :mod:`repsim.capture.hooks`), a token
+        reduction meets an output that is not ``[N, T, D]``, or the logits are not ``[N, C]``
+        by the model's output rule.
     LayerNotFoundError, ConfigError, DataError, SampleOrderError, CacheError
         For bad layers, options, data or cache paths.
     """
@@ -582,10 +685,17 @@ def record_reductions(
     if store is not None:
         assert d_fp is not None
         wanted = {array_name(layer, red): (layer, red) for layer, red in pairs}
+        index = {
+            array_name(layer, TOKEN_INDEX): (layer, red) for layer, red in pairs if red == "tokens"
+        }
         for attempt in range(2):
             # every chunk of what is served is checked first; damaged arrays are recaptured
-            missing = set(store.missing(m_fp, d_fp, [*wanted, *META_ARRAYS], src.n, deep=True))
-            todo = [pair for a, pair in wanted.items() if a in missing]
+            missing = set(
+                store.missing(m_fp, d_fp, [*wanted, *index, *META_ARRAYS], src.n, deep=True)
+            )
+            todo = list(
+                dict.fromkeys(pair for a, pair in {**wanted, **index}.items() if a in missing)
+            )
             need_meta = bool(missing & set(META_ARRAYS))
             if todo or need_meta:
                 _run(
@@ -603,6 +713,7 @@ def record_reductions(
                 )
             try:
                 out: dict[str, Any] = {a: store.open(m_fp, d_fp, a) for a in wanted}
+                out.update({a: np.asarray(store.open(m_fp, d_fp, a)[...]) for a in index})
                 out.update({k: np.asarray(store.open(m_fp, d_fp, k)[...]) for k in META_ARRAYS})
                 break
             except CacheCorruptError:
@@ -614,21 +725,101 @@ def record_reductions(
         )
         d_fp = d_fp or d_fp_mem
     return {
-        red: Capture(
-            {layer: out[array_name(layer, red)] for layer in layers},
-            sample_id=out["sample_id"],
-            logits=out["logits"],
-            predictions=out["predictions"],
-            labels=out["labels"],
-            groups=out["groups"],
-            name=label,
-            model_fingerprint=m_fp,
-            data_fingerprint=d_fp,
-            reduction=red,
-            store=store,
-        )
-        for red, layers in names.items()
+        red: _capture(out, layers, red, label, m_fp, d_fp, store) for red, layers in names.items()
     }
+
+
+def combine_reductions(captures: Mapping[str, Capture]) -> Capture:
+    """One capture holding several reductions of the same pass: layers ``"<layer>@<reduction>"``.
+
+    ``record_reductions(model, data, {"cls": layers, "mean_tokens": layers})`` gives one
+    capture per reduction; this joins them so a comparison sees ``"h.0@cls"`` and
+    ``"h.0@mean_tokens"`` as two layers. Its ``reduction`` is the reductions joined by ``+``
+    (part of similarity cache keys).
+
+    Raises
+    ------
+    ShapeError
+        Captures of different models, data or rows (a ``tokens`` capture among per-sample ones).
+    """
+    caps = list(captures.items())
+    if not caps:
+        raise ConfigError("combine_reductions needs at least one capture.")
+    red0, first = caps[0]
+    arrays: dict[str, Any] = {}
+    for red, cap in caps:
+        same = (
+            cap.model_fingerprint == first.model_fingerprint
+            and cap.data_fingerprint == first.data_fingerprint
+            and np.array_equal(cap.sample_id, first.sample_id)
+        )
+        if not same:
+            raise ShapeError(
+                f"Captures {red0!r} and {red!r} are of different models, data or rows; only "
+                "reductions of one model on one dataset (one row per sample) combine."
+            )
+        arrays.update({f"{layer}@{red}": cap[layer] for layer in cap})
+    return Capture(
+        arrays,
+        sample_id=first.sample_id,
+        logits=first.logits,
+        predictions=first.predictions,
+        labels=first.labels,
+        groups=first.groups,
+        name=first.name,
+        model_fingerprint=first.model_fingerprint,
+        data_fingerprint=first.data_fingerprint,
+        reduction="+".join(red for red, _ in caps),
+        store=first.store,
+        token_row=first.token_row,
+        token_position=first.token_position,
+    )
+
+
+def _capture(
+    out: Mapping[str, Any],
+    layers: Sequence[str],
+    reduction: str,
+    label: str,
+    m_fp: str,
+    d_fp: str,
+    store: ActivationStore | None,
+) -> Capture:
+    """The :class:`Capture` of one reduction from the arrays of a pass (or of the store).
+
+    For ``tokens``, the per-sample arrays are repeated for each token, and every layer must
+    have the same token rows (checked against the first layer's ``token_index``).
+    """
+    arrays = {layer: out[array_name(layer, reduction)] for layer in layers}
+    rows: Any = slice(None)
+    token_row = token_position = None
+    if reduction == "tokens" and layers:
+        first = np.asarray(out[array_name(layers[0], TOKEN_INDEX)])
+        for layer in layers[1:]:
+            other = np.asarray(out[array_name(layer, TOKEN_INDEX)])
+            if not np.array_equal(other, first):
+                raise ShapeError(
+                    f"Layers {layers[0]!r} and {layer!r} have different token rows (e.g. "
+                    "token axes of different lengths without an attention_mask); a 'tokens' "
+                    "capture needs the same tokens in every layer. Record them separately."
+                )
+        rows = token_row = np.ascontiguousarray(first[:, 0])
+        token_position = np.ascontiguousarray(first[:, 1])
+    return Capture(
+        arrays,
+        sample_id=np.asarray(out["sample_id"])[rows],
+        logits=np.asarray(out["logits"])[rows],
+        predictions=np.asarray(out["predictions"])[rows],
+        labels=np.asarray(out["labels"])[rows],
+        groups=np.asarray(out["groups"])[rows],
+        name=label,
+        model_fingerprint=m_fp,
+        data_fingerprint=d_fp,
+        reduction=reduction,
+        store=store,
+        token_row=token_row,
+        token_position=token_position,
+    )
 
 
 def _run(
@@ -743,16 +934,21 @@ def forward_rows(
             torch.manual_seed(seed)
             for i, (x, y, g) in enumerate(src.batches()):
                 if hasher is not None:
-                    hasher.update(x, y, g)
-                start, row = row, row + len(x)
+                    hasher.update(_hashable(x), y, g)
+                start, row = row, row + batch_len(x)
                 lo, hi = max(a, start), min(b, row)
                 if hi > lo:
                     if (lo, hi) != (start, row):
                         cut = slice(lo - start, hi - start)
-                        x, y, g = x[cut], y[cut], None if g is None else g[cut]
-                    recorder.reset()
-                    logits = _logits_of(model(x.to(dev, non_blocking=True)))
+                        x, y, g = select_inputs(x, cut), y[cut], None if g is None else g[cut]
+                    x = inputs_to(x, dev)
+                    mask = _mask_of(x)
+                    recorder.reset(attention_mask=mask)
+                    logits = _logits_of(call_model(model, x), model, mask)
                     batch = checks.at(i, lo, hi).layers(recorder, pairs)
+                    rows_of = getattr(sink, "rows", None)
+                    if rows_of is not None:
+                        rows_of.update(checks.token_totals(src, recorder))
                     if meta:
                         batch.update(checks.meta(logits, y, g, src.sample_id))
                     sink.write(lo, batch)
@@ -773,6 +969,8 @@ class _BatchChecks:
     def __init__(self) -> None:
         self.feats: dict[str, tuple[int, ...]] = {}
         self.b = self.lo = self.hi = 0
+        self.token_len: int | None = None  # T of the token layers (without a mask)
+        self.totals: dict[str, int] = {}
 
     def at(self, b: int, lo: int, hi: int) -> _BatchChecks:
         self.b, self.lo, self.hi = b, lo, hi
@@ -789,7 +987,12 @@ class _BatchChecks:
                     "model's forward pass. Choose layers that run."
                 )
             act = recorder.out[layer, reduction]
-            if act.shape[0] != k:
+            if reduction == "tokens":
+                index = recorder.token_index[layer].numpy().copy()
+                index[:, 0] += lo
+                batch[array_name(layer, TOKEN_INDEX)] = index
+                self._token_layout(layer, recorder)
+            elif act.shape[0] != k:
                 raise ShapeError(
                     f"Layer {layer!r} output has leading size {act.shape[0]} in batch {b}"
                     f" but the batch has {k} samples; capture needs batch-first outputs."
@@ -811,6 +1014,41 @@ class _BatchChecks:
                 )
             batch[array_name(layer, reduction)] = arr
         return batch
+
+    def _token_layout(self, layer: str, recorder: Any) -> None:
+        """Token layers without a mask must share one constant token length ``T``."""
+        if recorder.attention_mask is not None:
+            return
+        length = recorder.token_len[layer]
+        if self.token_len is None:
+            self.token_len = length
+        elif length != self.token_len:
+            raise ShapeError(
+                f"Layer {layer!r} has {length} tokens in batch {self.b} where the other "
+                f"'tokens' layers (or earlier batches) have {self.token_len}, and the inputs "
+                "carry no attention_mask: the rows of a 'tokens' capture must be the same "
+                "tokens in every layer. Capture such layers with separate record() calls, or "
+                "pass dict inputs with an attention_mask."
+            )
+
+    def token_totals(self, src: _Source, recorder: Any) -> dict[str, int]:
+        """Rows of each ``tokens`` array over all the data (and of its index), once known.
+
+        With an attention mask: the number of real tokens of the data; without: ``n * T``.
+        """
+        for layer, length in recorder.token_len.items():
+            total = self.totals.get(array_name(layer, "tokens"))
+            if total is not None:
+                continue
+            if recorder.attention_mask is not None:
+                total = src.real_tokens()
+                if total is None:  # pragma: no cover - a mask in the batch means one in data
+                    raise DataError("The data's batches carry an attention_mask only sometimes.")
+            else:
+                total = src.n * length
+            self.totals[array_name(layer, "tokens")] = total
+            self.totals[array_name(layer, TOKEN_INDEX)] = total
+        return self.totals
 
     def meta(
         self,

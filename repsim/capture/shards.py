@@ -189,6 +189,11 @@ def record_shard(
         raise ConfigError(f"shard (i, k) needs 0 <= i < k, got {shard!r}.")
     if reduction not in REDUCTIONS:
         raise ConfigError(f"Unknown reduction {reduction!r}; choose one of {list(REDUCTIONS)}.")
+    if reduction == "tokens":
+        raise ConfigError(
+            "Sharded capture splits samples into row ranges of the entry's arrays; 'tokens' "
+            "arrays have one row per token, so capture them with repsim.capture.record."
+        )
     if not isinstance(store, ActivationStore):
         store = ActivationStore(store)
     model = unwrap_model(model)

@@ -12,6 +12,9 @@ Layout on disk (``path`` defaults to ``cache/``)::
         predictions                    int64 [n]
         <layer>@<reduction>/           float32 [n, n_features], e.g. "layer1.0.conv1@mean",
                                        "fc+input@flatten" for layer "fc:input" (see array_name)
+        <layer>@tokens/                float32 [n_tokens, n_features]: one row per real token
+        <layer>@token_index/           int64 [n_tokens, 2]: (sample row, position) of each row
+                                       of <layer>@tokens; both carry attrs n_rows = n_tokens
       .tmp/<pid>-<uuid>/               a capture in progress (a Zarr group of new arrays)
       .trash/<pid>-<uuid>/             replaced corrupt entries on their way out
 
@@ -67,6 +70,8 @@ import zarr.storage
 
 from repsim._core.io import write_json
 from repsim._core.provenance import provenance
+from repsim.capture.reductions import REDUCTIONS as REDUCTIONS  # re-exported
+from repsim.capture.reductions import TOKEN_INDEX, TOKEN_ROW_ARRAYS
 from repsim.errors import CacheCorruptError, CacheError, OutputError
 
 try:  # a dependency of zarr >= 3.1 (its crc32c codec); hardware-accelerated
@@ -93,8 +98,6 @@ SCHEMA_VERSION = 2
 
 META_ARRAYS = ("sample_id", "labels", "groups", "logits", "predictions")
 """Per-entry arrays besides the layers."""
-
-REDUCTIONS = ("flatten", "mean", "max")
 
 _KEY_RE = re.compile(r"^[0-9a-f]{4,64}-[0-9a-f]{4,64}$")
 _CHUNK_RE = re.compile(r"^c(/\d+)+$")
@@ -421,15 +424,26 @@ class PendingEntry:
         self.arrays: dict[str, zarr.Array] = {}
 
     def create_array(
-        self, name: str, n_features: int | None, dtype: Any, attrs: Mapping[str, Any]
+        self,
+        name: str,
+        n_features: int | None,
+        dtype: Any,
+        attrs: Mapping[str, Any],
+        *,
+        n_rows: int | None = None,
     ) -> zarr.Array:
-        """Create ``name`` with shape ``[n_samples]`` (``n_features=None``) or ``[n, f]``."""
+        """Create ``name`` with shape ``[n]`` (``n_features=None``) or ``[n, f]``.
+
+        ``n`` is ``n_samples``, or ``n_rows`` for the token-row arrays (``@tokens``,
+        ``@token_index``), which record it in their ``n_rows`` attr.
+        """
         dtype = np.dtype(dtype)
-        shape: tuple[int, ...] = (
-            (self.n_samples,) if n_features is None else (self.n_samples, n_features)
-        )
+        n = self.n_samples if n_rows is None else int(n_rows)
+        if n_rows is not None:
+            attrs = {**dict(attrs), "n_rows": n}
+        shape: tuple[int, ...] = (n,) if n_features is None else (n, n_features)
         row_bytes = dtype.itemsize * (1 if n_features is None else max(n_features, 1))
-        rows = int(max(1, min(self.n_samples, self.store.chunk_bytes // row_bytes)))
+        rows = int(max(1, min(max(n, 1), self.store.chunk_bytes // row_bytes)))
         try:
             arr = self.group.create_array(
                 name,
@@ -722,8 +736,13 @@ class ActivationStore:
         if attrs.get("corrupt"):
             return f"flagged corrupt: {attrs['corrupt']}"
         shape = meta.get("shape", [])
-        if not shape or shape[0] != n_samples:
-            return f"shape {shape} does not have {n_samples} rows"
+        rows = n_samples
+        if attrs.get("reduction") in TOKEN_ROW_ARRAYS:
+            rows = attrs.get("n_rows")
+            if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+                return "a token-row array without a valid n_rows attr"
+        if not shape or shape[0] != rows:
+            return f"shape {shape} does not have {rows} rows"
         is_layer = "@" in name
         want_ndim = 2 if is_layer or name == "logits" else 1
         if len(shape) != want_ndim:
@@ -972,7 +991,7 @@ class ActivationStore:
             if problem is not None and name in META_ARRAYS:
                 info.ok = False
             parsed = self._layer_of(key, name)
-            if parsed is None:
+            if parsed is None or parsed[1] == TOKEN_INDEX:
                 continue
             if problem is not None:
                 info.ok = False
@@ -1104,6 +1123,10 @@ class ActivationStore:
             if not target.exists():
                 raise CacheError(f"Entry {key} has no array for {layer!r} ({reduction}).")
             self._move_aside(target)
+            if reduction == "tokens":  # its row index goes with it
+                index = self.path / key / array_name(layer, TOKEN_INDEX)
+                if index.exists():
+                    self._move_aside(index)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())

@@ -23,7 +23,7 @@ from repsim.errors import ConfigError
 #: The one spelling of each concept shared by several commands -> the old spellings it replaces
 #: (still accepted, hidden from ``--help``).
 SPELLINGS: dict[str, tuple[str, ...]] = {
-    "--data": ("--dataset",),  # a built-in dataset name
+    "--data": ("--dataset",),  # a dataset: built-in name, package.module:function or .npz
     "--groups": ("--by",),  # a group attribute of the dataset
     "--by-group": ("--by-groups",),  # also compute per-group results
     "--measures": ("--measure",),  # similarity measures

@@ -103,7 +103,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser("compare", help="layer-similarity report for two checkpoints")
     p.add_argument("a", help="first checkpoint (save_model path)")
     p.add_argument("b", help="second checkpoint (save_model path)")
-    p.add_argument("--data", default="digits", help="built-in dataset (default digits)")
+    p.add_argument(
+        "--data",
+        default="digits",
+        help="built-in dataset, package.module:function, or a .npz file (default digits)",
+    )
     p.add_argument(
         "--option",
         action="append",
@@ -114,7 +118,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--groups", default=None, help="group attribute of the dataset")
     p.add_argument("--layers", nargs="+", default=None, help="layer names or globs")
     p.add_argument("--measures", nargs="+", default=["cka"], help="similarity measures")
-    p.add_argument("--reduction", default="flatten", choices=["flatten", "mean", "max"])
+    p.add_argument(
+        "--reduction",
+        default="flatten",
+        choices=["flatten", "mean", "max", "cls", "last", "mean_tokens"],
+        help="flatten/mean/max for conv maps, cls/last/mean_tokens for token sequences",
+    )
     p.add_argument("--out", default=None, help="report directory")
     p.add_argument(
         "--cache-dir",

@@ -54,7 +54,12 @@ def add_parser(subparsers: Any) -> None:
         help="also prune the last Linear layer (excluded by default)",
     )
     add_renamed(
-        p, "--data", "--dataset", dest="dataset", help="fine-tune on this dataset's train split"
+        p,
+        "--data",
+        "--dataset",
+        dest="dataset",
+        help="fine-tune (and calibrate wanda/sparsegpt) on this dataset's train split: a "
+        "built-in name, package.module:function, or a .npz file",
     )
     p.add_argument("--schedule", default="oneshot", choices=["oneshot", "agp"])
     p.add_argument("--kd", action="store_true", help="fine-tune by distillation from the dense")
@@ -83,7 +88,14 @@ def add_parser(subparsers: Any) -> None:
     )
     d.add_argument("teacher")
     d.add_argument("student")
-    add_renamed(d, "--data", "--dataset", dest="dataset", required=True, help="built-in dataset")
+    add_renamed(
+        d,
+        "--data",
+        "--dataset",
+        dest="dataset",
+        required=True,
+        help="built-in dataset, package.module:function, or a .npz file",
+    )
     d.add_argument("--T", type=float, default=4.0, help="temperature (default 4)")
     d.add_argument("--alpha", type=float, default=0.9, help="weight of the KL term")
     d.add_argument("--gamma", type=float, default=0.1, help="weight of the CE term")
@@ -105,9 +117,9 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _load_data(name: str | None) -> Any:
-    from repsim.data import load_dataset
+    from repsim.pipeline.config import open_dataset
 
-    return None if name is None else load_dataset(name)
+    return None if name is None else open_dataset(name)
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -156,7 +168,11 @@ def run_prune(args: argparse.Namespace) -> int:
         )
     else:
         model, record = prune(
-            dense, args.sparsity, exclude_classifier=not args.prune_classifier, **prune_opts
+            dense,
+            args.sparsity,
+            exclude_classifier=not args.prune_classifier,
+            data=None if ds is None else ds.train,  # calibration of wanda/sparsegpt/fairgrape
+            **prune_opts,
         )
         if args.epochs > 0 and args.kd:
             model, res = distill(
@@ -207,10 +223,10 @@ def run_distill(args: argparse.Namespace) -> int:
     """``repsim distill``: train the student against the teacher, save it."""
     from repsim._core.fingerprints import model_fingerprint
     from repsim.compress import distill
-    from repsim.data import load_dataset
     from repsim.models import load_model, save_model
+    from repsim.pipeline.config import open_dataset
 
-    ds = load_dataset(args.dataset)
+    ds = open_dataset(args.dataset)
     student, res = distill(
         load_model(args.teacher),
         load_model(args.student),

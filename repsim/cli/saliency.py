@@ -25,7 +25,14 @@ def add_parser(subparsers: Any) -> None:
         "weights that the pruned model's mask removed, against chance (the sparsity).",
     )
     p.add_argument("model", help="saved dense model path (.safetensors + .json)")
-    add_renamed(p, "--data", "--dataset", dest="dataset", required=True, help="built-in dataset")
+    add_renamed(
+        p,
+        "--data",
+        "--dataset",
+        dest="dataset",
+        required=True,
+        help="built-in dataset, package.module:function, or a .npz file",
+    )
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     add_renamed(
         p, "--groups", "--by", dest="by", help="group attribute (default: the dataset's groups)"
@@ -47,7 +54,6 @@ def add_parser(subparsers: Any) -> None:
 def run_saliency(args: argparse.Namespace) -> int:
     """Handler of ``repsim saliency``; prints a JSON summary, writes tables/figures to --out."""
     from repsim.compress import prunable_parameters
-    from repsim.data import load_dataset
     from repsim.errors import DataError
     from repsim.models import load_model
     from repsim.saliency.gradient import check_fraction, weight_saliency
@@ -55,7 +61,9 @@ def run_saliency(args: argparse.Namespace) -> int:
     from repsim.saliency.plots import plot_saliency_histograms, plot_salient_removed
 
     check_fraction(args.fraction)
-    dataset = load_dataset(args.dataset)
+    from repsim.pipeline.config import open_dataset
+
+    dataset = open_dataset(args.dataset)
     data = dataset.splits().get(args.split)
     if data is None:
         raise DataError(

@@ -2,7 +2,7 @@
 
 Use :func:`load_dataset` with a name from :func:`list_datasets`; turn your own data (a torch
 ``Dataset``/``DataLoader``, arrays plus group labels, tokenizer outputs) into a
-:class:`GroupedData` with :func:`as_grouped`.
+:class:`GroupedData` with :func:`as_grouped`, or read a file of arrays with :func:`load_npz`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from repsim.data.adult import load_adult
 from repsim.data.base import GroupedData, GroupedDataset, input_tensors, pack_inputs
 from repsim.data.digits import load_digits_colour, load_digits_imbalanced, load_digits_plain
 from repsim.data.fashion_mnist import load_fashion_mnist, read_idx
+from repsim.data.npz import load_npz, split_grouped
+from repsim.data.text import load_spurious_text
 from repsim.errors import DataError, did_you_mean
 
 DATASETS: dict[str, Callable[..., GroupedDataset]] = {
@@ -23,6 +25,7 @@ DATASETS: dict[str, Callable[..., GroupedDataset]] = {
     "digits-colour": load_digits_colour,
     "adult": load_adult,
     "fashion-mnist": load_fashion_mnist,
+    "spurious-text": load_spurious_text,
 }
 
 SUMMARIES = {
@@ -33,6 +36,8 @@ SUMMARIES = {
     "groups = bias-aligned/conflicting",
     "adult": "UCI Adult census income (shipped copy); groups = sex, race, age band",
     "fashion-mnist": "Fashion-MNIST from IDX files (path / REPSIM_DATA); groups = classes",
+    "spurious-text": "SYNTHETIC token sequences, two dialects and a spurious marker token; "
+    "groups = dialect, marker",
 }
 
 
@@ -81,6 +86,8 @@ __all__ = [
     "input_tensors",
     "list_datasets",
     "load_dataset",
+    "load_npz",
     "pack_inputs",
     "read_idx",
+    "split_grouped",
 ]

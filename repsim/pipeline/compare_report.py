@@ -47,12 +47,13 @@ def compare_report(
     a, b : path
         :func:`repsim.models.save_model` paths (with or without ``.safetensors``).
     data, data_options, groups
-        Built-in dataset, its options, and the group attribute to use.
+        The dataset (a built-in name, ``"package.module:function"`` or an ``.npz`` path;
+        :func:`repsim.pipeline.config.open_dataset`), its options, and the group attribute.
     layers : list of str, optional
         Layer names or globs; default every leaf layer of model ``a``. Each must exist in both.
     measures : list of str
         Similarity measures (:func:`repsim.similarity.measures`).
-    reduction : {"flatten", "mean", "max"}
+    reduction : {"flatten", "mean", "max", "cls", "last", "mean_tokens"}
         How conv maps become ``[n, d]``.
     out : path
         Report directory.
@@ -89,7 +90,6 @@ def compare_report(
     """
     from repsim.capture import record
     from repsim.capture.store import ActivationStore
-    from repsim.data import load_dataset
     from repsim.layers import select_layers
     from repsim.models import load_model
     from repsim.report import plots
@@ -98,7 +98,9 @@ def compare_report(
     from repsim.similarity import compare
 
     model_a, model_b = load_model(a).eval(), load_model(b).eval()
-    ds = load_dataset(data, **(data_options or {}))
+    from repsim.pipeline.config import open_dataset
+
+    ds = open_dataset(data, data_options)
     test = ds.test.with_groups(groups) if groups else ds.test
     names = select_layers(model_a, list(layers) if layers else None)
     in_b = dict(model_b.named_modules())

@@ -47,20 +47,22 @@ from repsim._core.io import read_json
 from repsim.compress.distill import DistillationLoss, distill
 from repsim.compress.mask import Mask
 from repsim.compress.prune import METHODS as PRUNE_METHODS
-from repsim.compress.prune import check_sparsity, clone_model, prune
+from repsim.compress.prune import check_sparsity, clone_model, parse_nm, prune
 from repsim.compress.quantize import check_bits, quantize
 from repsim.compress.schedule import gradual_prune
-from repsim.data import load_dataset
-from repsim.errors import ConfigError, ModelError, OutputError
-from repsim.models import build_model, load_model, save_model
+from repsim.data import load_dataset as load_dataset  # re-exported (older callers read it here)
+from repsim.errors import ConfigError, ModelError, OutputError, did_you_mean
+from repsim.models import load_model, save_model
 from repsim.pipeline.config import (
     SCHEMA,
     Field,
     Section,
+    build_model_source,
     check_dataset,
     check_dir,
     check_model,
     check_name,
+    load_data_source,
     read_toml,
     table,
     tables,
@@ -69,6 +71,21 @@ from repsim.pipeline.config import (
 from repsim.train import evaluate, fit
 
 COMPRESSION_METHODS = (*PRUNE_METHODS, "quantize")
+
+
+def check_method(value: Any, key: str) -> str:
+    """A compression method: one of :data:`COMPRESSION_METHODS` or an N:M pattern (``"2:4"``)."""
+    if value in COMPRESSION_METHODS:
+        return value
+    try:
+        parse_nm(value)
+    except ConfigError:
+        raise ConfigError(
+            f"'{key}' = {value!r} is not one of {list(COMPRESSION_METHODS)} or an N:M pattern "
+            f"such as '2:4'.{did_you_mean(str(value), COMPRESSION_METHODS)}"
+        ) from None
+    return value
+
 
 _NONE = type(None)
 
@@ -181,7 +198,9 @@ def _check_setting(c: dict[str, Any], where: str) -> dict[str, Any]:
 
 COMPRESSION_SECTION = Section(
     {
-        "method": Field((str,), choices=COMPRESSION_METHODS, help="pruning method or 'quantize'"),
+        "method": Field(
+            (str,), help="pruning method, an N:M pattern ('2:4') or 'quantize'", check=check_method
+        ),
         "sparsities": Field((int, float, list, tuple), None, help="pruning sparsities in [0, 1)"),
         "bits": Field((int, list, tuple), None, help="quantisation bit widths (2 to 8)"),
         "kd": Field(
@@ -303,7 +322,7 @@ class Setting:
         if self.method == "dense":
             return "dense"
         level = f"s{self.sparsity:g}" if self.bits is None else f"{self.bits}bit"
-        slug = f"{self.method}-{level}{'-kd' if self.kd else ''}"
+        slug = f"{self.method.replace(':', 'of')}-{level}{'-kd' if self.kd else ''}"
         opts = {k: v for k, v in self.options.items() if k not in ("sparsities", "bits", "kd")}
         return f"{slug}-{_digest([self.method, self.sparsity, self.bits, self.kd, opts], 6)}"
 
@@ -600,7 +619,7 @@ def build(
     def dataset() -> Any:
         nonlocal data
         if data is None:
-            data = load_dataset(cfg["dataset"], **cfg["dataset_options"])
+            data = load_data_source(cfg["dataset"], cfg["dataset_options"])
         return data
 
     def dense_of(seed: int) -> nn.Module:
@@ -617,13 +636,7 @@ def build(
         if member.method == "dense":
             if info is None:
                 ds = dataset()
-                model = build_model(
-                    cfg["model"],
-                    input_shape=ds.train.input_shape,
-                    n_classes=ds.train.n_classes,
-                    seed=member.seed,
-                    **cfg["model_options"],
-                )
+                model = build_model_source(cfg["model"], cfg["model_options"], ds, member.seed)
                 val = ds.val if train_opts["patience"] is not None else None
                 res = fit(
                     model,

@@ -89,9 +89,53 @@ def _check_names(values: Any, known: Sequence[str], key: str) -> list[str]:
 
 
 def _check_prune_methods(values: Any, key: str) -> list[str]:
-    from repsim.compress.prune import METHODS
+    from repsim.compress.prune import METHODS, parse_nm
 
-    return _check_names(values, list(METHODS), key)
+    nm = [v for v in values if isinstance(v, str) and ":" in v] if isinstance(values, list) else []
+    for v in nm:  # N:M patterns ('2:4') are methods too
+        try:
+            parse_nm(v)
+        except ConfigError as exc:
+            raise ConfigError(f"'{key}': {exc}") from None
+    return _check_names(values, [*METHODS, *nm], key)
+
+
+def _check_bits(values: Any, key: str) -> list[int]:
+    from repsim.compress.quantize import check_bits
+
+    if not isinstance(values, list):
+        raise ConfigError(f"'{key}' must be a list of bit widths, got {values!r}.")
+    try:
+        return [check_bits(b) for b in values]
+    except ConfigError as exc:
+        raise ConfigError(f"'{key}': {exc}") from None
+
+
+def _check_reductions(value: Any, key: str) -> Any:
+    from repsim.capture.reductions import PER_SAMPLE_REDUCTIONS
+
+    values = [value] if isinstance(value, str) else value
+    if not values or len(set(values)) != len(values):
+        raise ConfigError(f"'{key}' must be a reduction or a list of distinct ones, got {value!r}.")
+    for v in values:
+        if v not in PER_SAMPLE_REDUCTIONS:
+            raise ConfigError(
+                f"'{key}' = {v!r} is not one of {list(PER_SAMPLE_REDUCTIONS)} (a study compares "
+                f"one row per sample; 'tokens' is for per-token analyses from Python)."
+                f"{did_you_mean(str(v), PER_SAMPLE_REDUCTIONS)}"
+            )
+    return value
+
+
+def capture_reductions(config: Mapping[str, Any]) -> list[str]:
+    """``[capture] reduction`` as a list (a study may record several in one pass)."""
+    value = config["capture"]["reduction"]
+    return [value] if isinstance(value, str) else list(value)
+
+
+def quantized_label(bits: int) -> str:
+    """Method label of a study's quantised members: ``"quantize-4bit"``."""
+    return f"quantize-{bits}bit"
 
 
 def _check_recoveries(values: Any, key: str) -> list[str]:
@@ -159,6 +203,13 @@ STUDY_SECTIONS: dict[str, Section] = {
                 check=_check_recoveries,
             ),
             "scope": Field((str,), None, ("global", "layerwise"), help="pruning scope"),
+            "bits": Field(
+                (list,),
+                [],
+                help="also quantise every dense seed to these bit widths (post-training "
+                "round-to-nearest, per output channel); sparsity 0 in the report",
+                check=_check_bits,
+            ),
             "epochs": Field((int,), 3, help="fine-tuning / distillation epochs"),
             "lr": Field((int, float), 1e-3, help="fine-tuning / distillation learning rate"),
             "kd_temperature": Field((int, float), 4.0, help="distillation temperature T"),
@@ -171,7 +222,12 @@ STUDY_SECTIONS: dict[str, Section] = {
         {
             "layers": Field((list, str), None, help="layer names or globs (default: every leaf)"),
             "reduction": Field(
-                (str,), "flatten", ("flatten", "mean", "max"), help="how conv maps become [n, d]"
+                (str, list),
+                "flatten",
+                help="how activations become [n, d]: flatten/mean/max (conv maps), "
+                "cls/last/mean_tokens (token sequences); a list records each, the layers are "
+                "then named '<layer>@<reduction>'",
+                check=_check_reductions,
             ),
             "batch_size": Field((int,), 256, check=positive_int),
         },
@@ -289,6 +345,10 @@ def family_spec(
                         },
                     }
                 )
+        if comp.get("bits"):
+            spec["compression"].append(
+                {"method": "quantize", "bits": list(comp["bits"]), "finetune_epochs": 0}
+            )
     return spec
 
 
@@ -342,11 +402,12 @@ class Plan:
     measures: list[str]
     divergence: str
     metrics: list[str]
+    bits: list[int] = field(default_factory=list)  # quantised members' bit widths
 
     @property
     def n_members(self) -> int:
         """The number of compressed models the study builds."""
-        return len(self.configs) * len(self.seeds)
+        return (len(self.configs) + len(self.bits)) * len(self.seeds)
 
 
 def method_label(prune_method: str, recovery: str) -> str:
@@ -406,6 +467,16 @@ def plan_study(config: Mapping[str, Any], data: Any = None) -> Plan:
         layers = select_layers(probe, config["capture"]["layers"])
     except LayerNotFoundError as exc:
         raise LayerNotFoundError(f"[capture] layers: {exc}") from None
+    for method in methods:
+        if ":" in method:
+            from repsim.compress.prune import parse_nm
+
+            n, m = parse_nm(method)
+            if any(abs(float(s) - (1 - n / m)) > 1e-9 for s in sparsities):
+                raise ConfigError(
+                    f"'compression.methods' has {method!r}, whose sparsity is {1 - n / m:g}; "
+                    f"'compression.sparsities' {sparsities} must then be [{1 - n / m:g}]."
+                )
     from repsim.compress import prune
 
     pruned, _ = prune(
@@ -418,7 +489,19 @@ def plan_study(config: Mapping[str, Any], data: Any = None) -> Plan:
             "choose layers every model of the family has."
         )
     configs = [(m, r, float(s)) for m in methods for r in recoveries for s in sparsities]
-    return Plan(dict(config), seeds, layers, configs, measures, sim["divergence"], metrics)
+    reductions = capture_reductions(config)
+    if len(reductions) > 1:
+        layers = [f"{layer}@{red}" for red in reductions for layer in layers]
+    return Plan(
+        dict(config),
+        seeds,
+        layers,
+        configs,
+        measures,
+        sim["divergence"],
+        metrics,
+        bits=list(comp.get("bits") or []),
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -637,6 +720,9 @@ def build_models(plan: Plan, *, progress: bool | None = None) -> Models:
         for m in family.select(method=pm, sparsity=sp, kd=rec == "kd"):
             if (m.setting.options["finetune_epochs"] == 0) == (rec == "none"):
                 compressed[(method_label(pm, rec), sp, m.seed)] = m.load().eval()
+    for bits in plan.bits:
+        for m in family.select(method="quantize", bits=bits):
+            compressed[(quantized_label(bits), 0.0, m.seed)] = m.load().eval()
     work = {
         "dense_trained": sum(m.built for m in family if m.method == "dense"),
         "compressed_built": sum(m.built for m in family if m.method != "dense"),
@@ -654,14 +740,18 @@ def capture_models(
     small, and comparing them in memory gives the same numbers as streaming, without a
     ``d x d`` accumulator per batch.
     """
-    from repsim.capture import record
+    from repsim.capture import record_reductions
+    from repsim.capture.record import combine_reductions
     from repsim.capture.store import ActivationStore
 
     config = plan.config
     store = ActivationStore(Path(config["study"]["cache_dir"]) / "activations")
     before = set(store.keys())
+    reductions = capture_reductions(config)
+    layers = plan.layers
+    if len(reductions) > 1:  # plan.layers are '<layer>@<reduction>'
+        layers = list(dict.fromkeys(name.rpartition("@")[0] for name in plan.layers))
     opts = {
-        "reduction": config["capture"]["reduction"],
         "store": store,
         "batch_size": config["capture"]["batch_size"],
         "progress": False,
@@ -672,7 +762,10 @@ def capture_models(
     done: dict[Any, Any] = {}
     with bar(total=len(todo), desc="capture", unit="model", progress=progress) as b:
         for key, name, model in todo:
-            done[key] = record(model, test, plan.layers, name=name, **opts)
+            caps = record_reductions(
+                model, test, dict.fromkeys(reductions, layers), name=name, **opts
+            )
+            done[key] = caps[reductions[0]] if len(reductions) == 1 else combine_reductions(caps)
             b.update()
     dense = {s: done[s] for s in models.dense}
     compressed = {k: done[k] for k in models.compressed}

@@ -15,6 +15,7 @@ def test_registry_lists_all_builtins():
         "digits-colour",
         "adult",
         "fashion-mnist",
+        "spurious-text",
     }
 
 

@@ -102,7 +102,7 @@ def test_second_build_does_no_work(built, monkeypatch):
     modules = ["repsim.pipeline.family", "repsim.compress.schedule", "repsim.compress.distill"]
     for mod in map(importlib.import_module, modules):
         monkeypatch.setattr(mod, "fit", boom)
-    monkeypatch.setattr(repsim.pipeline.family, "build_model", boom)
+    monkeypatch.setattr(repsim.pipeline.family, "build_model_source", boom)
     again = build(_config(tmp), progress=False)
     assert again.n_built == 0
     assert [m.fingerprint for m in again] == [m.fingerprint for m in fam]
