@@ -44,7 +44,7 @@ def test_rm_all_and_ls_leave_foreign_zarr_groups_alone(tmp_path, capsys):
     theirs.create_array("a", shape=(3,), dtype="i4")[:] = np.arange(3)
     assert main(["cache", "ls", "--path", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert key in out and "theirs" not in out and len(out.strip().splitlines()) == 2
+    assert key in out and "theirs" not in out and "(1 entry)" in out
     assert main(["cache", "rm", "--all", "--path", str(tmp_path)]) == 0
     assert f"removed {key}" in capsys.readouterr().out
     reopened = zarr.open_group(str(tmp_path / "theirs"), mode="r")

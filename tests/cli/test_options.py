@@ -136,7 +136,7 @@ def test_a_command_group_without_its_action_is_a_usage_error(capsys):
 
 def test_old_cache_path_option_names_the_store_itself(tmp_path):
     """``--path`` (0.1) named the activation store; ``--cache-dir`` names the cache root."""
-    old = _parse(["cache", "ls", "--path", str(tmp_path / "store")])
-    new = _parse(["cache", "ls", "--cache-dir", str(tmp_path / "root")])
+    old = _parse(["cache", "verify", "--path", str(tmp_path / "store")])
+    new = _parse(["cache", "verify", "--cache-dir", str(tmp_path / "root")])
     assert old.path == tmp_path / "store"
     assert new.path == tmp_path / "root" / "activations"

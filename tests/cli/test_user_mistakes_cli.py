@@ -49,6 +49,7 @@ hidden = 8
 epochs = 1
 
 [subnetwork]
+method = "surgeon"
 bias = "colour"
 steps = 6
 batch_size = 64
