@@ -20,7 +20,10 @@ SEQ = 10
 
 
 def _quiet() -> None:
-    import transformers
+    # transformers is an optional extra (``pip install -e ".[hf]"``): without it, HF tests skip.
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
 
     transformers.logging.set_verbosity_error()
 
