@@ -70,7 +70,25 @@ from repsim.pipeline.config import (
 )
 from repsim.train import evaluate, fit
 
-COMPRESSION_METHODS = (*PRUNE_METHODS, "quantize")
+COMPRESSION_METHODS = (*PRUNE_METHODS, "quantize", "none")
+"""Family methods: the pruning methods, ``"quantize"`` and ``"none"`` (no weight removed: the
+recovery-only control, sparsity 0, fine-tuned or distilled with the setting's recipe)."""
+
+CONTROLS = ("recovery", "random")
+"""Controls a compression setting can add to the family (``controls = [...]``):
+
+``"recovery"``
+    The *recovery-only control*: every dense seed put through the setting's recovery recipe
+    (fine-tuning, or distillation when ``kd``; the same epochs and optimiser options) without
+    pruning: method ``"none"``, sparsity 0. The null for drift and for CEV/SDE: what recovery
+    alone does.
+``"random"``
+    The *random-pruning control*: unstructured random pruning (same scope and exclusions) at each
+    of the setting's sparsities with the same recovery, so that "this method damages layer l"
+    can be told from "removing any weights does".
+
+Control members are ordinary members (method ``"none"`` or ``"random"``) and are shared: two
+settings with the same recipe get one recovery-only population."""
 
 
 def check_method(value: Any, key: str) -> str:
@@ -161,9 +179,44 @@ AGP_SECTION = Section(
 """``agp`` of a compression setting (:func:`repsim.compress.gradual_prune`)."""
 
 
+def _check_controls(value: Any, key: str) -> list[str]:
+    out = [value] if isinstance(value, str) else list(value)
+    for v in out:
+        if v not in CONTROLS:
+            raise ConfigError(
+                f"'{key}' has {v!r}; controls are {list(CONTROLS)}.{did_you_mean(str(v), CONTROLS)}"
+            )
+    return list(dict.fromkeys(out))
+
+
 def _check_setting(c: dict[str, Any], where: str) -> dict[str, Any]:
     """The checks of a compression setting that involve several keys."""
     method = c["method"]
+    if method == "none":
+        if c["sparsities"] is None:
+            c["sparsities"] = [0.0]
+        given = _as_list(c["sparsities"], f"{where}.sparsities")
+        if len(given) != 1 or not isinstance(given[0], int | float) or float(given[0]) != 0.0:
+            raise ConfigError(
+                f"'{where}.sparsities' must be [0] for method 'none' (no weight is removed)."
+            )
+        if c["finetune_epochs"] < 1:
+            raise ConfigError(
+                f"'{where}': method 'none' (the recovery-only control) needs finetune_epochs >= 1."
+            )
+        if c["controls"]:
+            raise ConfigError(f"'{where}.controls' does not apply to method 'none'.")
+    if c["controls"]:
+        if method == "quantize":
+            raise ConfigError(
+                f"'{where}.controls' does not apply to 'quantize' (post-training, no recovery); "
+                "its null is the dense-vs-dense floor."
+            )
+        if "recovery" in c["controls"] and c["finetune_epochs"] < 1:
+            raise ConfigError(
+                f"'{where}.controls' has 'recovery' but finetune_epochs is 0: there is no "
+                "recovery to control for; drop 'recovery' or fine-tune."
+            )
     if method == "quantize":
         if c["bits"] is None:
             raise ConfigError(f"'{where}.bits' is required for method 'quantize' (e.g. [8, 4]).")
@@ -219,6 +272,13 @@ COMPRESSION_SECTION = Section(
         "kd_options": table(KD_SECTION),
         "agp": table(AGP_SECTION),
         "per_channel": Field((bool,), True, help="per-channel quantisation scales"),
+        "controls": Field(
+            (list, tuple, str),
+            [],
+            help="control populations: 'recovery' (same recovery at sparsity 0) and/or 'random' "
+            "(random pruning at each sparsity, same recovery)",
+            check=_check_controls,
+        ),
     },
     help="one compression setting: a method at several sparsities or bit widths",
     check=_check_setting,
@@ -323,7 +383,11 @@ class Setting:
             return "dense"
         level = f"s{self.sparsity:g}" if self.bits is None else f"{self.bits}bit"
         slug = f"{self.method.replace(':', 'of')}-{level}{'-kd' if self.kd else ''}"
-        opts = {k: v for k, v in self.options.items() if k not in ("sparsities", "bits", "kd")}
+        opts = {
+            k: v
+            for k, v in self.options.items()
+            if k not in ("sparsities", "bits", "kd", "controls")
+        }
         return f"{slug}-{_digest([self.method, self.sparsity, self.bits, self.kd, opts], 6)}"
 
 
@@ -499,7 +563,8 @@ def plan(config: Mapping[str, Any] | str | os.PathLike) -> Family:
     members = [
         Member(Setting("dense"), s, root / "dense" / f"seed{s}.safetensors") for s in cfg["seeds"]
     ]
-    for comp in cfg["compression"]:
+    keys: set[str] = set()
+    for comp in _with_controls(cfg["compression"]):
         levels = comp["bits"] if comp["method"] == "quantize" else comp["sparsities"]
         for level in levels:
             for kd in comp["kd"]:
@@ -510,6 +575,9 @@ def plan(config: Mapping[str, Any] | str | os.PathLike) -> Family:
                     kd=kd,
                     options=comp,
                 )
+                if setting.key in keys:  # a control shared by several settings
+                    continue
+                keys.add(setting.key)
                 for s in cfg["seeds"]:
                     d = root / setting.key
                     members.append(
@@ -518,13 +586,53 @@ def plan(config: Mapping[str, Any] | str | os.PathLike) -> Family:
                             s,
                             d / f"seed{s}.safetensors",
                             mask_path=None
-                            if setting.method == "quantize"
+                            if setting.method in ("quantize", "none")
                             else d / f"seed{s}-mask.safetensors",
                         )
                     )
     for m in members:
         _read_existing(m)
     return Family(cfg["name"], root, cfg, members)
+
+
+def control_settings(comp: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The control settings tables a normalised compression setting asks for (``controls``).
+
+    The recovery-only control keeps only the recovery recipe (``kd``, ``finetune_epochs``,
+    ``finetune``, ``kd_options``; one-shot, no pruning options), so settings that share a
+    recipe share it. The random control keeps the setting's scope, exclusions, schedule and
+    recovery, with unstructured ``"random"`` pruning at the same sparsities; none is added
+    when the setting is random pruning already.
+    """
+    out: list[dict[str, Any]] = []
+    blank = validate_section(
+        {"method": "none", "finetune_epochs": max(1, comp["finetune_epochs"])},
+        COMPRESSION_SECTION,
+        "control",
+    )
+    recipe = ("kd", "finetune_epochs", "finetune", "kd_options")
+    if "recovery" in comp["controls"]:
+        out.append({**blank, **{k: comp[k] for k in recipe}})
+    if "random" in comp["controls"] and comp["method"] != "random":
+        out.append(
+            {
+                **comp,
+                "method": "random",
+                "n": 1,
+                "dim": 0,
+                "per_channel": True,
+                "controls": [],
+            }
+        )
+    return out
+
+
+def _with_controls(settings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for comp in settings:
+        out.append(comp)
+        out += control_settings(comp)
+    return out
 
 
 def _read_info(meta: Path) -> dict[str, Any] | None:
@@ -683,7 +791,9 @@ def _compress(
     if setting.method in ("fairgrape", "wanda", "sparsegpt"):
         prune_opts.update(data=ds.train)  # importance / calibration on the training split
     epochs = opts["finetune_epochs"]
-    if opts["schedule"] == "agp":
+    if setting.method == "none":  # recovery-only control: the recipe without pruning
+        model = clone_model(dense)
+    elif opts["schedule"] == "agp":
         model = clone_model(dense)
         loss = DistillationLoss(dense, **opts["kd_options"]) if setting.kd else None
         try:
@@ -702,7 +812,8 @@ def _compress(
             if loss is not None:
                 loss.remove()
         return model, res.test.accuracy
-    model, _ = prune(dense, setting.sparsity, seed=seed, **prune_opts)
+    else:
+        model, _ = prune(dense, setting.sparsity, seed=seed, **prune_opts)
     if epochs == 0:
         return model, evaluate(model, ds.test, device=device).accuracy
     if setting.kd:

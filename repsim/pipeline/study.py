@@ -142,6 +142,12 @@ def _check_recoveries(values: Any, key: str) -> list[str]:
     return _check_names(values, RECOVERIES, key)
 
 
+def _check_controls(values: Any, key: str) -> list[str]:
+    from repsim.pipeline.family import CONTROLS
+
+    return _check_names(values, CONTROLS, key) if values else []
+
+
 def _check_metrics(values: Any, key: str) -> list[str]:
     return _check_names(values, METRICS, key)
 
@@ -215,6 +221,14 @@ STUDY_SECTIONS: dict[str, Section] = {
             "kd_temperature": Field((int, float), 4.0, help="distillation temperature T"),
             "kd_alpha": Field((int, float), 0.9, help="weight of the soft (teacher) term"),
             "kd_gamma": Field((int, float), 0.1, help="weight of the hard (label) term"),
+            "controls": Field(
+                (list,),
+                ["recovery", "random"],
+                help="control populations: 'recovery' (each dense seed fine-tuned/distilled "
+                "with the same recipe at sparsity 0: method 'none+ft'/'none+kd') and 'random' "
+                "(random pruning at each sparsity, same recovery: 'random+ft'); [] for none",
+                check=_check_controls,
+            ),
         },
         help="the compressed family",
     ),
@@ -305,7 +319,9 @@ def family_spec(
     Dense models come from ``[data]``, ``[model]``, ``[train]`` and the study's seeds; with
     ``compression``, each ``[compression]`` method gets a population per recovery: ``"none"``
     (pruned, no fine-tuning), ``"ft"`` (fine-tuned) and ``"kd"`` (distilled from the seed's own
-    dense model), ``compression.epochs`` epochs at ``compression.lr``.
+    dense model), ``compression.epochs`` epochs at ``compression.lr``, and the
+    ``compression.controls`` (:data:`repsim.pipeline.family.CONTROLS`): the recovery-only
+    control of every recovery that trains, and the random-pruning control at every sparsity.
     """
     data, model = config["data"], config["model"]
     spec: dict[str, Any] = {
@@ -328,13 +344,22 @@ def family_spec(
                 "sparsities": [float(x) for x in comp["sparsities"]],
                 "scope": comp["scope"],
             }
+            controls = list(comp.get("controls") or [])
             if "none" in recovery:
-                spec["compression"].append({**base, "kd": [False], "finetune_epochs": 0})
+                spec["compression"].append(
+                    {
+                        **base,
+                        "kd": [False],
+                        "finetune_epochs": 0,
+                        "controls": [c for c in controls if c == "random"],
+                    }
+                )
             kd = [r == "kd" for r in ("ft", "kd") if r in recovery]
             if kd:
                 spec["compression"].append(
                     {
                         **base,
+                        "controls": controls,
                         "kd": kd,
                         "finetune_epochs": comp["epochs"],
                         "finetune": {"lr": comp["lr"]},
@@ -398,7 +423,7 @@ class Plan:
     config: dict[str, Any]
     seeds: list[int]
     layers: list[str]
-    configs: list[tuple[str, str, float]]  # (prune method, recovery, sparsity)
+    configs: list[tuple[str, str, float]]  # (prune method, recovery, sparsity), controls last
     measures: list[str]
     divergence: str
     metrics: list[str]
@@ -489,6 +514,11 @@ def plan_study(config: Mapping[str, Any], data: Any = None) -> Plan:
             "choose layers every model of the family has."
         )
     configs = [(m, r, float(s)) for m in methods for r in recoveries for s in sparsities]
+    controls = list(comp.get("controls") or [])
+    if "recovery" in controls:
+        configs += [("none", r, 0.0) for r in recoveries if r != "none"]
+    if "random" in controls and "random" not in methods:
+        configs += [("random", r, float(s)) for r in recoveries for s in sparsities]
     reductions = capture_reductions(config)
     if len(reductions) > 1:
         layers = [f"{layer}@{red}" for red in reductions for layer in layers]
@@ -587,6 +617,11 @@ class FairnessResults:
         Per configuration: the ranked compression-identified exemplars.
     exemplar_sets : dict of str to Exemplars
         ``"method@sparsity"`` -> :class:`repsim.fairness.Exemplars`.
+    dense_floor : list of dict
+        The dense-vs-dense floor of every shift metric: per pair of dense seeds ``seed <
+        seed_b``, dense seed ``seed_b`` scored as if it were a compressed version of dense
+        seed ``seed`` (``kind="dense"``; the same columns as ``shifts``). What two dense
+        models of the recipe differ by without any compression.
     """
 
     shifts: list[dict[str, Any]]
@@ -595,6 +630,7 @@ class FairnessResults:
     group_metrics: list[dict[str, Any]]
     exemplars: list[dict[str, Any]]
     exemplar_sets: dict[str, Any]
+    dense_floor: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -873,7 +909,7 @@ def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResul
             for r in gm.by_group.to_records()
         ]
     for (label, sp, seed), cap in caps.items():
-        meta = {"method": label, "sparsity": sp, "seed": seed}
+        meta = {"kind": "compressed", "method": label, "sparsity": sp, "seed": seed}
         shift = compression_shift(
             y_true=y_true,
             dense_preds=dense_caps[seed].predictions,
@@ -897,6 +933,22 @@ def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResul
             min_group_size=min_size,
         )
         gm_rows += [{"model": "compressed", **meta, **r} for r in gm.by_group.to_records()]
+    floor_rows = []
+    for i, sa in enumerate(seeds):
+        for sb in seeds[i + 1 :]:
+            meta = {"kind": "dense", "method": "dense", "sparsity": 0.0, "seed": sa, "seed_b": sb}
+            shift = compression_shift(
+                y_true=y_true,
+                dense_preds=dense_caps[sa].predictions,
+                compressed_preds=dense_caps[sb].predictions,
+                groups=test.groups,
+                group_names=group_names,
+                **fair_opts,
+            )
+            row, _, _ = _shift_rows(shift, **meta)
+            row["accuracy"] = float(np.mean(dense_caps[sb].predictions == y_true))
+            row["dense_accuracy"] = float(np.mean(dense_caps[sa].predictions == y_true))
+            floor_rows.append(row)
     exemplar_rows: list[dict[str, Any]] = []
     exemplar_sets: dict[str, Any] = {}
     dense_pop = np.stack([dense_caps[s].predictions for s in seeds])
@@ -928,8 +980,14 @@ def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResul
                 }
             )
     return FairnessResults(
-        shifts, group_shift_rows, class_rows, gm_rows, exemplar_rows, exemplar_sets
+        shifts, group_shift_rows, class_rows, gm_rows, exemplar_rows, exemplar_sets, floor_rows
     )
+
+
+def _n_main(plan: Plan) -> int:
+    """How many of ``plan.configs`` the config asked for (the controls come after them)."""
+    comp = plan.config["compression"]
+    return len(comp["methods"]) * len(comp["recovery"]) * len(comp["sparsities"])
 
 
 def explain_study(
@@ -950,7 +1008,7 @@ def explain_study(
     )
     rel = relate(
         sim_rows,
-        shifts,
+        [*shifts, *fairness.dense_floor],
         divergence=plan.divergence,
         bias=bias,
         layers=plan.layers,
@@ -972,10 +1030,17 @@ def explain_study(
             and r["group"] is None
             and r["measure"] == div_measure
         ]
+        prune = label.split("+", 1)[0]
+        role = {"none": "recovery-only control", "random": "random-pruning control"}.get(
+            prune, "compressed"
+        )
+        if prune == "random" and any(m == "random" for m, _, _ in plan.configs[: _n_main(plan)]):
+            role = "compressed"
         config_rows.append(
             {
                 "method": label,
                 "sparsity": sp,
+                "role": role,
                 "n_seeds": len(mine),
                 "accuracy": _mean([r["accuracy"] for r in mine]),
                 "cev": _mean([r["cev"] for r in mine]),
@@ -1035,6 +1100,8 @@ def write_study_report(
             for s in seeds
         ],
         "configs": explanation.configs,
+        "fairness_floor": fairness.dense_floor,
+        "n_classes": int(len(getattr(test, "class_names", None) or np.unique(test.y))),
         "kd_vs_ft": explanation.kd_vs_ft,
         "relations": explanation.relations.to_dict(),
         "alpha": report["alpha"],
@@ -1317,11 +1384,19 @@ def kd_vs_ft(
 
     For every ``(prune method, sparsity)`` that has both ``<m>+ft`` and ``<m>+kd`` members, the
     per-seed paired differences ``kd - ft`` of CEV, SDE, accuracy and mean layer similarity to
-    the dense model (``measure`` averaged over layers), each with its mean and percentile
-    bootstrap CI over seeds at level ``ci`` (:func:`repsim.explain.paired_difference`; the
-    deprecated ``alpha=a`` means ``ci=1 - a``). Blakeney et al. (2021,
-    "Simon Says") report that distillation lowers CEV/SDE against fine-tuning.
+    the dense model (``measure`` averaged over layers), each with its mean, an interval over
+    seeds at level ``ci`` and the two-sided paired t-test p-value
+    (:func:`repsim.explain.paired_difference` with ``interval="auto"``: Student t below
+    :data:`repsim._core.stats.MIN_SEEDS_BOOTSTRAP` seeds, percentile bootstrap from there;
+    the deprecated ``alpha=a`` means ``ci=1 - a``). ``<name>_p_adjusted`` is Holm-adjusted
+    across the four metrics of one configuration; ``few_seeds`` flags fewer than
+    :data:`repsim._core.stats.FEW_SEEDS` pairs. Blakeney et al. (2021, "Simon Says") report
+    that distillation lowers CEV/SDE against fine-tuning.
     """
+    import warnings
+
+    from repsim._core.stats import FEW_SEEDS, adjust_pvalues, t_test
+    from repsim.errors import RelationWarning
     from repsim.explain import paired_difference
 
     by_member = {(r["method"], r["sparsity"], r["seed"]): r for r in shifts}
@@ -1341,15 +1416,24 @@ def kd_vs_ft(
         )
         if not seeds:
             continue
-        row: dict[str, Any] = {"prune_method": base, "sparsity": sp, "n_seeds": len(seeds)}
-        for name in ("cev", "sde", "accuracy", "similarity"):
+        row: dict[str, Any] = {
+            "prune_method": base,
+            "sparsity": sp,
+            "n_seeds": len(seeds),
+            "few_seeds": len(seeds) < FEW_SEEDS,
+        }
+        names = ("cev", "sde", "accuracy", "similarity")
+        for name in names:
             if name == "similarity":
                 a = [sim_mean.get((kd, sp, s), np.nan) for s in seeds]
                 b = [sim_mean.get((ft, sp, s), np.nan) for s in seeds]
             else:
                 a = [by_member[(kd, sp, s)][name] for s in seeds]
                 b = [by_member[(ft, sp, s)][name] for s in seeds]
-            d = paired_difference(a, b, n_boot=n_boot, ci=ci, seed=seed)
+            d = paired_difference(a, b, n_boot=n_boot, ci=ci, seed=seed, interval="auto")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RelationWarning)  # NaN p is reported as NaN
+                t = t_test(np.asarray(a, dtype=float) - np.asarray(b, dtype=float), ci=ci)
             row.update(
                 {
                     f"{name}_ft": _mean(b),
@@ -1357,8 +1441,12 @@ def kd_vs_ft(
                     f"{name}_diff": d["mean"],
                     f"{name}_diff_low": d["low"],
                     f"{name}_diff_high": d["high"],
+                    f"{name}_p": t["p"],
                 }
             )
+        adjusted = adjust_pvalues([row[f"{n}_p"] for n in names], "holm")
+        row.update({f"{n}_p_adjusted": float(q) for n, q in zip(names, adjusted, strict=True)})
+        row["interval"] = d["interval"]
         out.append(row)
     return out
 

@@ -149,4 +149,4 @@ def test_readme_test_command_is_what_ci_runs():
 def test_ci_runs_docs_and_lint_on_what_the_readme_installs():
     readme = (ROOT / "README.md").read_text()
     test_command = [ln for ln in readme.splitlines() if ln.startswith("python3 -m venv")][1]
-    assert ".[test,dask,docs]" in test_command  # mkdocs comes with the test command's extras
+    assert ".[test,dask,docs,hf]" in test_command  # mkdocs and transformers come with it

@@ -32,6 +32,7 @@ epochs = 1
 [compression]
 sparsities = [0.5]
 recovery = ["none"]
+controls = []
 
 [capture]
 layers = ["features.relu1", "classifier"]

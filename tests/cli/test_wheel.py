@@ -129,7 +129,8 @@ def test_quickstart_runs_from_the_installed_wheel(installed):
     report = work / "reports" / "quickstart"
     assert (report / "index.html").is_file() and (work / "cache" / "activations").is_dir()
     first = json.loads((report / "results.json").read_text())
-    assert first["work"]["dense_trained"] == 2 and first["work"]["compressed_built"] == 4
+    # magnitude+ft at 0.5, 0.8 and the controls none+ft, random+ft at 0.5, 0.8; two seeds
+    assert first["work"]["dense_trained"] == 2 and first["work"]["compressed_built"] == 10
     assert Path(first["config_file"]).is_relative_to(venv)  # the packaged config
 
     warm = _run([repsim, "-q", "run", "quickstart", *TINY], work, env, timeout=900)

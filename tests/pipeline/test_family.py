@@ -205,3 +205,95 @@ def test_patience_stops_dense_training_on_the_val_split(tmp_path):
     no_val = {**spec, "dataset": "digits", "cache_dir": str(tmp_path / "b")}
     with pytest.raises(ConfigError, match="validation split"):
         build(no_val)
+
+
+def _controls_config(tmp, **extra):
+    return {
+        "family": {
+            "name": "ctl",
+            "dataset": "digits-imbalanced",
+            "model": "mlp",
+            "model_options": {"hidden": [16]},
+            "seeds": [0, 1],
+            "cache_dir": str(tmp),
+            "train": {"epochs": 1},
+            "compression": [
+                {
+                    "method": "magnitude",
+                    "sparsities": [0.5, 0.8],
+                    "kd": [False, True],
+                    "finetune_epochs": 1,
+                    "controls": ["recovery", "random"],
+                    **extra,
+                },
+                {
+                    "method": "ln_structured",
+                    "sparsities": [0.5],
+                    "kd": [False],
+                    "finetune_epochs": 1,
+                    "controls": ["recovery"],
+                },
+            ],
+        }
+    }
+
+
+def test_controls_plan_recovery_only_and_random_members(tmp_path):
+    fam = plan(_controls_config(tmp_path))
+    keys = {(m.method, m.setting.sparsity, m.setting.kd) for m in fam}
+    # recovery-only control: sparsity 0 with each recovery of the setting, no mask
+    assert ("none", 0.0, False) in keys and ("none", 0.0, True) in keys
+    # random control at every sparsity and recovery of the magnitude setting
+    for sp in (0.5, 0.8):
+        for kd in (False, True):
+            assert ("random", sp, kd) in keys
+    # the ln_structured setting shares the magnitude setting's ft recovery-only population
+    none_ft = fam.select(method="none", kd=False)
+    assert len(none_ft) == 2 and all(m.mask_path is None for m in none_ft)
+    assert len(fam.members) == len({(m.setting.key, m.seed) for m in fam.members})
+
+
+def test_recovery_only_control_is_the_recipe_without_pruning(tmp_path):
+    cfg = _controls_config(tmp_path)
+    cfg["family"]["compression"] = cfg["family"]["compression"][:1]
+    cfg["family"]["compression"][0].update(sparsities=[0.5], kd=[False], controls=["recovery"])
+    fam = build(cfg, progress=False)
+    dense = fam.dense(0).load()
+    ctl = fam.select(method="none", seed=0)[0]
+    model = ctl.load()
+    # nothing removed (no exact zero added) but the weights moved: it was fine-tuned
+    for (name, p), q in zip(dense.named_parameters(), model.parameters(), strict=True):
+        assert int((q == 0).sum()) == int((p == 0).sum()), name
+    assert any(
+        not torch.equal(p, q) for p, q in zip(dense.parameters(), model.parameters(), strict=True)
+    )
+    # same recipe as the pruned member's: a pruned copy fine-tuned alike reproduces the member
+    pruned = fam.select(method="magnitude", seed=0)[0]
+    assert pruned.mask() is not None and ctl.mask() is None
+    # a second build makes nothing
+    assert build(cfg, progress=False).n_built == 0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"method": "quantize", "bits": [4], "sparsities": None, "kd": False}, "quantize"),
+        ({"finetune_epochs": 0, "kd": False}, "no recovery"),
+        ({"controls": ["recovery", "randum"]}, "random"),
+    ],
+)
+def test_controls_config_errors(tmp_path, change, message):
+    cfg = _controls_config(tmp_path)
+    cfg["family"]["compression"][0].update(change)
+    with pytest.raises(ConfigError, match=message):
+        family_config(cfg)
+
+
+def test_method_none_needs_sparsity_zero_and_recovery(tmp_path):
+    cfg = _controls_config(tmp_path)
+    cfg["family"]["compression"] = [{"method": "none", "sparsities": [0.5], "finetune_epochs": 1}]
+    with pytest.raises(ConfigError, match="must be \\[0\\]"):
+        family_config(cfg)
+    cfg["family"]["compression"] = [{"method": "none", "finetune_epochs": 0}]
+    with pytest.raises(ConfigError, match="finetune_epochs >= 1"):
+        family_config(cfg)

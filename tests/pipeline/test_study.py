@@ -96,8 +96,27 @@ def test_report_files(tiny_run):
         assert (out / name).is_file(), name
     assert list(out.glob("heatmap_*.png")) and list(out.glob("divergence_vs_*.png"))
     assert first["seeds"] == [0, 1] and first["work"]["dense_trained"] == 2
-    assert first["work"]["compressed_built"] == 8
-    assert first["work"]["captures"] == 10
+    # 8 compressed + the controls on by default: none+ft, none+kd at sparsity 0 and
+    # random+ft, random+kd at 0.5 and 0.9, each for both seeds
+    assert first["work"]["compressed_built"] == 20
+    assert first["work"]["captures"] == 22
+    roles = {(c["method"], c["sparsity"]): c["role"] for c in first["configs"]}
+    assert roles[("none+ft", 0.0)] == roles[("none+kd", 0.0)] == "recovery-only control"
+    assert roles[("random+kd", 0.9)] == "random-pruning control"
+    assert roles[("magnitude+ft", 0.5)] == "compressed"
+    # the dense-vs-dense floor of the shift metrics: one pair of dense seeds
+    (floor,) = first["fairness_floor"]
+    assert (floor["kind"], floor["seed"], floor["seed_b"]) == ("dense", 0, 1)
+    assert floor["cev"] >= 0 and np.isfinite(floor["sde"])
+    assert first["n_classes"] == 10
+    # every pruned configuration is compared with both its controls and the floor
+    effects = first["relations"]["effects"]
+    got = {(r["method"], r["sparsity"], r["comparison"], r["control"]) for r in effects}
+    assert ("magnitude+ft", 0.9, "recovery", "none+ft@0.0") in got
+    assert ("magnitude+kd", 0.9, "random", "random+kd@0.9") in got
+    assert ("magnitude+ft", 0.9, "dense_floor", "dense") in got
+    bias = first["relations"]["bias_effects"]
+    assert any(r["comparison"] == "dense_floor" and r["metric"] == "cev" for r in bias)
     assert {"config", "versions", "timings", "relations", "kd_vs_ft"} <= set(first)
     page = (out / "index.html").read_text()
     pngs = sorted(p.name for p in out.glob("*.png"))
@@ -275,13 +294,17 @@ def test_stages_called_alone_reproduce_the_report(tiny_run, tmp_path):
     config["study"]["out_dir"] = str(tmp_path)
     data = dataset_from_config(config)
     plan = st.plan_study(config, data)
-    assert plan.seeds == [0, 1] and plan.n_members == 8
+    assert plan.seeds == [0, 1] and plan.n_members == 20
     models = st.build_models(plan, progress=False)
     assert models.work == {"dense_trained": 0, "compressed_built": 0}
     assert sorted(models.dense) == [0, 1]
     assert set(models.compressed) == {
-        (f"magnitude+{r}", sp, s) for r in ("ft", "kd") for sp in (0.5, 0.9) for s in (0, 1)
-    }
+        (f"{m}+{r}", sp, s)
+        for m in ("magnitude", "random")
+        for r in ("ft", "kd")
+        for sp in (0.5, 0.9)
+        for s in (0, 1)
+    } | {(f"none+{r}", 0.0, s) for r in ("ft", "kd") for s in (0, 1)}
     captures = st.capture_models(plan, models, data.test, progress=False)
     assert captures.new == 0
     for cap in [*captures.dense.values(), *captures.compressed.values()]:

@@ -42,6 +42,7 @@ lr = 0.01
 methods = ["magnitude"]
 sparsities = [0.5]
 recovery = ["none"]
+controls = []
 bits = [4]
 
 [capture]
@@ -270,6 +271,7 @@ lr = 0.01
 methods = ["magnitude", "2:4"]
 sparsities = [0.5]
 recovery = ["none"]
+controls = []
 bits = [4]
 
 [capture]
@@ -387,7 +389,9 @@ def test_the_shipped_transformer_study_validates():
 
     config = load_study("spurious_text_bert", {"data.n_train": 200, "data.n_test": 100})
     plan = plan_study(config)
-    assert plan.bits == [4] and [c[0] for c in plan.configs] == ["magnitude", "wanda", "2:4"]
+    assert plan.bits == [4]
+    # the random-pruning control (no recovery to control for: recovery is "none")
+    assert [c[0] for c in plan.configs] == ["magnitude", "wanda", "2:4", "random"]
     assert "bert.encoder.layer.1@mean_tokens" in plan.layers
     assert "bert.encoder.layer.0.attention.self@cls" in plan.layers
-    assert plan.n_members == 4 * len(plan.seeds) and len(plan.seeds) >= 5
+    assert plan.n_members == 5 * len(plan.seeds) and len(plan.seeds) >= 5
