@@ -217,6 +217,13 @@ STUDY_SECTIONS: dict[str, Section] = {
                 check=_check_bits,
             ),
             "epochs": Field((int,), 3, help="fine-tuning / distillation epochs"),
+            "schedule": Field(
+                (str,),
+                "oneshot",
+                ("oneshot", "agp"),
+                help="'oneshot': prune, then recover; 'agp': prune gradually (Zhu & Gupta 2017) "
+                "during the recovery epochs (KD during pruning with 'kd', as Simon Says)",
+            ),
             "lr": Field((int, float), 1e-3, help="fine-tuning / distillation learning rate"),
             "kd_temperature": Field((int, float), 4.0, help="distillation temperature T"),
             "kd_alpha": Field((int, float), 0.9, help="weight of the soft (teacher) term"),
@@ -359,6 +366,7 @@ def family_spec(
                 spec["compression"].append(
                     {
                         **base,
+                        "schedule": comp.get("schedule", "oneshot"),
                         "controls": controls,
                         "kd": kd,
                         "finetune_epochs": comp["epochs"],
