@@ -179,23 +179,25 @@ def drift_table(results: Mapping[str, Any]) -> tuple[list[str], list[dict[str, A
     table = []
     for layer in layers:
         row: dict[str, Any] = {"layer": layer}
+        ns = []
         for c in configs:
             label = fmt.config_label(c["method"], c["sparsity"])
             r = cell.get((label, layer))
-            head = f"{label} − {'dense floor' if r is None or r['control'] == 'dense' else r['control']}"
+            ctrl = "dense floor" if r is None or r["control"] == "dense" else r["control"]
+            head = f"{label} − {ctrl}"
             if r is None:
                 row[head] = ""
                 continue
+            ns.append(r.get("n_seeds"))
             mark = " *" if fmt.finite(r.get("p_adjusted")) and r["p_adjusted"] < alpha else ""
-            flag = " (few seeds)" if r.get("few_seeds") else ""
             row[head] = (
-                f"{fmt.interval(r.get('effect'), r.get('low'), r.get('high'), 2, sign=True)}"
-                f"{mark}{flag}"
+                fmt.interval(r.get("effect"), r.get("low"), r.get("high"), 2, sign=True) + mark
             )
+        row["seeds"] = fmt.seeds_text(ns, few)
         table.append(row)
     corr = fmt.correction_name(chosen[0].get("correction", "holm"))
-    parts = []
     onset = rel.get("controlled_onset_layer") or {}
+    by_control: dict[str, list[str]] = {}
     for c in configs:
         label = fmt.config_label(c["method"], c["sparsity"])
         mine = [r for r in chosen if fmt.config_label(r["method"], r["sparsity"]) == label]
@@ -204,27 +206,24 @@ def drift_table(results: Mapping[str, Any]) -> tuple[list[str], list[dict[str, A
             for r in mine
             if fmt.finite(r.get("p_adjusted")) and float(r["p_adjusted"]) < alpha
         ]
-        what = f"{len(sig)} of {len(mine)} layers" if sig else "no layer"
-        if sig:
-            what += f" (first: {sig[0]})"
-        if (
-            label in onset
-            and onset[label] is not None
-            and onset[label] != (sig[0] if sig else None)
-        ):
-            what += f"; one-sided onset: {onset[label]}"
-        parts.append(
-            f"{label}: {what} vs {_CONTROL_NAME[choice[label]]} "
-            f"({fmt.seeds_text([r.get('n_seeds') for r in mine], few)})"
+        what = (
+            f"{label} at {len(sig)} of {len(mine)} layers, from {sig[0]}"
+            if sig
+            else (f"{label} at no layer")
         )
+        if onset.get(label) is not None and onset[label] != (sig[0] if sig else None):
+            what += f" (one-sided onset: {onset[label]})"
+        by_control.setdefault(choice[label], []).append(what)
+    seeds = fmt.seeds_text([r.get("n_seeds") for r in chosen], few)
     ci = 100 * float(chosen[0].get("ci", 0.95))
+    parts = [f"beyond {_CONTROL_NAME[k]}: " + "; ".join(v) for k, v in by_control.items()]
     text = [
-        f"Drift (divergence from the dense parent) beyond its control, {corr}-corrected across "
-        f"layers at {alpha:g}: " + "; ".join(parts) + ". "
+        f"Drift (divergence from the dense parent) exceeds its control ({corr}-corrected across "
+        f"layers at {alpha:g}, {seeds}) " + "; ".join(parts) + ". "
         "The control is the recovery-only control (the dense model put through the same "
         "recovery without pruning) where the study has one, else the dense-vs-dense floor "
-        f"(two dense seeds compared). Table cells: mean difference [{ci:.0f}% CI], "
-        "* = corrected p below the level."
+        f"(two dense seeds compared). Table: mean difference [{ci:.0f}% CI], * = corrected p "
+        "below the level."
     ]
     return text, table
 
