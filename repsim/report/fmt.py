@@ -88,7 +88,9 @@ def number(v: Any, digits: int = 3) -> str:
         return f"{mant:.{digits - 1}f}×10{str(exp).translate(_SUP)}"
     if a >= 1000:
         return f"{x:,.0f}"
-    return f"{x:.{digits}g}"
+    dec = max(0, digits - 1 - int(math.floor(math.log10(a))))
+    text = f"{x:.{dec}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def signed(v: Any, digits: int = 3) -> str:

@@ -330,7 +330,8 @@ def group_error_shifts(
     fig.colorbar(
         im, ax=ax, label=f"{value.replace('_', ' ')} (percentage points)", fraction=0.04, pad=0.02
     )
-    ax.set_title(title, fontsize=10, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -359,7 +360,7 @@ def fpr_fnr_scatter(
     are tiny is not a dot at the origin beside one whose changes are huge. ``rows``:
     ``method``, ``sparsity``, ``x``, ``y`` (optionally ``class``).
     """
-    from matplotlib.ticker import FuncFormatter, SymmetricalLogLocator
+    from matplotlib.ticker import FuncFormatter
 
     from repsim.report import fmt
 
@@ -387,6 +388,12 @@ def fpr_fnr_scatter(
     lim = float(np.abs(allv).max()) * 1.3 or 1.0
     thr = _symlog_threshold(allv.ravel())
     use_log = lim / thr > 20
+    lo_dec = math.ceil(math.log10(thr * 3))
+    hi_dec = math.floor(math.log10(lim))
+    decs = list(range(lo_dec, hi_dec + 1))
+    step = max(1, math.ceil(len(decs) / 3))
+    decs = decs[::-1][::step][::-1]
+    ticks = [-(10.0**d) for d in decs[::-1]] + [0.0] + [10.0**d for d in decs]
     nr, nc = _grid(len(configs))
     fig = Figure(figsize=(3.2 * nc, 3.1 * nr + 0.7))
     axes = fig.subplots(nr, nc, squeeze=False, sharex=True, sharey=True)
@@ -399,8 +406,8 @@ def fpr_fnr_scatter(
         if use_log:
             ax.set_xscale("symlog", linthresh=thr)
             ax.set_yscale("symlog", linthresh=thr)
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_major_locator(SymmetricalLogLocator(linthresh=thr, base=100))
+            ax.set_xticks(ticks)
+            ax.set_yticks(ticks)
         ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.8, ls="--")
         ax.axhline(0, color="0.7", lw=0.5)
         ax.axvline(0, color="0.7", lw=0.5)
@@ -513,7 +520,7 @@ def bias_beside_floor(
         for t, (mm, ss) in zip(ax.get_xticklabels(), configs, strict=True):
             if (str(mm), float(ss)) in broken:
                 t.set_color("red")
-        ax.set_ylabel(fmt.metric_label(m), fontsize=8)
+        ax.set_ylabel(fmt.metric_label(m).replace(" (", "\n("), fontsize=8)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(axis="y", alpha=0.3, lw=0.5)
         ax.set_title(fmt.metric_short(m), fontsize=9)

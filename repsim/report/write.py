@@ -155,17 +155,17 @@ def write_report(
         )
         figs.append((p, f"Layer x layer {matrix.measure.upper()}: {title}."))
     noise_rows = rel.get("noise_floor", [])
-    onset_cols = ("method", "sparsity", "layer", "control", "excess", "low", "high")
-    onset_rows = [
-        {
-            **{k: r.get(k) for k in onset_cols},
-            "p_adjusted": r.get("p_adjusted"),
-            "significant": r.get("significant"),
-            "n_seeds": r.get("n_seeds"),
-            "few_seeds": r.get("few_seeds"),
-        }
-        for r in rel.get("controlled_onset", [])
-    ]
+    onset_rows: list[dict[str, Any]] = []
+    for r in rel.get("controlled_onset", []):
+        label = fmt.config_label(r["method"], r["sparsity"])
+        if not onset_rows or onset_rows[-1]["configuration"] != label:
+            onset_rows.append(
+                {"configuration": label, "control": r.get("control"), "seeds": r.get("n_seeds")}
+            )
+        mark = " *" if r.get("significant") else ""
+        onset_rows[-1][str(r["layer"])] = (
+            f"{fmt.signed(r.get('excess'), 2)} (p_adj {fmt.pvalue(r.get('p_adjusted'))}){mark}"
+        )
     sections.append(
         Section(
             "Where representations drift",
@@ -179,8 +179,9 @@ def write_report(
             figs,
             [
                 (
-                    "Drift beyond the recovery-only control per configuration and layer "
-                    "(one-sided paired t over seeds, corrected across layers)",
+                    "Drift beyond the recovery-only control per configuration and layer: mean "
+                    "excess divergence (one-sided paired t over seeds, corrected across layers; "
+                    "* significant)",
                     onset_rows,
                 ),
                 ("Noise floor: dense-vs-dense divergence per layer", noise_rows),
@@ -491,6 +492,11 @@ def write_report(
     pooled_sec = [x for x in sections if x.heading == POOLED_PREFIX]
     rest = [x for x in sections if x.heading != POOLED_PREFIX]
     sections = rest[:-1] + pooled_sec + rest[-1:]
+    summary = summarize(results, lead=False)
+    pooled_lines = [t for t in summary if t.startswith(POOLED_PREFIX)]
+    summary = [t for t in summary if not t.startswith(POOLED_PREFIX)]
+    for sec in pooled_sec:
+        sec.text = [*sec.text, *(t[len(POOLED_PREFIX) + 2 :] for t in pooled_lines)]
     holds_text, holds_tables = lead.what_holds(results) if rel else ([], [])
     lead_sec = (
         Section("What holds (controlled for sparsity)", holds_text, [], holds_tables)
@@ -500,7 +506,7 @@ def write_report(
     return write_index(
         out,
         title=f"repsim study: {results.get('study', out.name)}",
-        summary=summarize(results, lead=False),
+        summary=summary,
         sections=sections,
         meta=meta,
         lead=lead_sec,
