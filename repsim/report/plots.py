@@ -298,7 +298,7 @@ def group_error_shifts(
             v = v[np.isfinite(v)] * 100
             if v.size:
                 mean[i, j], lo[i, j], hi[i, j] = v.mean(), v.min(), v.max()
-    width = min(13.5, max(5.5, 0.75 * len(groups) + 3.2))
+    width = min(13.5, max(7.0, 0.75 * len(groups) + 4.5))
     fig = Figure(figsize=(width, max(2.6, 0.36 * len(configs) + 1.6)))
     ax = fig.add_subplot()
     lim = float(np.nanmax(np.abs(mean))) if np.isfinite(mean).any() else 1.0
