@@ -527,7 +527,7 @@ def bias_beside_floor(
     head = title or "Bias per configuration (points: seeds, bar: mean)"
     head += "; grey: dense-vs-dense floor" if floor else "; no dense-vs-dense floor (one seed)"
     fig.suptitle(head, fontsize=9, x=0.01, ha="left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return _save(fig, path)
 
 
@@ -640,7 +640,7 @@ def divergence_bias_scatter(
     ya = np.asarray(y, dtype=float)
     if xa.shape != ya.shape:
         raise DataError("x and y must have the same length.")
-    fig = Figure(figsize=(5.4, 4.2))
+    fig = Figure(figsize=(8.0, 4.4))
     ax = fig.add_subplot()
     if noise_floor is not None and np.isfinite(noise_floor[1]):
         ax.axvspan(0, noise_floor[1], color="0.85", lw=0, label="dense-vs-dense range")
@@ -666,9 +666,12 @@ def divergence_bias_scatter(
         ax.plot(grid, fit, color="black", lw=1.2, label=text)
         ax.fill_between(grid, lo, hi, color="black", alpha=0.12, lw=0)
     ax.set_xlabel(xlabel, fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_ylabel(ylabel.replace(" (", "\n("), fontsize=9)
+    a = np.abs(ya[np.isfinite(ya) & (ya != 0)])
+    if a.size and a.max() / max(a.min(), 1e-12) > 1e3:  # many decades: symmetric log axis
+        ax.set_yscale("symlog", linthresh=float(max(np.percentile(a, 10), 1e-6)))
     _human_axis(ax)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
