@@ -667,9 +667,10 @@ def divergence_bias_scatter(
         ax.fill_between(grid, lo, hi, color="black", alpha=0.12, lw=0)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel.replace(" (", "\n("), fontsize=9)
-    a = np.abs(ya[np.isfinite(ya) & (ya != 0)])
-    if a.size and a.max() / max(a.min(), 1e-12) > 1e3:  # many decades: symmetric log axis
-        ax.set_yscale("symlog", linthresh=float(max(np.percentile(a, 10), 1e-6)))
+    pos = ya[np.isfinite(ya)]
+    if pos.size and (pos > 0).all() and pos.max() / pos.min() > 1e3:  # many decades: log axis
+        ax.set_yscale("log")
+        ax.set_ylim(pos.min() / 2, pos.max() * 2)  # the linear fit is clipped to the data
     _human_axis(ax)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_title(title, fontsize=9)
