@@ -17,9 +17,10 @@ from typing import Any
 
 from repsim._core.io import write_text
 from repsim.errors import DataError
+from repsim.report import fmt
 
 _CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1300px;margin:1.2em auto;
 padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px solid #ddd;
 padding-bottom:.2em;margin-top:1.8em}
@@ -29,6 +30,11 @@ figcaption{font-size:.85em;color:#555}
 table{border-collapse:collapse;font-size:.8em;margin:.8em 0}
 th,td{border:1px solid #ddd;padding:.2em .5em;text-align:right}th{background:#f5f5f5}
 td:first-child,th:first-child{text-align:left}
+caption{text-align:left;font-weight:600;padding:.3em 0;caption-side:top}
+.scroll{overflow-x:auto;max-width:100%}
+.holds{background:#f6f9fc;border:1px solid #c9d8e8;border-left:5px solid #2a6ebb;padding:.2em 1em .6em;
+margin:1em 0}.holds h2{margin-top:.4em;border:0}.holds p{margin:.45em 0}
+.pooled h2{color:#8a4b00}.warn{color:#8a4b00}
 """
 
 
@@ -69,9 +75,11 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        if math.isnan(v):
-            return "NaN"
-        return f"{v:.4g}"
+        return fmt.number(v, 4)
+    if isinstance(v, list | tuple):
+        return ", ".join(map(str, v))
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={x}" for k, x in v.items())
     return str(v)
 
 
@@ -90,15 +98,40 @@ def _table(caption: str, rows: Sequence[Mapping[str, Any]], max_rows: int = 60) 
         else ""
     )
     return (
-        f"<table><caption>{html.escape(caption)}</caption><thead><tr>{head}</tr></thead>"
-        f"<tbody>{body}</tbody></table>{more}"
+        f"<div class='scroll'><table><caption>{html.escape(caption)}</caption>"
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{more}"
     )
 
 
+def _section(sec: Section, css: str = "") -> list[str]:
+    parts = [f"<section class='{css}'>" if css else "<section>"]
+    parts.append(f"<h2>{html.escape(sec.heading)}</h2>")
+    parts += [f"<p>{html.escape(t)}</p>" for t in sec.text]
+    for path, caption in sec.figures:
+        parts.append(
+            f"<figure><img src='{image_data_uri(path)}' alt='{html.escape(caption)}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
+    for caption, rows in sec.tables:
+        parts.append(_table(caption, rows))
+    parts.append("</section>")
+    return parts
+
+
 def render(
-    *, title: str, summary: Sequence[str], sections: Sequence[Section], meta: str = ""
+    *,
+    title: str,
+    summary: Sequence[str],
+    sections: Sequence[Section],
+    meta: str = "",
+    lead: Section | None = None,
 ) -> str:
-    """The page as a string (see :func:`write_index`)."""
+    """The page as a string (see :func:`write_index`).
+
+    ``lead`` (the controlled results, "What holds") is drawn first, in a box, before the
+    summary and every figure. A section whose heading starts with ``"Pooled"`` is styled as
+    the confounded one. In a section: text, figures, then tables.
+    """
     parts = [
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
@@ -106,19 +139,14 @@ def render(
     ]
     if meta:
         parts.append(f"<p class='meta'>{html.escape(meta)}</p>")
-    parts.append("<h2>Summary</h2><ul class='summary'>")
-    parts += [f"<li>{html.escape(s)}</li>" for s in summary]
-    parts.append("</ul>")
+    if lead is not None:
+        parts += _section(lead, "holds")
+    if summary:
+        parts.append("<h2>Summary</h2><ul class='summary'>")
+        parts += [f"<li>{html.escape(s)}</li>" for s in summary]
+        parts.append("</ul>")
     for sec in sections:
-        parts.append(f"<h2>{html.escape(sec.heading)}</h2>")
-        parts += [f"<p>{html.escape(t)}</p>" for t in sec.text]
-        for path, caption in sec.figures:
-            parts.append(
-                f"<figure><img src='{image_data_uri(path)}' alt='{html.escape(caption)}'>"
-                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            )
-        for caption, rows in sec.tables:
-            parts.append(_table(caption, rows))
+        parts += _section(sec, "pooled" if sec.heading.lower().startswith("pooled") else "")
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -130,14 +158,17 @@ def write_index(
     summary: Sequence[str],
     sections: Sequence[Section],
     meta: str = "",
+    lead: Section | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` and return its path.
 
-    Write ``out_dir/index.html``: summary bullets, then each section's text, figures (PNG,
-    embedded as base64 ``data:`` URIs) and tables. Returns the path.
+    Write ``out_dir/index.html``: the lead block (controlled results), summary bullets, then
+    each section's text, figures (PNG, embedded as base64 ``data:`` URIs) and tables.
+    Returns the path.
     """
     path = Path(out_dir) / "index.html"
-    return write_text(render(title=title, summary=summary, sections=sections, meta=meta), path)
+    page = render(title=title, summary=summary, sections=sections, meta=meta, lead=lead)
+    return write_text(page, path)
 
 
 def _ci(row: Mapping[str, Any], key: str) -> str:
@@ -148,85 +179,104 @@ def _ci(row: Mapping[str, Any], key: str) -> str:
     )
 
 
-def summarize(results: Mapping[str, Any]) -> list[str]:
-    """Headline sentences generated from a study's numbers.
+def _config_sentence(
+    c: Mapping[str, Any], floor: Mapping[str, float], binary: bool, collapsed: bool
+) -> str:
+    from repsim.report.lead import metric_order
+
+    role = fmt.role(c["method"])
+    seeds = f"{c['n_seeds']} seeds" if c.get("n_seeds") is not None else "mean over seeds"
+    head = f"{c['method']} at sparsity {c['sparsity']} ({role}, {seeds}): accuracy " + fmt.number(
+        c.get("accuracy"), 4
+    )
+    parts = []
+    metrics = metric_order([m for m in ("cev", "sde", "worst_group_drop") if m in c], binary)
+    for m in metrics:
+        if binary and m == "cev":
+            continue
+        text = f"{fmt.metric_short(m)} {fmt.number(c.get(m))}"
+        text += f" (floor {fmt.number(floor[m])})" if m in floor else ""
+        parts.append(text)
+    if c.get("mean_similarity") is not None:
+        parts.append(f"mean layer similarity to dense {fmt.number(c['mean_similarity'])}")
+    text = head + (", " + ", ".join(parts) if parts else "") + "."
+    if collapsed:
+        text += " COLLAPSED: accuracy near chance; its similarity and bias numbers describe a broken model."
+    return text
+
+
+def summarize(results: Mapping[str, Any], *, lead: bool = True) -> list[str]:
+    """Headline sentences generated from a study's numbers, controlled results first.
 
     ``results`` may hold ``dense`` (rows with ``test_accuracy``), ``relations`` (a
     :meth:`repsim.explain.Relations.to_dict`), ``configs`` (rows with ``method``, ``sparsity``,
-    ``accuracy``, ``cev``, ``sde`` and ``mean_similarity``, means over seeds), ``seeds`` and
-    ``alpha``. Sentences for missing parts are left out.
+    ``accuracy``, ``cev``, ``sde``, ``worst_group_drop`` and ``mean_similarity``, means over
+    seeds), ``fairness_floor`` (dense seed pairs scored as compressed), ``n_classes``,
+    ``seeds`` and ``alpha``. Sentences for missing parts are left out.
+
+    With ``lead`` (default) the list opens with :func:`repsim.report.lead.what_holds`'s
+    sentences: whether drift predicts bias within configurations (a plain negative sentence
+    when nothing survives correction), drift beyond its control, bias beside its floor. The
+    pooled correlations come last, each labelled confounded by sparsity.
     """
+    from repsim.report import lead as lead_mod
+
     out: list[str] = []
+    rel = results.get("relations") or {}
+    if lead and rel:
+        out += lead_mod.what_holds(results)[0]
     dense = results.get("dense") or []
     seeds = results.get("seeds") or []
+    binary = lead_mod.is_binary(results)
+    dense_acc = lead_mod.dense_accuracy(results)
+    configs = list(results.get("configs") or [])
+    broken = fmt.collapsed(configs, dense_acc, results.get("n_classes"))
     if dense:
         accs = [float(r["test_accuracy"]) for r in dense]
         out.append(
             f"Dense models ({len(accs)} seeds: {', '.join(map(str, seeds))}) reach "
             f"{min(accs):.4f} to {max(accs):.4f} test accuracy."
         )
-    for c in results.get("configs") or []:
-        text = (
-            f"{c['method']} at sparsity {c['sparsity']}: accuracy {c['accuracy']:.4f}, "
-            f"CEV {c['cev']:.4g}, SDE {c['sde']:.4g}"
+    if broken:
+        t = fmt.collapse_threshold(dense_acc, results.get("n_classes"))
+        out.append(
+            f"{len(broken)} configuration(s) collapsed (mean accuracy below chance + 10% of the "
+            f"dense margin over chance = {t:.3f}): "
+            + ", ".join(fmt.config_label(*k) for k in sorted(broken, key=str))
+            + "."
         )
-        if c.get("mean_similarity") is not None:
-            text += f", mean layer CKA to dense {c['mean_similarity']:.3f}"
-        out.append(text + " (means over seeds).")
+    floor = lead_mod.floor_means(results)
+    if configs and not floor:
+        out.append("Bias metrics: " + lead_mod.no_floor_text(results))
+    for c in fmt.grouped_configs(configs):
+        out.append(_config_sentence(c, floor, binary, (c["method"], c["sparsity"]) in broken))
     for k in results.get("kd_vs_ft") or []:
         out.append(
             f"{k['prune_method']} at sparsity {k['sparsity']}: distillation vs fine-tuning "
-            f"(kd - ft, {k['n_seeds']} seeds paired) changes CEV by {k['cev_diff']:+.4g} "
-            f"[{k['cev_diff_low']:+.4g}, {k['cev_diff_high']:+.4g}], SDE by "
-            f"{k['sde_diff']:+.4g} [{k['sde_diff_low']:+.4g}, {k['sde_diff_high']:+.4g}] and "
-            f"mean similarity to the dense model by {k['similarity_diff']:+.4f} "
+            f"(kd - ft, {k['n_seeds']} seeds paired) changes CEV by {fmt.signed(k['cev_diff'])} "
+            f"[{fmt.signed(k['cev_diff_low'])}, {fmt.signed(k['cev_diff_high'])}], SDE by "
+            f"{fmt.signed(k['sde_diff'])} [{fmt.signed(k['sde_diff_low'])}, "
+            f"{fmt.signed(k['sde_diff_high'])}] and mean similarity to the dense model by "
+            f"{k['similarity_diff']:+.4f} "
             f"[{k['similarity_diff_low']:+.4f}, {k['similarity_diff_high']:+.4f}]."
         )
-    rel = results.get("relations") or {}
     alpha = float(results.get("alpha", 0.05))
-    floor = {r["layer"]: r for r in rel.get("noise_floor", [])}
-    corrs = rel.get("correlations", [])
-    for bias in dict.fromkeys(r["bias"] for r in corrs):
-        rows = [
-            r
-            for r in corrs
-            if r["bias"] == bias and r.get("spearman") is not None and not math.isnan(r["spearman"])
-        ]
-        if not rows:
-            out.append(
-                f"The correlation of divergence with {bias} is undefined at every layer "
-                "(too few members or constant values)."
-            )
-            continue
-        best = max(rows, key=lambda r: abs(r["spearman"]))
-        signif = "significant" if best["spearman_p"] < alpha else "not significant"
-        out.append(
-            f"Divergence ({rel.get('divergence', '1-cka')}) tracks {bias} most strongly at "
-            f"{best['layer']}: Spearman rho {_ci(best, 'spearman')} ({100 * (1 - alpha):.0f}% "
-            f"bootstrap CI), permutation p = {best['spearman_p']:.3g} ({signif} at "
-            f"{alpha:g}), n = {best['n']} models."
-        )
+    floor_rows = {r["layer"]: r for r in rel.get("noise_floor", [])}
     onset = rel.get("onset_layer") or {}
     if "all" in onset:
         layer = onset["all"]
         if layer is None:
             out.append(
-                "No layer's dense-vs-compressed divergence exceeds the dense-vs-dense "
-                "noise floor with confidence: the drift is within seed noise."
+                "No layer's dense-vs-compressed divergence, pooled over configurations, exceeds "
+                "the dense-vs-dense noise floor with confidence: the drift is within seed noise."
             )
         else:
-            fl = floor.get(layer, {})
+            fl = floor_rows.get(layer, {})
             out.append(
-                f"Onset layer: {layer} is the first layer whose divergence from the dense "
-                f"model exceeds the seed-to-seed noise floor (mean dense-vs-dense divergence "
+                f"Onset layer (pooled over configurations, against the dense-vs-dense floor): "
+                f"{layer} is the first layer whose divergence from the dense model exceeds the "
+                f"seed-to-seed noise floor (mean dense-vs-dense divergence "
                 f"{fl.get('mean', math.nan):.4f}) with {100 * (1 - alpha):.0f}% confidence."
-            )
-        per = {k: v for k, v in onset.items() if k != "all"}
-        if per:
-            out.append(
-                "Onset per configuration: "
-                + "; ".join(f"{k}: {v or 'none'}" for k, v in per.items())
-                + "."
             )
     gaps = [
         g
@@ -240,6 +290,32 @@ def summarize(results: Mapping[str, Any]) -> list[str]:
             f"{g['reference']} at {g['layer']} (CI [{g['gap_low']:.4f}, {g['gap_high']:.4f}]; "
             f"the same gap between dense seeds is {g['noise_gap']:+.4f})."
         )
+    corrs = rel.get("correlations", [])
+    for bias in dict.fromkeys(r["bias"] for r in corrs):
+        rows = [
+            r
+            for r in corrs
+            if r["bias"] == bias and r.get("spearman") is not None and not math.isnan(r["spearman"])
+        ]
+        if not rows:
+            out.append(
+                f"{POOLED_PREFIX}: the correlation of divergence with {bias} is undefined at "
+                "every layer (too few members or constant values)."
+            )
+            continue
+        best = max(rows, key=lambda r: abs(r["spearman"]))
+        signif = "significant" if best["spearman_p"] < alpha else "not significant"
+        out.append(
+            f"{POOLED_PREFIX}: divergence ({rel.get('divergence', '1-cka')}) tracks {bias} most "
+            f"strongly at {best['layer']}: Spearman rho {_ci(best, 'spearman')} "
+            f"({100 * (1 - alpha):.0f}% bootstrap CI), permutation p = "
+            f"{best['spearman_p']:.3g} ({signif} at {alpha:g}, uncorrected), n = {best['n']} "
+            "models. Both grow with sparsity, so this is not evidence that drift causes bias."
+        )
     if not out:
         raise DataError("nothing to summarise: results hold no dense, configs or relations.")
     return out
+
+
+#: How every pooled number is introduced: it is confounded by sparsity.
+POOLED_PREFIX = "Pooled across sparsities (confounded by sparsity)"

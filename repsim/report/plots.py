@@ -101,6 +101,39 @@ def _grid(n: int) -> tuple[int, int]:
     return math.ceil(n / ncols), ncols
 
 
+_RECOVERY_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
+_PRUNE_MARKERS = ("o", "s", "D", "v", "P")
+
+
+def _human_axis(ax: Any, which: str = "y") -> None:
+    """Tick labels without ``1e6`` offsets: 8.4×10⁶ style via :func:`repsim.report.fmt.number`."""
+    from matplotlib.ticker import FuncFormatter
+
+    from repsim.report import fmt
+
+    f = FuncFormatter(lambda v, _pos: fmt.number(v, 2))
+    (ax.yaxis if which == "y" else ax.xaxis).set_major_formatter(f)
+
+
+def _style(method: str, recs: Sequence[str], prunes: Sequence[str]) -> dict[str, Any]:
+    """Colour per recovery recipe, marker/linestyle per prune; controls dashed / starred."""
+    from repsim.report import fmt
+
+    prune, rec = fmt.split_method(method)
+    color = _RECOVERY_COLORS[recs.index(rec or "") % len(_RECOVERY_COLORS)]
+    if prune == fmt.RECOVERY_ONLY:
+        return {"color": color, "marker": "*", "ms": 10, "ls": "none"}
+    if prune == fmt.RANDOM_PRUNING:
+        return {"color": color, "marker": "^", "ms": 5, "ls": "--", "mfc": "white"}
+    k = prunes.index(prune) if prune in prunes else 0
+    return {
+        "color": color,
+        "marker": _PRUNE_MARKERS[k % len(_PRUNE_MARKERS)],
+        "ms": 5,
+        "ls": ("-", "-.", ":")[k % 3],
+    }
+
+
 def similarity_vs_sparsity(
     similarity: Sequence[Mapping[str, Any]],
     path: str | Path,
@@ -108,24 +141,38 @@ def similarity_vs_sparsity(
     measure: str = "cka",
     layers: Sequence[str] | None = None,
     title: str = "",
+    collapsed: Any = (),
 ) -> Path:
-    """Similarity to the dense model against sparsity, per layer.
+    """Similarity to the dense model against sparsity, per layer (shared y axis).
 
     Per layer: mean dense-vs-compressed ``measure`` (over seeds, min-max bars) against
-    sparsity, one line per method; the dense-vs-dense values as a grey band (min to max) with
-    their mean dashed: the noise floor.
+    sparsity. Colour: recovery recipe (fine-tuning, distillation, ...), each drawn a little
+    to the side so no line hides another; solid: the pruning method; dashed with open
+    triangles: the random-pruning control (``random+<recovery>``); star at sparsity 0: the
+    recovery-only control (``none+<recovery>``). The dense-vs-dense values are a grey band
+    (min to max) with their mean dashed: the noise floor. ``collapsed`` configurations
+    ``(method, sparsity)`` are circled in red.
 
     ``similarity`` rows follow :mod:`repsim.explain`'s schema (``kind``, ``method``,
     ``sparsity``, ``seed``, ``layer``, ``measure``, ``value``); group rows are ignored.
     """
+    from repsim.report import fmt
+
     rows = [r for r in similarity if r.get("measure") == measure and r.get("group") is None]
     if not rows:
         raise DataError(f"no rows of measure {measure!r} to plot.")
+    broken = {(str(m), float(s)) for m, s in collapsed}
     order = list(layers) if layers is not None else list(dict.fromkeys(r["layer"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows if r["kind"] == "compressed"))
+    recs = list(dict.fromkeys(fmt.split_method(m)[1] or "" for m in methods))
+    prunes = list(dict.fromkeys(fmt.split_method(m)[0] for m in methods if not fmt.is_control(m)))
+    sps_all = sorted({float(r["sparsity"]) for r in rows if r["kind"] == "compressed"})
+    span = (max(sps_all) - min(sps_all)) if len(sps_all) > 1 else 1.0
+    dodge = 0.012 * span
     nr, nc = _grid(len(order))
-    fig = Figure(figsize=(3.2 * nc, 2.7 * nr + 0.6))
-    axes = fig.subplots(nr, nc, squeeze=False)
+    fig = Figure(figsize=(3.3 * nc, 2.6 * nr + 1.0))
+    axes = fig.subplots(nr, nc, squeeze=False, sharey=True)
+    any_broken = False
     for k, layer in enumerate(order):
         ax = axes[k // nc][k % nc]
         dense = np.array(
@@ -139,15 +186,17 @@ def similarity_vs_sparsity(
                 color="0.8",
                 alpha=0.7,
                 lw=0,
-                label="dense vs dense (seeds)",
+                label="dense vs dense (seed noise)",
             )
             ax.axhline(dense.mean(), color="0.4", ls="--", lw=1)
-        for mi, method in enumerate(methods):
+        for method in methods:
             pts = [
                 r
                 for r in rows
                 if r["kind"] == "compressed" and r["method"] == method and r["layer"] == layer
             ]
+            if not pts:
+                continue
             sps = sorted({float(r["sparsity"]) for r in pts})
             mean, lo, hi = [], [], []
             for s in sps:
@@ -157,31 +206,45 @@ def similarity_vs_sparsity(
                 hi.append(np.nanmax(v))
             mean_a = np.array(mean)
             yerr = np.maximum(0.0, [mean_a - lo, np.array(hi) - mean_a])
+            st = _style(method, recs, prunes)
+            shift = (recs.index(fmt.split_method(method)[1] or "") - (len(recs) - 1) / 2) * dodge
+            xs = np.array(sps) + shift
             ax.errorbar(
-                sps,
+                xs,
                 mean_a,
                 yerr=yerr,
-                marker="o",
-                ms=3,
                 capsize=2,
-                color=_COLORS[mi % len(_COLORS)],
+                lw=1.3,
+                elinewidth=0.8,
                 label=str(method),
+                **st,
             )
-        ax.set_title(layer, fontsize=9)
-        ax.set_xlabel("sparsity", fontsize=8)
-        ax.set_ylabel(measure, fontsize=8)
-        ax.tick_params(labelsize=7)
+            for x, y, s in zip(xs, mean_a, sps, strict=True):
+                if (str(method), s) in broken:
+                    any_broken = True
+                    ax.plot(x, y, "o", ms=11, mfc="none", mec="red", mew=1.5)
+        ax.set_title(layer, fontsize=10)
+        ax.set_xlabel("sparsity (fraction of weights removed)", fontsize=8)
+        if k % nc == 0:
+            ax.set_ylabel(f"{measure.upper()} to dense parent (0-1)", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3, lw=0.5)
     for k in range(len(order), nr * nc):
         axes[k // nc][k % nc].set_visible(False)
     handles, labels = axes[0][0].get_legend_handles_labels()
+    if any_broken:
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], ls="none", marker="o", ms=9, mfc="none", mec="red"))
+        labels.append("collapsed (accuracy near chance)")
     height = fig.get_figheight()
-    # title on the top line, legend on the bottom line: they never overlap
     fig.legend(
-        handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8, frameon=False
+        handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False
     )
     if title:
         fig.suptitle(title, fontsize=10, y=0.995, x=0.01, ha="left")
-    fig.tight_layout(rect=(0, 0.35 / height, 1, 1 - 0.35 / height))
+    nrow_leg = math.ceil(len(labels) / 4)
+    fig.tight_layout(rect=(0, (0.15 + 0.2 * nrow_leg) / height, 1, 1 - 0.35 / height))
     return _save(fig, path)
 
 
@@ -191,24 +254,37 @@ def group_error_shifts(
     *,
     value: str = "accuracy_change",
     title: str = "",
+    collapsed: Any = (),
 ) -> Path:
-    """Bars of each group's accuracy change per configuration.
+    """Heatmap of each group's accuracy change per configuration (percentage points).
 
-    Bars of each group's ``value`` (default: compressed minus dense accuracy) per
-    configuration ``method@sparsity``, mean over seeds with min-max whiskers.
+    Rows: configurations ``method@sparsity`` (controls beside what they control, collapsed
+    ones marked), columns: groups; cell: mean ``value`` over seeds (default: compressed minus
+    dense accuracy) in percentage points, annotated, with the seed range when seeds differ.
+    A diverging colour scale centred on 0 (red: the group lost accuracy).
 
     ``rows``: ``method``, ``sparsity``, ``seed``, ``group``, ``value``.
     """
+    from repsim.report import fmt
+
     if not rows:
         raise DataError("no group rows to plot.")
-    configs = list(dict.fromkeys((r["method"], r["sparsity"]) for r in rows))
+    broken = {(str(m), float(s)) for m, s in collapsed}
+    configs = [
+        (c["method"], c["sparsity"])
+        for c in fmt.grouped_configs(
+            [
+                {"method": m, "sparsity": s}
+                for m, s in dict.fromkeys((r["method"], r["sparsity"]) for r in rows)
+            ]
+        )
+    ]
     groups = list(dict.fromkeys(str(r["group"]) for r in rows))
-    width = 0.8 / max(1, len(groups))
-    fig = Figure(figsize=(max(5.0, 0.9 * len(configs) * max(1, len(groups)) ** 0.5 + 2), 3.6))
-    ax = fig.add_subplot()
-    for gi, g in enumerate(groups):
-        means, lo, hi = [], [], []
-        for cfg in configs:
+    mean = np.full((len(configs), len(groups)), np.nan)
+    lo = np.full_like(mean, np.nan)
+    hi = np.full_like(mean, np.nan)
+    for i, cfg in enumerate(configs):
+        for j, g in enumerate(groups):
             v = np.array(
                 [
                     r[value]
@@ -219,26 +295,52 @@ def group_error_shifts(
                 ],
                 dtype=float,
             )
-            v = v[np.isfinite(v)]
-            m = v.mean() if v.size else np.nan
-            means.append(m)
-            lo.append(max(0.0, m - v.min()) if v.size else 0.0)  # rounding can go below 0
-            hi.append(max(0.0, v.max() - m) if v.size else 0.0)
-        x = np.arange(len(configs)) + (gi - (len(groups) - 1) / 2) * width
-        ax.bar(x, means, width, yerr=[lo, hi], capsize=2, label=g, color=_COLORS[gi % len(_COLORS)])
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(
-        range(len(configs)),
-        labels=[f"{m}@{s}" for m, s in configs],
-        rotation=30,
-        ha="right",
-        fontsize=8,
+            v = v[np.isfinite(v)] * 100
+            if v.size:
+                mean[i, j], lo[i, j], hi[i, j] = v.mean(), v.min(), v.max()
+    width = min(13.5, max(7.0, 0.75 * len(groups) + 4.5))
+    fig = Figure(figsize=(width, max(2.6, 0.36 * len(configs) + 1.6)))
+    ax = fig.add_subplot()
+    lim = float(np.nanmax(np.abs(mean))) if np.isfinite(mean).any() else 1.0
+    lim = lim or 1.0
+    im = ax.imshow(np.ma.masked_invalid(mean), cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    if mean.size <= 400:
+        for i in range(len(configs)):
+            for j in range(len(groups)):
+                if np.isfinite(mean[i, j]):
+                    txt = f"{mean[i, j]:+.1f}"
+                    ax.text(
+                        j,
+                        i,
+                        txt,
+                        ha="center",
+                        va="center",
+                        fontsize=7 if len(groups) > 8 else 8,
+                        color="white" if abs(mean[i, j]) > 0.6 * lim else "black",
+                    )
+    labels = [
+        f"{m}@{s}" + ("  (collapsed)" if (str(m), float(s)) in broken else "") for m, s in configs
+    ]
+    ax.set_yticks(range(len(configs)), labels=labels, fontsize=8)
+    for t, (m, s) in zip(ax.get_yticklabels(), configs, strict=True):
+        if (str(m), float(s)) in broken:
+            t.set_color("red")
+    ax.set_xticks(range(len(groups)), labels=groups, fontsize=8)
+    ax.set_xlabel("group")
+    fig.colorbar(
+        im, ax=ax, label=f"{value.replace('_', ' ')} (percentage points)", fraction=0.04, pad=0.02
     )
-    ax.set_ylabel(value.replace("_", " "))
-    ax.legend(fontsize=7, ncol=min(5, len(groups)), title="group", title_fontsize=7)
-    ax.set_title(title, fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=9, x=0.01, ha="left")
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _symlog_threshold(values: np.ndarray) -> float:
+    a = np.abs(values[np.isfinite(values) & (values != 0)])
+    if a.size == 0:
+        return 1.0
+    return float(max(np.percentile(a, 25), 1e-3))
 
 
 def fpr_fnr_scatter(
@@ -248,13 +350,20 @@ def fpr_fnr_scatter(
     x: str = "delta_fpr",
     y: str = "delta_fnr",
     title: str = "",
+    collapsed: Any = (),
 ) -> Path:
-    """Per class (and configuration) ``dFPR`` against ``dFNR`` with the ``y = x`` line.
+    """Per class ``dFPR`` against ``dFNR`` with the ``y = x`` line, one panel per configuration.
 
     CEV (Blakeney et al. 2021) is the variance of the cloud around its centre; SDE is the mean
-    distance of the points from ``y = x``. ``rows``: ``method``, ``sparsity``, ``x``, ``y``
-    (optionally ``class``).
+    distance of the points from ``y = x``. Panels share symmetric-log axes (linear near 0,
+    logarithmic beyond the threshold written on the axis), so a configuration whose changes
+    are tiny is not a dot at the origin beside one whose changes are huge. ``rows``:
+    ``method``, ``sparsity``, ``x``, ``y`` (optionally ``class``).
     """
+    from matplotlib.ticker import FuncFormatter
+
+    from repsim.report import fmt
+
     pts = [
         r
         for r in rows
@@ -265,33 +374,209 @@ def fpr_fnr_scatter(
     ]
     if not pts:
         raise DataError(f"no finite ({x}, {y}) pairs to plot.")
-    configs = list(dict.fromkeys((r["method"], r["sparsity"]) for r in pts))
-    fig = Figure(figsize=(5.2, 4.8))
-    ax = fig.add_subplot()
+    broken = {(str(m), float(s)) for m, s in collapsed}
+    configs = [
+        (c["method"], c["sparsity"])
+        for c in fmt.grouped_configs(
+            [
+                {"method": m, "sparsity": s}
+                for m, s in dict.fromkeys((r["method"], r["sparsity"]) for r in pts)
+            ]
+        )
+    ]
     allv = np.array([[float(r[x]), float(r[y])] for r in pts])
-    lim = float(np.abs(allv).max()) * 1.1 or 1.0
-    ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.8, ls="--", label="y = x")
-    for ci, cfg in enumerate(configs):
+    lim = float(np.abs(allv).max()) * 1.3 or 1.0
+    thr = _symlog_threshold(allv.ravel())
+    use_log = lim / thr > 20
+    lo_dec = math.ceil(math.log10(thr * 3))
+    hi_dec = math.floor(math.log10(lim))
+    decs = list(range(lo_dec, hi_dec + 1))
+    step = max(1, math.ceil(len(decs) / 3))
+    decs = decs[::-1][::step][::-1]
+    ticks = [-(10.0**d) for d in decs[::-1]] + [0.0] + [10.0**d for d in decs]
+    nr, nc = _grid(len(configs))
+    fig = Figure(figsize=(3.2 * nc, 3.1 * nr + 0.7))
+    axes = fig.subplots(nr, nc, squeeze=False, sharex=True, sharey=True)
+    human = FuncFormatter(lambda v, _p: fmt.number(v, 1))
+    for k, cfg in enumerate(configs):
+        ax = axes[k // nc][k % nc]
         sel = np.array(
             [[float(r[x]), float(r[y])] for r in pts if (r["method"], r["sparsity"]) == cfg]
         )
-        ax.scatter(
-            sel[:, 0],
-            sel[:, 1],
-            s=14,
-            alpha=0.75,
-            color=_COLORS[ci % len(_COLORS)],
-            label=f"{cfg[0]}@{cfg[1]}",
+        if use_log:
+            ax.set_xscale("symlog", linthresh=thr)
+            ax.set_yscale("symlog", linthresh=thr)
+            ax.set_xticks(ticks)
+            ax.set_yticks(ticks)
+        ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.8, ls="--")
+        ax.axhline(0, color="0.7", lw=0.5)
+        ax.axvline(0, color="0.7", lw=0.5)
+        ax.scatter(sel[:, 0], sel[:, 1], s=16, alpha=0.8, color=_COLORS[0])
+        bad = (str(cfg[0]), float(cfg[1])) in broken
+        ax.set_title(
+            f"{cfg[0]}@{cfg[1]}" + (" (collapsed)" if bad else ""),
+            fontsize=9,
+            color="red" if bad else "black",
         )
-    ax.set_xlim(-lim, lim)
-    ax.set_ylim(-lim, lim)
-    ax.set_aspect("equal")
-    ax.axhline(0, color="0.7", lw=0.5)
-    ax.axvline(0, color="0.7", lw=0.5)
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(y.replace("_", " "))
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(title, fontsize=10)
+        ax.set_xlim(-lim, lim)
+        ax.set_ylim(-lim, lim)
+        ax.xaxis.set_major_formatter(human)
+        ax.yaxis.set_major_formatter(human)
+        ax.tick_params(labelsize=7)
+        ax.tick_params(axis="x", labelrotation=45)
+        if k // nc == nr - 1 or k + nc >= len(configs):
+            ax.set_xlabel("relative FPR change", fontsize=8)
+        if k % nc == 0:
+            ax.set_ylabel("relative FNR change", fontsize=8)
+    for k in range(len(configs), nr * nc):
+        axes[k // nc][k % nc].set_visible(False)
+    sub = title or "Per-class relative change of FPR and FNR (compressed vs dense)"
+    if use_log:
+        sub += f"; symmetric-log axes, linear within ±{fmt.number(thr, 2)}"
+    fig.suptitle(sub + "; dashed: y = x", fontsize=9, x=0.01, ha="left")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def bias_beside_floor(
+    shifts: Sequence[Mapping[str, Any]],
+    floor: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    metrics: Sequence[str] = ("cev", "sde", "worst_group_drop"),
+    collapsed: Any = (),
+    title: str = "",
+) -> Path:
+    """Per bias metric, each configuration's seeds beside the dense-vs-dense floor.
+
+    One panel per metric (units on the y axis), one column of points per configuration
+    (each point one seed, the bar its mean; controls beside what they control); the floor,
+    dense seed pairs scored as if one were compressed from the other, is a grey band (min to
+    max) with its mean dashed. A metric spanning more than three decades gets a symmetric
+    log axis. ``shifts``: per member ``method``, ``sparsity``, ``seed`` and the metrics;
+    ``floor``: rows with the metrics (empty: no band, said in the title).
+    """
+    from repsim.report import fmt
+
+    members = [r for r in shifts if r.get("kind", "compressed") != "dense"]
+    metrics = [m for m in metrics if any(fmt.finite(r.get(m)) for r in members)]
+    if not metrics:
+        raise DataError("no bias metric with finite values to plot.")
+    broken = {(str(m), float(s)) for m, s in collapsed}
+    configs = [
+        (c["method"], c["sparsity"])
+        for c in fmt.grouped_configs(
+            [
+                {"method": m, "sparsity": s}
+                for m, s in dict.fromkeys((r["method"], r["sparsity"]) for r in members)
+            ]
+        )
+    ]
+    recs = list(dict.fromkeys(fmt.split_method(m)[1] or "" for m, _ in configs))
+    prunes = list(
+        dict.fromkeys(fmt.split_method(m)[0] for m, _ in configs if not fmt.is_control(m))
+    )
+    fig = Figure(figsize=(min(13.5, 4.4 * len(metrics)), 3.9))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    rng = np.random.default_rng(0)
+    for ax, m in zip(axes, metrics, strict=True):
+        fl = np.array([float(r[m]) for r in floor if fmt.finite(r.get(m))], dtype=float)
+        if fl.size:
+            ax.axhspan(fl.min(), fl.max(), color="0.8", lw=0, label="dense-vs-dense floor")
+            ax.axhline(fl.mean(), color="0.4", ls="--", lw=1)
+        allv = []
+        for i, (meth, sp) in enumerate(configs):
+            v = np.array(
+                [
+                    float(r[m])
+                    for r in members
+                    if (r["method"], r["sparsity"]) == (meth, sp) and fmt.finite(r.get(m))
+                ],
+                dtype=float,
+            )
+            if not v.size:
+                continue
+            allv.append(v)
+            st = _style(meth, recs, prunes)
+            ax.scatter(
+                i + rng.uniform(-0.12, 0.12, v.size),
+                v,
+                s=14,
+                color=st["color"],
+                marker=st["marker"] if st["marker"] != "*" else "*",
+                alpha=0.8,
+            )
+            ax.hlines(v.mean(), i - 0.3, i + 0.3, color=st["color"], lw=2)
+        vals = np.concatenate(allv + [fl]) if allv else fl
+        a = np.abs(vals[np.isfinite(vals) & (vals != 0)])
+        if a.size and a.max() / max(a.min(), 1e-12) > 1e3:
+            ax.set_yscale("symlog", linthresh=float(max(np.percentile(a, 10), 1e-6)))
+        _human_axis(ax)
+        labels = [
+            f"{mm}@{ss}" + (" (collapsed)" if (str(mm), float(ss)) in broken else "")
+            for mm, ss in configs
+        ]
+        ax.set_xticks(range(len(configs)), labels=labels, rotation=40, ha="right", fontsize=7)
+        for t, (mm, ss) in zip(ax.get_xticklabels(), configs, strict=True):
+            if (str(mm), float(ss)) in broken:
+                t.set_color("red")
+        ax.set_ylabel(fmt.metric_label(m).replace(" (", "\n("), fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.grid(axis="y", alpha=0.3, lw=0.5)
+        ax.set_title(fmt.metric_short(m), fontsize=9)
+    head = title or "Bias per configuration (points: seeds, bar: mean)"
+    head += "; grey: dense-vs-dense floor" if floor else "; no dense-vs-dense floor (one seed)"
+    fig.suptitle(head, fontsize=9, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return _save(fig, path)
+
+
+def controlled_association(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    title: str = "",
+) -> Path:
+    """Per bias metric, the within-configuration rank correlation of drift with bias per layer.
+
+    One panel per metric, shared y axis from -1 to 1: Spearman rho with its interval per layer
+    (network order); filled markers where the corrected p is below ``alpha``, open otherwise;
+    the number of seeds under each layer. ``rows``: the ``controlled`` table of
+    :meth:`repsim.explain.Relations.to_dict`.
+    """
+    from repsim.report import fmt
+
+    if not rows:
+        raise DataError("no controlled rows to plot.")
+    metrics = list(metrics) if metrics else list(dict.fromkeys(r["bias"] for r in rows))
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    cell = {(r["layer"], r["bias"]): r for r in rows}
+    fig = Figure(figsize=(min(13.5, max(4.5, 0.45 * len(layers) + 2.0) * len(metrics)), 3.4))
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
+    for ax, m in zip(axes, metrics, strict=True):
+        ax.axhline(0, color="black", lw=0.8)
+        for i, layer in enumerate(layers):
+            r = cell.get((layer, m))
+            if r is None or not fmt.finite(r.get("estimate")):
+                continue
+            est, lo, hi = float(r["estimate"]), r.get("low"), r.get("high")
+            sig = fmt.finite(r.get("p_adjusted")) and float(r["p_adjusted"]) < alpha
+            if fmt.finite(lo) and fmt.finite(hi):
+                ax.vlines(i, float(lo), float(hi), color=_COLORS[0], lw=1.2)
+            ax.plot(i, est, "o", ms=6, color=_COLORS[0], mfc=_COLORS[0] if sig else "white")
+        ax.set_xticks(range(len(layers)), labels=layers, rotation=40, ha="right", fontsize=7)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_title(fmt.metric_short(m), fontsize=9)
+        ax.grid(axis="y", alpha=0.3, lw=0.5)
+    axes[0].set_ylabel("within-configuration Spearman rho\n(drift vs bias, -1 to 1)", fontsize=8)
+    fig.suptitle(
+        title or f"Does drift predict bias within a configuration? filled: corrected p < {alpha:g}",
+        fontsize=9,
+        x=0.01,
+        ha="left",
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -355,7 +640,7 @@ def divergence_bias_scatter(
     ya = np.asarray(y, dtype=float)
     if xa.shape != ya.shape:
         raise DataError("x and y must have the same length.")
-    fig = Figure(figsize=(5.4, 4.2))
+    fig = Figure(figsize=(8.0, 4.4))
     ax = fig.add_subplot()
     if noise_floor is not None and np.isfinite(noise_floor[1]):
         ax.axvspan(0, noise_floor[1], color="0.85", lw=0, label="dense-vs-dense range")
@@ -380,9 +665,14 @@ def divergence_bias_scatter(
             )
         ax.plot(grid, fit, color="black", lw=1.2, label=text)
         ax.fill_between(grid, lo, hi, color="black", alpha=0.12, lw=0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend(fontsize=7, loc="best")
-    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel.replace(" (", "\n("), fontsize=9)
+    pos = ya[np.isfinite(ya)]
+    if pos.size and (pos > 0).all() and pos.max() / pos.min() > 1e3:  # many decades: log axis
+        ax.set_yscale("log")
+        ax.set_ylim(pos.min() / 2, pos.max() * 2)  # the linear fit is clipped to the data
+    _human_axis(ax)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

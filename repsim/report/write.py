@@ -10,11 +10,24 @@ caller's tables in the same schema) and writes::
     class_shifts.csv         per member and class: FPR/FNR and their relative changes
     group_metrics.csv        per model and group: accuracy, error rate, ...
     configs.csv              per configuration: means over seeds
-    relations.csv            per layer and bias metric: rho/r with CIs and p, slope
+    relations.csv            per layer and bias metric: pooled rho/r (0.2, confounded)
+    controlled.csv           per layer and bias metric: within-configuration rho, Holm p
+    pooled.csv               the same pooled across configurations (confounded by sparsity)
+    within.csv               per layer, bias metric and configuration
+    effects.csv              per configuration, control and layer: drift beyond the control
+    bias_effects.csv         per configuration, control and metric: bias beyond the control
+    controlled_onset.csv     per configuration and layer: drift beyond the recovery-only control
+    fairness_floor.csv       per dense seed pair: bias of one dense seed scored against another
     noise_floor.csv, onset.csv, group_gaps.csv, kd_vs_ft.csv, exemplars.csv
-    heatmap_*.png, similarity_vs_sparsity.png, group_error_shifts.png, fpr_fnr.png,
-    divergence_vs_*.png, cie_*.png
+    heatmap_*.png, similarity_vs_sparsity.png, bias_vs_floor.png, group_error_shifts.png,
+    fpr_fnr.png, controlled_association.png, divergence_vs_*.png, cie_*.png
     index.html
+
+``index.html`` opens with what holds once sparsity is controlled for (the
+:mod:`repsim.report.lead` block, before any figure); the pooled correlations are in their own
+section, labelled confounded by sparsity. Collapsed configurations (accuracy below chance +
+10% of the dense margin over chance, :func:`repsim.report.fmt.collapse_threshold`) are marked
+in tables and figures.
 """
 
 from __future__ import annotations
@@ -27,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from repsim.report import plots
-from repsim.report.html import Section, summarize, write_index
+from repsim.report import fmt, lead, plots
+from repsim.report.html import POOLED_PREFIX, Section, summarize, write_index
 from repsim.report.tables import write_csv
 
 
@@ -60,6 +73,13 @@ def write_report(
     ``alpha``, ``study``, ``description``); ``heatmaps`` are ``(title, LabelledMatrix)``;
     ``exemplar_sets`` maps ``"method@sparsity"`` to :class:`repsim.fairness.Exemplars` and
     ``data`` is the test split they index (for the CIE image grids).
+
+    Optional ``results`` keys: ``n_classes`` (chance level for flagging collapsed models; 2
+    switches the fairness lead to group gaps, CEV = SDE²/2 there) and ``fairness_floor``
+    (rows ``kind="dense"``, ``seed``, ``seed_b``, ``cev``, ``sde``, ``worst_group_drop``,
+    ``acc_drop:<group>``: a dense seed scored as if compressed from another). Control
+    configurations (``none+<recovery>``, ``random+<recovery>``) in ``configs`` and
+    ``similarity`` are drawn beside what they control.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,6 +97,13 @@ def write_report(
         "group_gaps": rel.get("group_gaps", []),
         "kd_vs_ft": results.get("kd_vs_ft", []),
         "exemplars": exemplars,
+        "controlled": rel.get("controlled", []),
+        "pooled": rel.get("pooled", []),
+        "within": rel.get("within", []),
+        "effects": rel.get("effects", []),
+        "bias_effects": rel.get("bias_effects", []),
+        "controlled_onset": rel.get("controlled_onset", []),
+        "fairness_floor": results.get("fairness_floor") or [],
     }
     for name, rows in tables.items():
         write_csv(list(rows), out / f"{name}.csv")
@@ -84,6 +111,14 @@ def write_report(
     sections: list[Section] = []
     div_label = f"1 - {measure}" if one_minus else measure
     alpha = float(results.get("alpha", 0.05))
+    configs = list(results.get("configs") or [])
+    n_classes = results.get("n_classes")
+    if n_classes is None and class_shifts:
+        n_classes = len({r.get("class") for r in class_shifts})
+    dense_acc = lead.dense_accuracy(results)
+    broken = fmt.collapsed(configs, dense_acc, n_classes)
+    binary = lead.is_binary(results)
+    floor_rows = list(results.get("fairness_floor") or [])
 
     # similarity
     figs = []
@@ -93,15 +128,20 @@ def write_report(
             out / "similarity_vs_sparsity.png",
             measure=measure,
             layers=results.get("layers"),
-            title=f"Dense vs compressed {measure} per layer; grey band: dense seed vs dense seed",
+            title=f"Dense vs compressed {measure.upper()} per layer; grey band: dense seed vs "
+            "dense seed",
+            collapsed=broken,
         )
         figs.append(
             (
                 p,
-                f"Per-layer {measure} of each compressed model to its dense parent "
-                "(mean over seeds, min-max bars) against sparsity. The grey band is "
-                "the range of dense-vs-dense similarity between seeds (noise floor), "
-                "dashed its mean.",
+                f"Per-layer {measure.upper()} of each compressed model to its dense parent "
+                "(mean over seeds, min-max bars) against sparsity; all panels share the y axis. "
+                "Colour: recovery (fine-tuning / distillation, drawn slightly apart so neither "
+                "hides the other); dashed with open triangles: random pruning at the same "
+                "sparsity (control); star at sparsity 0: the recovery-only control (no "
+                "pruning). The grey band is the range of dense-vs-dense similarity between "
+                "seeds (noise floor), dashed its mean. Red circles: collapsed models.",
             )
         )
     for i, (title, matrix) in enumerate(heatmaps):
@@ -114,62 +154,191 @@ def write_report(
             measure=matrix.measure.upper(),
         )
         figs.append((p, f"Layer x layer {matrix.measure.upper()}: {title}."))
-    floor_rows = rel.get("noise_floor", [])
+    noise_rows = rel.get("noise_floor", [])
+    onset_rows: list[dict[str, Any]] = []
+    for r in rel.get("controlled_onset", []):
+        label = fmt.config_label(r["method"], r["sparsity"])
+        if not onset_rows or onset_rows[-1]["configuration"] != label:
+            onset_rows.append(
+                {"configuration": label, "control": r.get("control"), "seeds": r.get("n_seeds")}
+            )
+        mark = " *" if r.get("significant") else ""
+        onset_rows[-1][str(r["layer"])] = (
+            f"{fmt.signed(r.get('excess'), 2)} (p_adj {fmt.pvalue(r.get('p_adjusted'))}){mark}"
+        )
     sections.append(
         Section(
             "Where representations drift",
             [
                 f"Divergence is {div_label}. Every dense-vs-compressed figure is shown beside the "
                 "dense-vs-dense noise floor: the similarity between two dense models trained with "
-                "different seeds. Drift inside that band is seed noise, not compression damage."
+                "different seeds. Drift inside that band is seed noise, not compression damage. "
+                "The tables test drift against the recovery-only control (the same recovery "
+                "without pruning); full tables: effects.csv, controlled_onset.csv."
             ],
             figs,
             [
-                ("Noise floor: dense-vs-dense divergence per layer", floor_rows),
                 (
-                    "Onset: excess divergence over the noise floor (one-sided "
-                    f"{100 * (1 - alpha):.0f}% bootstrap lower bound)",
+                    "Drift beyond the recovery-only control per configuration and layer: mean "
+                    "excess divergence (one-sided paired t over seeds, corrected across layers; "
+                    "* significant)",
+                    onset_rows,
+                ),
+                ("Noise floor: dense-vs-dense divergence per layer", noise_rows),
+                (
+                    "Group-conditional divergence gaps (vs the largest group)",
+                    rel.get("group_gaps", []),
+                ),
+                (
+                    "0.2 onset rule, pooled over configurations: excess divergence over the "
+                    f"noise floor (one-sided {100 * (1 - alpha):.0f}% bootstrap lower bound)",
                     [r for r in rel.get("onset", []) if r["method"] == "all"],
                 ),
             ],
         )
     )
 
+    # controlled association
+    controlled = rel.get("controlled", [])
+    if controlled:
+        metrics = lead.metric_order([r["bias"] for r in controlled], binary)
+        metrics = [m for m in metrics if not (binary and m == "cev")][:4]
+        p = plots.controlled_association(
+            controlled, out / "controlled_association.png", metrics=metrics, alpha=alpha
+        )
+        cols = ("layer", "bias", "estimate", "low", "high", "p", "p_adjusted", "n_members")
+        sections.append(
+            Section(
+                "Does drift predict bias within a configuration?",
+                [
+                    "Spearman correlation of a member's drift with its bias inside each "
+                    "configuration (method x sparsity), so sparsity cannot drive it; seeds are "
+                    "permuted together within configurations; p corrected across layers x "
+                    "metrics (column p_adjusted). Intervals are over seeds."
+                ],
+                [
+                    (
+                        p,
+                        "Within-configuration Spearman rho per layer with its interval; filled "
+                        f"markers: corrected p < {alpha:g}. At most four metrics drawn; every "
+                        "metric is in controlled.csv.",
+                    )
+                ],
+                [
+                    (
+                        "Within-configuration association (controlled.csv)",
+                        [
+                            {
+                                **{k: r.get(k) for k in cols},
+                                "n_seeds": r.get("n_seeds"),
+                                "few_seeds": r.get("few_seeds"),
+                            }
+                            for r in controlled
+                        ],
+                    )
+                ],
+            )
+        )
+
     # fairness
     figs = []
+    f_metrics = ["cev", "sde", "worst_group_drop"]
+    if binary:
+        groups = sorted({k for r in shifts for k in r if str(k).startswith("acc_drop:")})
+        f_metrics = ["worst_group_drop", *groups[:2], "sde"]
+    try:
+        figs.append(
+            (
+                plots.bias_beside_floor(
+                    shifts,
+                    floor_rows,
+                    out / "bias_vs_floor.png",
+                    metrics=f_metrics,
+                    collapsed=broken,
+                ),
+                "Bias of each configuration beside the dense-vs-dense floor (grey band: two "
+                "dense seeds scored as if one were compressed from the other; dashed: its "
+                "mean). Points are seeds, bars their mean; controls beside what they control. "
+                + ("" if floor_rows else lead.no_floor_text(results)),
+            )
+        )
+    except Exception:  # noqa: BLE001 - a figure without finite values must not sink the report
+        pass
     if group_shifts:
         figs.append(
             (
                 plots.group_error_shifts(
                     group_shifts,
                     out / "group_error_shifts.png",
-                    title="Accuracy change per group (compressed - dense)",
+                    title="Accuracy change per group (compressed − dense, percentage points)",
+                    collapsed=broken,
                 ),
-                "Per-group accuracy change caused by compression, mean over seeds with "
-                "min-max whiskers.",
+                "Per-group accuracy change caused by compression, mean over seeds, in "
+                "percentage points (red: the group lost accuracy).",
             )
         )
     if class_shifts:
         try:
             figs.append(
                 (
-                    plots.fpr_fnr_scatter(
-                        class_shifts, out / "fpr_fnr.png", title="Per-class dFPR vs dFNR"
-                    ),
+                    plots.fpr_fnr_scatter(class_shifts, out / "fpr_fnr.png", collapsed=broken),
                     "Relative change of each class's false positive and false negative "
-                    "rate. CEV is the spread of this cloud, SDE the mean distance from "
-                    "the y = x line (Blakeney et al. 2021).",
+                    "rate, one panel per configuration, shared axes. CEV is the spread of "
+                    "this cloud, SDE the mean distance from the y = x line (Blakeney et al. "
+                    "2021).",
                 )
             )
         except Exception:  # noqa: BLE001 - an all-NaN scatter must not sink the report
             pass
+    t = fmt.collapse_threshold(dense_acc, n_classes)
+    f_text = [
+        "CEV: variance of the per-class relative changes of FPR and FNR (unitless); SDE: their "
+        "mean distance from y = x (unitless); worst-group drop: the largest per-group accuracy "
+        "loss, dense minus compressed (fraction). Each is shown beside the dense-vs-dense "
+        "floor: "
+        + ("its value for two dense seeds." if floor_rows else lead.no_floor_text(results))
+    ]
+    if binary:
+        f_text.insert(0, lead.binary_note())
+    if fmt.finite(t):
+        f_text.append(
+            f"A configuration is flagged collapsed when its mean accuracy is below chance "
+            f"(1/{n_classes}) + 10% of the dense model's margin over chance: {t:.3f}. "
+            + (
+                f"Collapsed here: {', '.join(fmt.config_label(*k) for k in sorted(broken, key=str))}."
+                if broken
+                else "None is."
+            )
+        )
+    cfg_rows = []
+    fl_mean = lead.floor_means(results)
+    for c in fmt.grouped_configs(configs):
+        row = {
+            "configuration": fmt.config_label(c["method"], c["sparsity"]),
+            "role": fmt.role(c["method"]),
+            "n_seeds": c.get("n_seeds"),
+            "accuracy": c.get("accuracy"),
+            "collapsed": "COLLAPSED" if (c["method"], c["sparsity"]) in broken else "",
+        }
+        for m in lead.metric_order(
+            [m for m in ("cev", "sde", "worst_group_drop") if m in c], binary
+        ):
+            row[m] = c.get(m)
+            row[f"{m} floor"] = fl_mean.get(m, math.nan) if fl_mean else "none"
+        row["mean_similarity"] = c.get("mean_similarity")
+        cfg_rows.append(row)
     sections.append(
         Section(
             "Who pays for compression",
-            [],
+            f_text,
             figs,
             [
-                ("Configurations (means over seeds)", results.get("configs", [])),
+                ("Configurations (means over seeds; controls beside what they control)", cfg_rows),
+                (
+                    "Bias beside its dense-vs-dense floor (excess: mean over seeds minus the "
+                    "floor, seed-jackknife CI; * corrected p below the level)",
+                    lead.bias_beside_floor(results) if fl_mean else [],
+                ),
                 (
                     "Distillation vs fine-tuning (kd - ft, paired by seed)",
                     results.get("kd_vs_ft", []),
@@ -181,7 +350,7 @@ def write_report(
     # relations
     figs = []
     corr = rel.get("correlations", [])
-    floor = {r["layer"]: r for r in floor_rows}
+    floor = {r["layer"]: r for r in noise_rows}
     biases = [b for b in dict.fromkeys(r["bias"] for r in corr) if not b.startswith("acc_drop:")]
     comp_rows = [
         r
@@ -213,32 +382,43 @@ def write_report(
             labels=[f"{r['method']}@{r['sparsity']:g}" for r in pts],
             stats=best,
             noise_floor=(fl["mean"], fl["max"]) if fl else None,
-            xlabel=f"divergence ({div_label}) at {best['layer']}",
-            ylabel=bias,
-            title=f"{bias} vs divergence at {best['layer']} (strongest layer)",
+            xlabel=f"divergence ({div_label}, 0-1) at {best['layer']}",
+            ylabel=fmt.metric_label(bias),
+            title=f"Pooled (confounded by sparsity): {fmt.metric_short(bias)} vs divergence at "
+            f"{best['layer']}",
             seed=seed,
         )
         figs.append(
             (
                 p,
-                f"Each point is one compressed model. Line: OLS fit with its "
+                f"Pooled across sparsities (confounded by sparsity). Each point is one "
+                f"compressed model. Line: OLS fit with its "
                 f"{100 * (1 - alpha):.0f}% bootstrap band; grey: dense-vs-dense "
                 "divergence range at this layer.",
             )
         )
+    pooled_cols = ("layer", "bias", "estimate", "low", "high", "p", "p_adjusted", "n_seeds")
     sections.append(
         Section(
-            "How drift tracks bias",
+            POOLED_PREFIX,
             [
+                "Everything in this section pools compressed models of every sparsity and method "
+                "into one cloud. Divergence and bias both grow with sparsity, so a correlation "
+                "here can come from sparsity alone: it is not evidence that drift predicts bias. "
+                "The controlled answer is at the top of the page.",
                 "Per layer, Spearman and Pearson correlation across all compressed models between "
                 "their divergence from the dense model and each bias metric, with percentile "
                 "bootstrap CIs, permutation p-values and the OLS slope. The noise_floor column is "
-                "the mean dense-vs-dense divergence at that layer."
+                "the mean dense-vs-dense divergence at that layer.",
             ],
             figs,
             [
                 (
-                    "Relations",
+                    "Pooled Spearman, intervals over seeds (pooled.csv; confounded by sparsity)",
+                    [{k: r.get(k) for k in pooled_cols} for r in rel.get("pooled", [])],
+                ),
+                (
+                    "Relations (relations.csv; pooled, confounded by sparsity)",
                     [
                         {
                             k: r[k]
@@ -259,10 +439,6 @@ def write_report(
                         }
                         for r in corr
                     ],
-                ),
-                (
-                    "Group-conditional divergence gaps (vs the largest group)",
-                    rel.get("group_gaps", []),
                 ),
             ],
         )
@@ -312,10 +488,26 @@ def write_report(
         f"{results.get('description', '')} Seeds: {results.get('seeds')}. "
         f"Generated by repsim {results.get('versions', {}).get('repsim', '')}."
     ).strip()
+    # the pooled section goes last but before the exemplars
+    pooled_sec = [x for x in sections if x.heading == POOLED_PREFIX]
+    rest = [x for x in sections if x.heading != POOLED_PREFIX]
+    sections = rest[:-1] + pooled_sec + rest[-1:]
+    summary = summarize(results, lead=False)
+    pooled_lines = [t for t in summary if t.startswith(POOLED_PREFIX)]
+    summary = [t for t in summary if not t.startswith(POOLED_PREFIX)]
+    for sec in pooled_sec:
+        sec.text = [*sec.text, *(t[len(POOLED_PREFIX) + 2 :] for t in pooled_lines)]
+    holds_text, holds_tables = lead.what_holds(results) if rel else ([], [])
+    lead_sec = (
+        Section("What holds (controlled for sparsity)", holds_text, [], holds_tables)
+        if holds_text
+        else None
+    )
     return write_index(
         out,
         title=f"repsim study: {results.get('study', out.name)}",
-        summary=summarize(results),
+        summary=summary,
         sections=sections,
         meta=meta,
+        lead=lead_sec,
     )
