@@ -360,6 +360,49 @@ def _source(data: Any, batch_size: int) -> _Source:
     return _Source(n, np.arange(n, dtype=np.int64), loader_batches, None)
 
 
+#: Batches of a dataset without a cheap identity are kept in memory while they are hashed, up to
+#: this many bytes, so the forward pass that follows a cache miss replays them instead of
+#: reading the data a second time.
+REPLAY_BYTES = 1 << 30
+
+
+def _nbytes(x: Inputs) -> int:
+    if isinstance(x, Mapping):
+        return sum(int(v.numel() * v.element_size()) for v in x.values())
+    return int(x.numel() * x.element_size())
+
+
+def fingerprint_source(src: _Source, limit: int | None = None) -> str:
+    """The data fingerprint of ``src``, read once; ``src`` then replays what was read.
+
+    A source with a cheap stable identity (a ``GroupedData``: ``data.fingerprint()``) is not
+    read at all. Otherwise one pass hashes the batches (:class:`DataHasher`, as
+    :func:`data_fingerprint`) and keeps them in memory, up to ``limit`` bytes of inputs, so that
+    the forward pass of a cache miss feeds from them: the dataset is read once. Past the
+    limit (default :data:`REPLAY_BYTES`), the batches are dropped and a forward pass reads the
+    data again.
+    """
+    if src.fingerprint is not None:
+        return src.fingerprint
+    limit = REPLAY_BYTES if limit is None else limit
+    h = DataHasher(src.sample_id)
+    kept: list[Any] | None = []
+    size = 0
+    for x, y, g in src.batches():
+        h.update(_hashable(x), y, g)
+        if kept is not None:
+            size += _nbytes(x)
+            if size <= limit:
+                kept.append((x, y, g))
+            else:
+                kept = None
+    src.fingerprint = h.hexdigest()
+    if kept is not None:
+        batches = kept
+        src.batches = lambda: iter(batches)
+    return src.fingerprint
+
+
 def data_fingerprint(data: Any, batch_size: int = 256) -> str:
     """Fingerprint of what a capture would see, in order, as the cache keys use.
 
@@ -680,7 +723,7 @@ def record_reductions(
     m_fp = model_fingerprint(model, strict=store is not None)
     d_fp = src.fingerprint
     if store is not None and d_fp is None:
-        d_fp = data_fingerprint(data, batch_size)
+        d_fp = fingerprint_source(src)  # one read: a miss's forward pass replays it
 
     if store is not None:
         assert d_fp is not None

@@ -41,7 +41,7 @@ from repsim._core.io import write_json
 from repsim.capture.record import (
     _source,
     array_attrs,
-    data_fingerprint,
+    fingerprint_source,
     forward_rows,
     resolve_device,
 )
@@ -203,7 +203,7 @@ def record_shard(
     if src.n == 0:
         raise DataError("The data holds no samples.")
     m_fp = model_fingerprint(model, strict=True)
-    d_fp = src.fingerprint or data_fingerprint(data, batch_size)
+    d_fp = fingerprint_source(src)  # one read: the shard's forward pass replays it
     key = entry_key(m_fp, d_fp)
     wanted = [array_name(layer, red) for layer, red in pairs] + list(META_ARRAYS)
     if not store.missing(m_fp, d_fp, wanted, src.n):
