@@ -17,7 +17,13 @@ from collections.abc import Iterator
 
 from repsim.errors import ConfigError
 
-__all__ = ["DEFAULT_THREADS", "THREAD_VARIABLES", "check_threads", "limit_threads"]
+__all__ = [
+    "DEFAULT_THREADS",
+    "THREAD_VARIABLES",
+    "check_threads",
+    "deterministic_torch",
+    "limit_threads",
+]
 
 #: Threads a study or command uses when nothing says otherwise.
 DEFAULT_THREADS = 1
@@ -94,3 +100,23 @@ def limit_threads(n: int | None) -> Iterator[int | None]:
                 os.environ[k] = v
         if torch is not None and torch_before is not None:
             torch.set_num_threads(torch_before)
+
+
+@contextlib.contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Run the block with torch's deterministic algorithms where torch offers them.
+
+    :func:`torch.use_deterministic_algorithms` with ``warn_only=True`` (an operation without a
+    deterministic implementation warns instead of failing); the previous setting is restored
+    when the block ends, also on an exception. On CPU every operation repsim uses is
+    deterministic already for a fixed thread count; this matters on CUDA.
+    """
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_before = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_before)

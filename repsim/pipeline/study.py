@@ -1293,14 +1293,14 @@ def run_study(
     ConfigError, LayerNotFoundError, DataError
         On a bad config, before any training or capture.
     """
-    from repsim._core.threads import check_threads, limit_threads
+    from repsim._core.threads import check_threads, deterministic_torch, limit_threads
 
     timer = StageTimer()
     config = load_study(path, overrides)
     if threads is not None:
         check_threads(threads, "threads")
     n_threads = config["study"].get("threads", 1) if threads is None else threads
-    with limit_threads(n_threads):
+    with limit_threads(n_threads), deterministic_torch():
         data = dataset_from_config(config)
         plan = plan_study(config, data)
         test = data.test

@@ -92,3 +92,18 @@ def test_check_threads_rejects_what_is_not_a_count(bad):
     with pytest.raises(ConfigError, match="'study.threads' must be a whole number"):
         check_threads(bad, "study.threads")
     assert check_threads(0) == 0 and check_threads(4) == 4
+
+
+def test_deterministic_torch_is_restored_even_on_error():
+    import torch
+
+    from repsim._core.threads import deterministic_torch
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    with deterministic_torch():
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(RuntimeError), deterministic_torch():
+        raise RuntimeError("midway")
+    assert not torch.are_deterministic_algorithms_enabled()
