@@ -24,7 +24,7 @@ RANDOM_PRUNING = "random"
 #: Human labels, with units and definitions, of the bias metrics.
 METRIC_LABELS = {
     "cev": "CEV (variance of relative FPR/FNR change, unitless)",
-    "sde": "SDE (mean distance of relative FPR/FNR change from y = x, unitless)",
+    "sde": "SDE (mean distance from y = x, unitless)",
     "worst_group_drop": "worst-group accuracy drop (dense − compressed, fraction)",
     "accuracy": "accuracy (fraction correct)",
     "accuracy_drop": "accuracy drop (dense − compressed, fraction)",

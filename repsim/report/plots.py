@@ -541,7 +541,8 @@ def controlled_association(
 ) -> Path:
     """Per bias metric, the within-configuration rank correlation of drift with bias per layer.
 
-    One panel per metric, shared y axis from -1 to 1: Spearman rho with its interval per layer
+    One panel per metric (rows of up to four), shared y axis from -1 to 1: Spearman rho with
+    its interval per layer
     (network order); filled markers where the corrected p is below ``alpha``, open otherwise;
     the number of seeds under each layer. ``rows``: the ``controlled`` table of
     :meth:`repsim.explain.Relations.to_dict`.
@@ -553,9 +554,14 @@ def controlled_association(
     metrics = list(metrics) if metrics else list(dict.fromkeys(r["bias"] for r in rows))
     layers = list(dict.fromkeys(r["layer"] for r in rows))
     cell = {(r["layer"], r["bias"]): r for r in rows}
-    fig = Figure(figsize=(min(13.5, max(4.5, 0.45 * len(layers) + 2.0) * len(metrics)), 3.4))
-    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
-    for ax, m in zip(axes, metrics, strict=True):
+    nc = min(4, len(metrics))
+    nr = -(-len(metrics) // nc)
+    fig = Figure(figsize=(min(13.5, max(4.5, 0.45 * len(layers) + 2.0) * nc), 3.4 * nr))
+    grid = fig.subplots(nr, nc, squeeze=False, sharey=True)
+    axes = [ax for row in grid for ax in row]
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, m in zip(axes, metrics, strict=False):
         ax.axhline(0, color="black", lw=0.8)
         for i, layer in enumerate(layers):
             r = cell.get((layer, m))
@@ -570,7 +576,8 @@ def controlled_association(
         ax.set_ylim(-1.05, 1.05)
         ax.set_title(fmt.metric_short(m), fontsize=9)
         ax.grid(axis="y", alpha=0.3, lw=0.5)
-    axes[0].set_ylabel("within-configuration Spearman rho\n(drift vs bias, -1 to 1)", fontsize=8)
+    for row in grid:
+        row[0].set_ylabel("within-configuration Spearman rho\n(drift vs bias, -1 to 1)", fontsize=8)
     fig.suptitle(
         title or f"Does drift predict bias within a configuration? filled: corrected p < {alpha:g}",
         fontsize=9,

@@ -202,7 +202,7 @@ def write_report(
     controlled = rel.get("controlled", [])
     if controlled:
         metrics = lead.metric_order([r["bias"] for r in controlled], binary)
-        metrics = [m for m in metrics if not (binary and m == "cev")][:4]
+        metrics = [m for m in metrics if not (binary and m == "cev")][:8]
         p = plots.controlled_association(
             controlled, out / "controlled_association.png", metrics=metrics, alpha=alpha
         )
