@@ -56,6 +56,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _say(args, f"report written to {out} (open {out / 'index.html'} in a browser)")
     for row in summary["results"].get("dense", []):
         _say(args, f"  dense seed {row['seed']}: test accuracy {row['test_accuracy']:.4f}")
+    from repsim.report.lead import association_sentences
+
+    _say(args, "what holds (controlled for sparsity; the report's first section):")
+    for sentence in association_sentences(summary):
+        _say(args, f"  {sentence}")
     return 0
 
 

@@ -103,6 +103,7 @@ def test_stage_lines_with_times_without_a_terminal(runs):
     assert re.search(r"^\[repsim\] warning: RelationWarning: ", err, re.M)
     assert "\r" not in err  # no progress bars when stderr is not a terminal
     assert "report written to" in out and "dense seed 0: test accuracy" in out
+    assert "what holds (controlled for sparsity" in out  # the controlled headline, not pooled
     assert report["threads"] == 1 and report["versions"]["threads"] == "1"
     assert set(report["timings"]) == {*STAGES, "total"}
     assert report["work"]["similarity_computed"] == 1 and report["work"]["report_written"] == 1
