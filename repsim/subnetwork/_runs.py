@@ -70,3 +70,96 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path} is not a repsim search checkpoint. Delete it or use a new run_dir."
         )
     return ckpt
+
+
+class RunFiles:
+    """A search's run directory: ``config.json``, the checkpoint of its trainable state, the log.
+
+    Both searches checkpoint the same state (gates, bias head, both optimisers, the data
+    generator and a plain ``state`` dict with ``log`` and ``evals``), atomically, and refuse to
+    resume from a checkpoint written with other settings.
+
+    Parameters
+    ----------
+    run_dir : path or None
+        The run directory (created, with ``config.json``); ``None``: nothing is written.
+    config : dict
+        The run's settings, written to ``config.json``.
+    settings_hash : str
+        :func:`config_hash` of the settings, model and data: what a checkpoint must match.
+    """
+
+    def __init__(self, run_dir: str | Path | None, config: dict[str, Any], settings_hash: str):
+        self.path = Path(run_dir) if run_dir is not None else None
+        self.settings_hash = settings_hash
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(config, self.path / "config.json", indent=1, allow_nan=True)
+
+    def resume(
+        self,
+        gates: dict[str, torch.Tensor],
+        head: torch.nn.Module,
+        gate_opt: torch.optim.Optimizer,
+        head_opt: torch.optim.Optimizer,
+        gen: torch.Generator,
+    ) -> dict[str, Any]:
+        """Load the checkpoint into the given objects and return its ``state`` dict.
+
+        Raises
+        ------
+        ConfigError
+            No run directory, no checkpoint in it, or one written with other settings.
+        OutputError
+            A damaged checkpoint (:func:`load_checkpoint`).
+        """
+        from repsim.errors import ConfigError
+
+        if self.path is None:
+            raise ConfigError("resume=True needs the run_dir of the run to continue.")
+        ckpt_file = self.path / CHECKPOINT
+        if not ckpt_file.exists():
+            raise ConfigError(
+                f"Nothing to resume: {ckpt_file} does not exist. Run without --resume to start."
+            )
+        ckpt = load_checkpoint(ckpt_file)
+        if ckpt["config_hash"] != self.settings_hash:
+            raise ConfigError(
+                f"{ckpt_file} was written with different settings, model or data "
+                f"(hash {ckpt['config_hash']} vs {self.settings_hash}); start a new run_dir "
+                "instead."
+            )
+        with torch.no_grad():
+            for k, v in ckpt["gates"].items():
+                gates[k].copy_(v)
+        head.load_state_dict(ckpt["head"])
+        gate_opt.load_state_dict(ckpt["gate_opt"])
+        head_opt.load_state_dict(ckpt["head_opt"])
+        gen.set_state(ckpt["gen"])
+        return ckpt["state"]
+
+    def save(
+        self,
+        gates: dict[str, torch.Tensor],
+        head: torch.nn.Module,
+        gate_opt: torch.optim.Optimizer,
+        head_opt: torch.optim.Optimizer,
+        gen: torch.Generator,
+        state: dict[str, Any],
+    ) -> None:
+        """Write the checkpoint and the log atomically (nothing without a run directory)."""
+        if self.path is None:
+            return
+        atomic_torch_save(
+            {
+                "config_hash": self.settings_hash,
+                "gates": {k: v.detach().clone() for k, v in gates.items()},
+                "head": head.state_dict(),
+                "gate_opt": gate_opt.state_dict(),
+                "head_opt": head_opt.state_dict(),
+                "gen": gen.get_state(),
+                "state": state,
+            },
+            self.path / CHECKPOINT,
+        )
+        atomic_json({"log": state["log"], "evals": state["evals"]}, self.path / LOG)

@@ -43,16 +43,12 @@ from tqdm.auto import tqdm
 
 from repsim._core.fingerprints import model_fingerprint, unwrap_model
 from repsim._core.hooks import attach_hooks, evaluating, frozen
-from repsim._core.io import write_json
 from repsim.data.base import GroupedData
 from repsim.errors import ConfigError, DataError
 from repsim.subnetwork._runs import (
-    CHECKPOINT,
-    LOG,
+    RunFiles,
     atomic_json,
-    atomic_torch_save,
     config_hash,
-    load_checkpoint,
 )
 from repsim.subnetwork.bias import (
     REWEIGHTS,
@@ -390,47 +386,13 @@ def search_bise(
         "pretrained": False,
     }
 
-    run_path = Path(run_dir) if run_dir is not None else None
-    if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
-        write_json(config, run_path / "config.json", indent=1, allow_nan=True)
+    files = RunFiles(run_dir, config, chash)
+    run_path = files.path
     if resume:
-        ckpt_file = run_path / CHECKPOINT  # type: ignore[operator]
-        if not ckpt_file.exists():
-            raise ConfigError(
-                f"Nothing to resume: {ckpt_file} does not exist. Run without --resume to start."
-            )
-        ckpt = load_checkpoint(ckpt_file)
-        if ckpt["config_hash"] != chash:
-            raise ConfigError(
-                f"{ckpt_file} was written with different settings, model or data "
-                f"(hash {ckpt['config_hash']} vs {chash}); start a new run_dir instead."
-            )
-        with torch.no_grad():
-            for k, v in ckpt["gates"].items():
-                gates[k].copy_(v)
-        head.load_state_dict(ckpt["head"])
-        gate_opt.load_state_dict(ckpt["gate_opt"])
-        head_opt.load_state_dict(ckpt["head_opt"])
-        gen.set_state(ckpt["gen"])
-        st = ckpt["state"]
+        st = files.resume(gates, head, gate_opt, head_opt, gen)
 
     def checkpoint() -> None:
-        if run_path is None:
-            return
-        atomic_torch_save(
-            {
-                "config_hash": chash,
-                "gates": {k: v.detach().clone() for k, v in gates.items()},
-                "head": head.state_dict(),
-                "gate_opt": gate_opt.state_dict(),
-                "head_opt": head_opt.state_dict(),
-                "gen": gen.get_state(),
-                "state": st,
-            },
-            run_path / CHECKPOINT,
-        )
-        atomic_json({"log": st["log"], "evals": st["evals"]}, run_path / LOG)
+        files.save(gates, head, gate_opt, head_opt, gen, st)
 
     n_epochs_planned = min(
         max_epochs, tau_period * max(1, math.ceil(math.log(tau_min / tau) / math.log(tau_decay)))
