@@ -28,6 +28,7 @@ from repsim._core.stats import (
     t_test,
 )
 from repsim.errors import RelationWarning
+from repsim.explain._tables import control_role, split_method
 from repsim.explain.controls import (
     COMPARISONS,
     RANDOM_PRUNING,
@@ -74,6 +75,7 @@ __all__ = [
     "bootstrap_interval",
     "cluster_bootstrap",
     "cluster_interval",
+    "control_role",
     "controlled_correlations",
     "controls_of",
     "correlate",
@@ -91,6 +93,7 @@ __all__ = [
     "permutation_pvalue",
     "pooled_correlations",
     "relate",
+    "split_method",
     "stratified_permutation_test",
     "stratum_correlations",
     "t_test",

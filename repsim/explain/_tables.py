@@ -224,6 +224,24 @@ def split_method(method: Any) -> tuple[str, str | None]:
     return text, None
 
 
+def control_role(
+    method: Any, *, recovery_only: str = RECOVERY_ONLY, random_pruning: str = RANDOM_PRUNING
+) -> str:
+    """What a member's method label says it is.
+
+    ``"recovery-only control"`` (``"none+ft"``), ``"random-pruning control"`` (``"random+ft"``,
+    ``"random"``) or ``"compressed"``. The one place that reads the control conventions of the study family's labels; a study
+    that asks for random pruning as a method of its own marks those rows ``"compressed"``
+    itself (``configs[i]["role"]``).
+    """
+    prune, _ = split_method(method)
+    if prune == recovery_only:
+        return "recovery-only control"
+    if prune == random_pruning:
+        return "random-pruning control"
+    return "compressed"
+
+
 def config_label(method: Any, sparsity: Any) -> str:
     """``"method@sparsity"``, the key of per-configuration results (as :func:`onset` writes)."""
     return f"{method}@{sparsity}"

@@ -992,12 +992,6 @@ def measure_fairness(plan: Plan, captures: Captures, test: Any) -> FairnessResul
     )
 
 
-def _n_main(plan: Plan) -> int:
-    """How many of ``plan.configs`` the config asked for (the controls come after them)."""
-    comp = plan.config["compression"]
-    return len(comp["methods"]) * len(comp["recovery"]) * len(comp["sparsities"])
-
-
 def explain_study(
     plan: Plan, similarity: SimilarityResults, fairness: FairnessResults
 ) -> Explanation:
@@ -1006,7 +1000,7 @@ def explain_study(
     Stage 6: relate divergence to bias per layer, summarise each configuration, and pair
     distillation against fine-tuning (:func:`repsim.explain.relate`, :func:`kd_vs_ft`).
     """
-    from repsim.explain import parse_divergence, relate
+    from repsim.explain import control_role, parse_divergence, relate
 
     report = plan.config["report"]
     rseed = int(plan.config["study"]["seed"])
@@ -1038,12 +1032,9 @@ def explain_study(
             and r["group"] is None
             and r["measure"] == div_measure
         ]
-        prune = label.split("+", 1)[0]
-        role = {"none": "recovery-only control", "random": "random-pruning control"}.get(
-            prune, "compressed"
-        )
-        if prune == "random" and any(m == "random" for m, _, _ in plan.configs[: _n_main(plan)]):
-            role = "compressed"
+        role = control_role(label)
+        if role == "random-pruning control" and "random" in plan.config["compression"]["methods"]:
+            role = "compressed"  # random pruning asked for as a method of the study
         config_rows.append(
             {
                 "method": label,

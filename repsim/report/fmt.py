@@ -15,11 +15,10 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from repsim.explain._tables import control_role, split_method
+
 _SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
-#: Prune labels of the two control families (as :mod:`repsim.explain` names them).
-RECOVERY_ONLY = "none"
-RANDOM_PRUNING = "random"
 
 #: Human labels, with units and definitions, of the bias metrics.
 METRIC_LABELS = {
@@ -138,23 +137,16 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(metric, metric.replace("_", " "))
 
 
-def split_method(method: Any) -> tuple[str, str | None]:
-    """``"magnitude+ft"`` -> ``("magnitude", "ft")``; ``"magnitude"`` -> ``("magnitude", None)``."""
-    text = str(method)
-    if "+" in text:
-        prune, rec = text.split("+", 1)
-        return prune, rec
-    return text, None
+def role(method: Any, row: Mapping[str, Any] | None = None) -> str:
+    """A configuration's role, as the report shows it.
 
-
-def role(method: Any) -> str:
-    """``"recovery-only control"``, ``"random-pruning control"`` or ``"compressed"``."""
-    prune, _ = split_method(method)
-    if prune == RECOVERY_ONLY:
-        return "recovery-only control"
-    if prune == RANDOM_PRUNING:
-        return "random-pruning control"
-    return "compressed"
+    ``row["role"]`` when the study wrote one (a study that asks for random pruning as a method
+    marks it ``"compressed"``), else what the method label says
+    (:func:`repsim.explain.control_role`).
+    """
+    if row is not None and row.get("role"):
+        return str(row["role"])
+    return control_role(method)
 
 
 def is_control(method: Any) -> bool:

@@ -184,7 +184,7 @@ def _config_sentence(
 ) -> str:
     from repsim.report.lead import metric_order
 
-    role = fmt.role(c["method"])
+    role = fmt.role(c["method"], c)
     seeds = f"{c['n_seeds']} seeds" if c.get("n_seeds") is not None else "mean over seeds"
     head = f"{c['method']} at sparsity {c['sparsity']} ({role}, {seeds}): accuracy " + fmt.number(
         c.get("accuracy"), 4

@@ -301,7 +301,7 @@ def bias_beside_floor(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
     for c in configs:
         label = fmt.config_label(c["method"], c["sparsity"])
-        row: dict[str, Any] = {"configuration": label, "role": fmt.role(c["method"])}
+        row: dict[str, Any] = {"configuration": label, "role": fmt.role(c["method"], c)}
         for m in metrics:
             short = fmt.metric_short(m)
             row[short] = fmt.number(c.get(m))

@@ -121,9 +121,9 @@ def _style(method: str, recs: Sequence[str], prunes: Sequence[str]) -> dict[str,
 
     prune, rec = fmt.split_method(method)
     color = _RECOVERY_COLORS[recs.index(rec or "") % len(_RECOVERY_COLORS)]
-    if prune == fmt.RECOVERY_ONLY:
+    if fmt.role(method) == "recovery-only control":
         return {"color": color, "marker": "*", "ms": 10, "ls": "none"}
-    if prune == fmt.RANDOM_PRUNING:
+    if fmt.role(method) == "random-pruning control":
         return {"color": color, "marker": "^", "ms": 5, "ls": "--", "mfc": "white"}
     k = prunes.index(prune) if prune in prunes else 0
     return {

@@ -315,7 +315,7 @@ def write_report(
     for c in fmt.grouped_configs(configs):
         row = {
             "configuration": fmt.config_label(c["method"], c["sparsity"]),
-            "role": fmt.role(c["method"]),
+            "role": fmt.role(c["method"], c),
             "n_seeds": c.get("n_seeds"),
             "accuracy": c.get("accuracy"),
             "collapsed": "COLLAPSED" if (c["method"], c["sparsity"]) in broken else "",

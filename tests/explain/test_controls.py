@@ -189,3 +189,13 @@ def test_bias_beyond_the_dense_floor_and_the_controls():
     assert [r["p_adjusted"] for r in fam] == pytest.approx(
         list(adjust_pvalues([r["p"] for r in fam], "holm"))
     )
+
+
+def test_control_role_reads_the_family_labels():
+    from repsim.explain import control_role, split_method
+
+    assert control_role("none+ft") == control_role("none+kd") == "recovery-only control"
+    assert control_role("random+ft") == control_role("random") == "random-pruning control"
+    assert control_role("magnitude+kd") == control_role("2:4") == "compressed"
+    assert control_role("quantize-4bit") == "compressed"
+    assert split_method("wanda+ft") == ("wanda", "ft") and split_method("2:4") == ("2:4", None)
