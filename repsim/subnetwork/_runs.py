@@ -76,7 +76,7 @@ class RunFiles:
     """A search's run directory: ``config.json``, the checkpoint of its trainable state, the log.
 
     Both searches checkpoint the same state (gates, bias head, both optimisers, the data
-    generator and a plain ``state`` dict with ``log`` and ``evals``), atomically, and refuse to
+    generator, and a plain ``state`` dict with ``log`` and ``evals``), atomically, and refuse to
     resume from a checkpoint written with other settings.
 
     Parameters
@@ -87,24 +87,32 @@ class RunFiles:
         The run's settings, written to ``config.json``.
     settings_hash : str
         :func:`config_hash` of the settings, model and data: what a checkpoint must match.
+    gates, head, gate_opt, head_opt, gen
+        The trainable state a checkpoint saves and a resume restores in place.
     """
 
-    def __init__(self, run_dir: str | Path | None, config: dict[str, Any], settings_hash: str):
-        self.path = Path(run_dir) if run_dir is not None else None
-        self.settings_hash = settings_hash
-        if self.path is not None:
-            self.path.mkdir(parents=True, exist_ok=True)
-            write_json(config, self.path / "config.json", indent=1, allow_nan=True)
-
-    def resume(
+    def __init__(
         self,
+        run_dir: str | Path | None,
+        config: dict[str, Any],
+        settings_hash: str,
+        *,
         gates: dict[str, torch.Tensor],
         head: torch.nn.Module,
         gate_opt: torch.optim.Optimizer,
         head_opt: torch.optim.Optimizer,
         gen: torch.Generator,
-    ) -> dict[str, Any]:
-        """Load the checkpoint into the given objects and return its ``state`` dict.
+    ) -> None:
+        self.path = Path(run_dir) if run_dir is not None else None
+        self.settings_hash = settings_hash
+        self.gates, self.head, self.gen = gates, head, gen
+        self.gate_opt, self.head_opt = gate_opt, head_opt
+        if self.path is not None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_json(config, self.path / "config.json", indent=1, allow_nan=True)
+
+    def resume(self) -> dict[str, Any]:
+        """Restore the checkpoint into the trainable state and return its ``state`` dict.
 
         Raises
         ------
@@ -131,33 +139,25 @@ class RunFiles:
             )
         with torch.no_grad():
             for k, v in ckpt["gates"].items():
-                gates[k].copy_(v)
-        head.load_state_dict(ckpt["head"])
-        gate_opt.load_state_dict(ckpt["gate_opt"])
-        head_opt.load_state_dict(ckpt["head_opt"])
-        gen.set_state(ckpt["gen"])
+                self.gates[k].copy_(v)
+        self.head.load_state_dict(ckpt["head"])
+        self.gate_opt.load_state_dict(ckpt["gate_opt"])
+        self.head_opt.load_state_dict(ckpt["head_opt"])
+        self.gen.set_state(ckpt["gen"])
         return ckpt["state"]
 
-    def save(
-        self,
-        gates: dict[str, torch.Tensor],
-        head: torch.nn.Module,
-        gate_opt: torch.optim.Optimizer,
-        head_opt: torch.optim.Optimizer,
-        gen: torch.Generator,
-        state: dict[str, Any],
-    ) -> None:
+    def save(self, state: dict[str, Any]) -> None:
         """Write the checkpoint and the log atomically (nothing without a run directory)."""
         if self.path is None:
             return
         atomic_torch_save(
             {
                 "config_hash": self.settings_hash,
-                "gates": {k: v.detach().clone() for k, v in gates.items()},
-                "head": head.state_dict(),
-                "gate_opt": gate_opt.state_dict(),
-                "head_opt": head_opt.state_dict(),
-                "gen": gen.get_state(),
+                "gates": {k: v.detach().clone() for k, v in self.gates.items()},
+                "head": self.head.state_dict(),
+                "gate_opt": self.gate_opt.state_dict(),
+                "head_opt": self.head_opt.state_dict(),
+                "gen": self.gen.get_state(),
                 "state": state,
             },
             self.path / CHECKPOINT,

@@ -386,13 +386,22 @@ def search_bise(
         "pretrained": False,
     }
 
-    files = RunFiles(run_dir, config, chash)
+    files = RunFiles(
+        run_dir,
+        config,
+        chash,
+        gates=gates,
+        head=head,
+        gate_opt=gate_opt,
+        head_opt=head_opt,
+        gen=gen,
+    )
     run_path = files.path
     if resume:
-        st = files.resume(gates, head, gate_opt, head_opt, gen)
+        st = files.resume()
 
     def checkpoint() -> None:
-        files.save(gates, head, gate_opt, head_opt, gen, st)
+        files.save(st)
 
     n_epochs_planned = min(
         max_epochs, tau_period * max(1, math.ceil(math.log(tau_min / tau) / math.log(tau_decay)))

@@ -373,13 +373,22 @@ def search_surgeon(
         tau_min=tau_min,
     )
 
-    files = RunFiles(run_dir, config, chash)
+    files = RunFiles(
+        run_dir,
+        config,
+        chash,
+        gates=gates,
+        head=head,
+        gate_opt=gate_opt,
+        head_opt=head_opt,
+        gen=gen,
+    )
     run_path = files.path
     if resume:
-        st = files.resume(gates, head, gate_opt, head_opt, gen)
+        st = files.resume()
 
     def checkpoint() -> None:
-        files.save(gates, head, gate_opt, head_opt, gen, st)
+        files.save(st)
 
     bar = tqdm(
         total=steps,
