@@ -1388,7 +1388,8 @@ def kd_vs_ft(
     (:func:`repsim.explain.paired_difference` with ``interval="auto"``: Student t below
     :data:`repsim._core.stats.MIN_SEEDS_BOOTSTRAP` seeds, percentile bootstrap from there;
     the deprecated ``alpha=a`` means ``ci=1 - a``). ``<name>_p_adjusted`` is Holm-adjusted
-    across the four metrics of one configuration; ``few_seeds`` flags fewer than
+    across the four metrics of one configuration; ``<name>_diff_interval`` says which interval
+    each metric got (its finite pairs decide); ``few_seeds`` flags fewer than
     :data:`repsim._core.stats.FEW_SEEDS` pairs. Blakeney et al. (2021, "Simon Says") report
     that distillation lowers CEV/SDE against fine-tuning.
     """
@@ -1441,11 +1442,11 @@ def kd_vs_ft(
                     f"{name}_diff_low": d["low"],
                     f"{name}_diff_high": d["high"],
                     f"{name}_p": t["p"],
+                    f"{name}_diff_interval": d["interval"],
                 }
             )
         adjusted = adjust_pvalues([row[f"{n}_p"] for n in names], "holm")
         row.update({f"{n}_p_adjusted": float(q) for n, q in zip(names, adjusted, strict=True)})
-        row["interval"] = d["interval"]
         out.append(row)
     return out
 

@@ -53,7 +53,7 @@ def test_few_seeds_get_student_t_intervals_and_paired_t_p_values():
     assert row["cev_diff_low"] == pytest.approx(d.mean() - half)
     assert row["cev_diff_high"] == pytest.approx(d.mean() + half)
     assert row["cev_p"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue)
-    assert row["interval"] == "t"
+    assert row["cev_diff_interval"] == "t"
     ps = [row[f"{n}_p"] for n in ("cev", "sde", "accuracy", "similarity")]
     adj = [row[f"{n}_p_adjusted"] for n in ("cev", "sde", "accuracy", "similarity")]
     assert all(a >= p - 1e-12 for a, p in zip(adj, ps, strict=True))
@@ -72,6 +72,7 @@ def test_many_seeds_get_bootstrap_intervals():
     ft = np.array([r["cev"] for r in shifts if r["method"] == "mag+ft"])
     lo, hi = bootstrap_mean(kd - ft, n_boot=200, ci=0.9, seed=4)
     assert (row["cev_diff_low"], row["cev_diff_high"]) == (lo, hi)
+    assert row["cev_diff_interval"] == "bootstrap"
 
 
 def test_three_seeds_are_flagged():
