@@ -202,16 +202,22 @@ def drift_table(results: Mapping[str, Any]) -> tuple[list[str], list[dict[str, A
         label = fmt.config_label(c["method"], c["sparsity"])
         mine = [r for r in chosen if fmt.config_label(r["method"], r["sparsity"]) == label]
         sig = [
-            r["layer"]
-            for r in mine
-            if fmt.finite(r.get("p_adjusted")) and float(r["p_adjusted"]) < alpha
+            r for r in mine if fmt.finite(r.get("p_adjusted")) and float(r["p_adjusted"]) < alpha
         ]
+        # two-sided tests: a significant negative difference is drift *below* the control
+        above = [r["layer"] for r in sig if float(r["effect"]) > 0]
+        below = [r["layer"] for r in sig if float(r["effect"]) < 0]
         what = (
-            f"{label} at {len(sig)} of {len(mine)} layers, from {sig[0]}"
-            if sig
+            f"{label} at {len(above)} of {len(mine)} layers, from {above[0]}"
+            if above
             else (f"{label} at no layer")
         )
-        if onset.get(label) is not None and onset[label] != (sig[0] if sig else None):
+        if below:
+            what += (
+                f" (below its control at {len(below)} layer{'s' if len(below) > 1 else ''}: "
+                "closer to the dense parent than the control is)"
+            )
+        if onset.get(label) is not None and onset[label] != (above[0] if above else None):
             what += f" (one-sided onset: {onset[label]})"
         by_control.setdefault(choice[label], []).append(what)
     seeds = fmt.seeds_text([r.get("n_seeds") for r in chosen], few)
@@ -351,22 +357,31 @@ def bias_floor_sentence(results: Mapping[str, Any]) -> str:
     ]
     corr = fmt.correction_name(rows[0].get("correction", "holm"))
     seeds = fmt.seeds_text([r.get("n_seeds") for r in rows], _few(results))
-    if not sig:
-        return text + (
+    # two-sided tests: only a positive difference is bias beyond the floor
+    above = [r for r in sig if float(r["effect"]) > 0]
+    below = [r for r in sig if float(r["effect"]) < 0]
+
+    def listing(found: list[Mapping[str, Any]]) -> str:
+        by: dict[str, list[str]] = {}
+        for r in found:
+            by.setdefault(fmt.config_label(r["method"], r["sparsity"]), []).append(
+                f"{fmt.metric_short(r['metric'])} "
+                f"{fmt.interval(r.get('effect'), r.get('low'), r.get('high'), 2, sign=True)}"
+            )
+        return "; ".join(f"{k}: {', '.join(v)}" for k, v in by.items())
+
+    if not above:
+        text += (
             f"No configuration's bias exceeds the floor ({corr}-corrected p ≥ {alpha:g} for "
-            f"every metric, {seeds})."
+            f"every metric or a difference below it, {seeds})."
         )
-    by: dict[str, list[str]] = {}
-    for r in sig:
-        by.setdefault(fmt.config_label(r["method"], r["sparsity"]), []).append(
-            f"{fmt.metric_short(r['metric'])} "
-            f"{fmt.interval(r.get('effect'), r.get('low'), r.get('high'), 2, sign=True)}"
+    else:
+        text += f"Exceeding it ({corr}-corrected p < {alpha:g}, {seeds}): {listing(above)}."
+    if below:
+        text += (
+            f" Significantly below it (less bias than between two dense seeds): {listing(below)}."
         )
-    return text + (
-        f"Exceeding it ({corr}-corrected p < {alpha:g}, {seeds}): "
-        + "; ".join(f"{k}: {', '.join(v)}" for k, v in by.items())
-        + "."
-    )
+    return text
 
 
 def what_holds(

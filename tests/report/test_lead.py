@@ -244,3 +244,60 @@ def test_headless_chromium_first_screen(report, tmp_path):
     block = dom.index('class="holds"')
     assert block < dom.index("<img")
     assert "No layer's drift predicts bias beyond sparsity" in dom[block : dom.index("<img")]
+
+
+def _effect(layer, effect, p_adj, comparison="dense_floor", metric=None):
+    row = {
+        "method": "magnitude",
+        "sparsity": 0.5,
+        "comparison": comparison,
+        "control": "dense",
+        "effect": effect,
+        "low": effect - 0.01,
+        "high": effect + 0.01,
+        "p_adjusted": p_adj,
+        "n_seeds": 10,
+        "correction": "holm",
+        "ci": 0.95,
+    }
+    if metric is None:
+        row["layer"] = layer
+    else:
+        row["metric"] = metric
+    return row
+
+
+def test_significant_differences_below_the_control_are_not_called_exceeding():
+    from repsim.report import lead
+
+    results = {
+        "seeds": list(range(10)),
+        "relations": {
+            "effects": [
+                _effect("l1", -0.3, 0.001),
+                _effect("l2", -0.2, 0.002),
+                _effect("l3", +0.1, 0.01),
+            ],
+            "bias_effects": [
+                _effect(None, -0.15, 0.001, metric="acc_drop:minority"),
+                _effect(None, +0.02, 0.6, metric="sde"),
+            ],
+        },
+        "fairness_floor": [
+            {
+                "kind": "dense",
+                "seed": 0,
+                "seed_b": 1,
+                "cev": 1.0,
+                "sde": 2.0,
+                "worst_group_drop": 0.0,
+            }
+        ],
+        "n_classes": 10,
+    }
+    (text,), _ = lead.drift_table(results)
+    assert "magnitude@0.5 at 1 of 3 layers, from l3" in text
+    assert "below its control at 2 layers" in text
+    sentence = lead.bias_floor_sentence(results)
+    assert "No configuration's bias exceeds the floor" in sentence
+    assert "Significantly below it" in sentence and "minority" in sentence
