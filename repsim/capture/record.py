@@ -412,13 +412,7 @@ def data_fingerprint(data: Any, batch_size: int = 256) -> str:
     ``(sample_id = 0..n-1, x, y, group)`` (groups all 0 when the items have none), computed by
     one pass.
     """
-    src = _source(data, batch_size)
-    if src.fingerprint is not None:
-        return src.fingerprint
-    h = DataHasher(src.sample_id)
-    for x, y, g in src.batches():
-        h.update(_hashable(x), y, g)
-    return h.hexdigest()
+    return fingerprint_source(_source(data, batch_size), limit=0)  # nothing kept to replay
 
 
 def _hashable(x: Inputs) -> Any:
